@@ -1,0 +1,129 @@
+"""Process settings with the precedence flag > environment variable > `.env` > default.
+
+Scripts never `source` `.env`: the process reads it here, so an exported variable
+always wins over the file. Secrets are `SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+
+from prod_core.configs.base import Section
+from prod_core.configs.errors import ConfigError, format_validation_error
+
+# Environment variable -> settings field.
+ENV_KEYS: dict[str, str] = {
+    "MODE": "mode",
+    "FEED": "feed",
+    "EXECUTION": "execution",
+    "PROMETHEUS_PORT": "prometheus_port",
+    "PROMETHEUS_BIND": "prometheus_bind",
+    "DB_PATH": "db_path",
+    "LOG_LEVEL": "log_level",
+    "EXCHANGE_API_KEY": "exchange_api_key",
+    "EXCHANGE_API_SECRET": "exchange_api_secret",
+    "CONFIG_DIR": "config_dir",
+    "REPORTS_DIR": "reports_dir",
+    "LOGS_DIR": "logs_dir",
+    "EXPORTER_LINGER_S": "exporter_linger_s",
+    "SIM_BAR_INTERVAL_S": "sim_bar_interval_s",
+    "ALERT_TEST_FEED_HEALTH": "alert_test_feed_health",
+    "ALERT_TEST_DAILY_LOCK": "alert_test_daily_lock",
+    "ALERT_TEST_SAFE_MODE": "alert_test_safe_mode",
+}
+
+
+class Settings(Section):
+    mode: str = Field("paper", description="Only `paper` exists; anything else is refused.")
+    feed: Literal["sim", "replay", "ccxt", "ccxt_ws"] = Field("sim", description="Market data source.")
+    execution: Literal["sim", "sandbox"] = Field("sim", description="Paper fill simulator or exchange sandbox.")
+    prometheus_port: int = Field(9108, ge=0, le=65535, description="Exporter port (0 picks a free one).")
+    prometheus_bind: str = Field("127.0.0.1", description="Exporter bind address.")
+    db_path: str = Field("storage/crupto.db", min_length=1, description="SQLite database path.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    exchange_api_key: SecretStr = Field(SecretStr(""), description="Sandbox API key (never logged).")
+    exchange_api_secret: SecretStr = Field(SecretStr(""), description="Sandbox API secret (never logged).")
+    config_dir: str = Field("configs", description="Directory of governance.yaml and symbols.yaml.")
+    reports_dir: str = Field("reports", description="Reports root.")
+    logs_dir: str = Field("logs", description="Per-run log files.")
+    exporter_linger_s: float = Field(10.0, ge=0, le=600, description="Seconds the exporter serves the final state after a stop.")
+    sim_bar_interval_s: float | None = Field(None, gt=0, le=3600, description="Override of sim.bar_interval_s.")
+    alert_test_feed_health: Literal["bad", "good"] | None = Field(None, description="ALERT_TEST_FEED_HEALTH overlay.")
+    alert_test_daily_lock: Literal["max_daily_loss", "max_trades", "max_consecutive_losses", "manual"] | None = Field(
+        None, description="ALERT_TEST_DAILY_LOCK overlay."
+    )
+    alert_test_safe_mode: Literal["on", "off"] | None = Field(None, description="ALERT_TEST_SAFE_MODE overlay.")
+
+    @field_validator("mode")
+    @classmethod
+    def _paper_only(cls, value: str) -> str:
+        if value != "paper":
+            raise ValueError(f"only MODE=paper is supported (was {value!r}); this build never trades real money")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("alert_test_feed_health", "alert_test_daily_lock", "alert_test_safe_mode", "sim_bar_interval_s", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (comments, blank lines, `export ` prefixes and quotes allowed)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].strip()
+        if "=" not in line:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, was {line[:40]!r}")
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = None,
+) -> Settings:
+    """Resolve settings: `flags` (field names, None = not given) > `environ` > env file > default."""
+    environ = os.environ if environ is None else environ
+    env_path = Path(env_file if env_file is not None else environ.get("ENV_FILE", ".env"))
+    merged: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for key, value in parse_env_file(env_path).items():
+        if key in ENV_KEYS:
+            merged[ENV_KEYS[key]] = value
+            sources[ENV_KEYS[key]] = f"{env_path} {key}"
+    for key, field in ENV_KEYS.items():
+        if key in environ:
+            merged[field] = environ[key]
+            sources[field] = f"environment {key}"
+    for field, value in (flags or {}).items():
+        if value is not None:
+            merged[field] = value
+            sources[field] = f"flag --{field.replace('_', '-')}"
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first.get("loc") else ""
+        origin = sources.get(field, "settings")
+        raise ConfigError(format_validation_error(origin, exc)) from None

@@ -1,0 +1,72 @@
+"""Instruments and market-data configuration (configs/symbols.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prod_core.configs.base import Section
+from prod_core.domain import Instrument, InstrumentKind, timeframe_to_ms
+
+SCENARIOS = ("crash", "corr_spike", "feed_outage")
+
+
+def _check_timeframe(value: str) -> str:
+    timeframe_to_ms(value)
+    return value
+
+
+class ExchangeConfig(Section):
+    id: str = Field("binance", min_length=1, description="ccxt exchange id.")
+    timeframe: str = Field("1m", description="Candle timeframe for ccxt feeds.")
+    sandbox: bool = Field(True, description="Use the exchange sandbox/testnet URLs.")
+    api_url: str | None = Field(None, description="Override the exchange API base URL (proxy, mirror, tests).")
+
+    _tf = field_validator("timeframe")(_check_timeframe)
+
+
+class SimSymbolConfig(Section):
+    start_price: float = Field(100.0, gt=0, description="First simulated price.")
+    vol_bps: float = Field(15.0, gt=0, le=1000, description="Calm per-bar volatility, basis points.")
+    beta: float = Field(1.0, gt=0, le=5, description="Loading on the common market factor.")
+
+
+class SymbolConfig(Section):
+    symbol: str = Field(..., pattern=r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$", description="Unified symbol, e.g. BTC/USDT.")
+    kind: Literal["spot", "perp"] = Field("spot", description="spot is long-only; perp can short.")
+    sim: SimSymbolConfig = SimSymbolConfig()
+
+    def instrument(self, min_notional_usd: float = 0.0) -> Instrument:
+        return Instrument(symbol=self.symbol, kind=InstrumentKind(self.kind), min_notional_usd=min_notional_usd)
+
+
+class SimConfig(Section):
+    timeframe: str = Field("1m", description="Simulated bar length.")
+    bar_interval_s: float = Field(0.25, gt=0, le=3600, description="Wall seconds between simulated bars in paper mode.")
+    history_bars: int = Field(300, ge=0, le=100_000, description="Bars delivered at start to warm indicators.")
+    seed: int = Field(42, ge=0, description="Random seed: same seed, same bars.")
+    scenario: Literal["crash", "corr_spike", "feed_outage"] | None = Field(None, description="Named stress scenario.")
+    scenario_start_bar: int = Field(120, ge=0, description="First live bar of the scenario window.")
+    scenario_bars: int = Field(60, ge=1, description="Length of the scenario window, bars.")
+
+    _tf = field_validator("timeframe")(_check_timeframe)
+
+
+class SymbolsConfig(Section):
+    exchange: ExchangeConfig = ExchangeConfig()
+    symbols: tuple[SymbolConfig, ...] = Field(..., min_length=1, description="Instruments to trade.")
+    sim: SimConfig = SimConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SymbolsConfig":
+        seen: set[str] = set()
+        for item in self.symbols:
+            if item.symbol in seen:
+                raise ValueError(f"symbol {item.symbol} is listed twice")
+            seen.add(item.symbol)
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.symbol for s in self.symbols)

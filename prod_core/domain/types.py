@@ -1,0 +1,248 @@
+"""Domain value types."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+STAGES: tuple[str, ...] = (
+    "feed",
+    "regime",
+    "strategy",
+    "risk",
+    "portfolio",
+    "execution",
+    "storage",
+    "telemetry",
+)
+
+_TF_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def timeframe_to_ms(timeframe: str) -> int:
+    """Convert a ccxt-style timeframe ('1m', '5m', '1h', '1d') to milliseconds."""
+    if len(timeframe) < 2 or timeframe[-1] not in _TF_UNITS_MS or not timeframe[:-1].isdigit():
+        raise ValueError(f"timeframe must look like '1m', '5m', '1h' or '1d', was {timeframe!r}")
+    count = int(timeframe[:-1])
+    if count <= 0:
+        raise ValueError(f"timeframe must be positive, was {timeframe!r}")
+    return count * _TF_UNITS_MS[timeframe[-1]]
+
+
+class Regime(IntEnum):
+    """Market regime codes exported as ``regime_label``."""
+
+    WARMUP = 0
+    CALM = 1
+    TREND_UP = 2
+    TREND_DOWN = 3
+    VOLATILE = 4
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class InstrumentKind(StrEnum):
+    SPOT = "spot"
+    PERP = "perp"
+
+
+class FillReason(StrEnum):
+    ENTRY = "entry"
+    STOP = "stop"
+    TARGET = "target"
+    EXIT_SIGNAL = "exit_signal"
+    KILL_SWITCH = "kill_switch"
+
+
+class OrderStatus(StrEnum):
+    SUBMITTED = "submitted"
+    FILLED = "filled"
+    PARTIAL = "partial"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A tradable symbol with its exchange metadata."""
+
+    symbol: str
+    kind: InstrumentKind = InstrumentKind.SPOT
+    price_tick: float = 0.0
+    qty_step: float = 0.0
+    min_qty: float = 0.0
+    min_notional_usd: float = 0.0
+
+    @property
+    def can_short(self) -> bool:
+        return self.kind is InstrumentKind.PERP
+
+
+class Bar:
+    """One closed OHLCV candle. Plain slotted class: cheap to build on the hot path.
+
+    ``ts_ms`` is the UTC epoch millisecond of the bar's open.
+    """
+
+    __slots__ = ("symbol", "ts_ms", "open", "high", "low", "close", "volume")
+
+    def __init__(
+        self,
+        symbol: str,
+        ts_ms: int,
+        open: float,  # noqa: A002 - OHLC naming is the convention
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+    ) -> None:
+        self.symbol = symbol
+        self.ts_ms = ts_ms
+        self.open = open
+        self.high = high
+        self.low = low
+        self.close = close
+        self.volume = volume
+
+    def as_tuple(self) -> tuple[str, int, float, float, float, float, float]:
+        return (self.symbol, self.ts_ms, self.open, self.high, self.low, self.close, self.volume)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bar) and self.as_tuple() == other.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+    def __repr__(self) -> str:
+        return (
+            f"Bar({self.symbol!r}, ts_ms={self.ts_ms}, o={self.open}, h={self.high}, "
+            f"l={self.low}, c={self.close}, v={self.volume})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TradePlan:
+    """A strategy's proposal: enter ``side`` on ``symbol`` near ``entry`` with a protective stop."""
+
+    plan_id: str
+    ts_ms: int
+    strategy: str
+    symbol: str
+    side: Side
+    entry: float
+    stop: float
+    target: float
+    reason: str
+    regime: Regime = Regime.WARMUP
+
+    def __post_init__(self) -> None:
+        for name in ("entry", "stop", "target"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"TradePlan.{name} must be a positive finite price, was {value!r}")
+        if self.side is Side.BUY and not (self.stop < self.entry < self.target):
+            raise ValueError(
+                f"buy plan needs stop < entry < target, was stop={self.stop} entry={self.entry} target={self.target}"
+            )
+        if self.side is Side.SELL and not (self.target < self.entry < self.stop):
+            raise ValueError(
+                f"sell plan needs target < entry < stop, was target={self.target} entry={self.entry} stop={self.stop}"
+            )
+
+    @property
+    def risk_per_unit(self) -> float:
+        return abs(self.entry - self.stop)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of the risk/portfolio gates for one plan.
+
+    ``decision`` is ``approved``, ``resized`` or ``vetoed_<reason>``. ``qty`` is 0 on a veto.
+    """
+
+    plan: TradePlan
+    decision: str
+    qty: float
+    risk_usd: float
+    nominal_r_usd: float
+    reason: str = ""
+
+    @property
+    def approved(self) -> bool:
+        return not self.decision.startswith("vetoed")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    plan_id: str
+    ts_ms: int
+    symbol: str
+    side: Side
+    qty: float
+    kind: str  # market
+    reason: FillReason
+    status: OrderStatus = OrderStatus.SUBMITTED
+    reject_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    fill_id: str
+    order_id: str
+    ts_ms: int
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    fee_usd: float
+    reason: FillReason
+    liquidity: str = "taker"
+
+    def __post_init__(self) -> None:
+        if not (self.qty > 0 and math.isfinite(self.qty)):
+            raise ValueError(f"Fill.qty must be positive, was {self.qty!r}")
+        if not (self.price > 0 and math.isfinite(self.price)):
+            raise ValueError(f"Fill.price must be positive, was {self.price!r}")
+        if self.fee_usd < 0:
+            raise ValueError(f"Fill.fee_usd must be >= 0, was {self.fee_usd!r}")
+
+
+@dataclass(slots=True)
+class Position:
+    """An open position. Mutable: execution updates ``last_price`` on every bar."""
+
+    position_id: str
+    plan_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: float
+    entry_price: float
+    stop: float
+    target: float
+    ts_open_ms: int
+    nominal_r_usd: float
+    entry_fee_usd: float
+    last_price: float
+
+    @property
+    def notional_usd(self) -> float:
+        return self.qty * self.last_price
+
+    @property
+    def signed_notional_usd(self) -> float:
+        return self.side.sign * self.qty * self.last_price
+
+    @property
+    def unrealized_usd(self) -> float:
+        return self.side.sign * self.qty * (self.last_price - self.entry_price)

@@ -1,0 +1,34 @@
+"""Root fixtures: keep them few; builders live in prod_core.testing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A writable copy of the shipped configs/ directory."""
+    target = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", target)
+    return target
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip when absent on a laptop, fail under CI."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required under CI (.ci/run installs it)")
+        pytest.skip(f"{name} not installed")
+    return path
