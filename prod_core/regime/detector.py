@@ -1,0 +1,170 @@
+"""Incremental regime detector.
+
+Volatility regime: short EWMA variance of log returns against a slow baseline that
+tracks the calm level (falls fast, rises slowly). Trend regime: EWMA mean of returns
+relative to their EWMA deviation (a drift-to-noise ratio). Hysteresis keeps the label
+from flickering at the thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from prod_core.domain import Bar, Regime
+
+_LN2 = math.log(2.0)
+
+
+def _alpha(halflife_bars: float) -> float:
+    return 1.0 - math.exp(-_LN2 / halflife_bars)
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeParams:
+    warmup_bars: int = 60
+    drift_halflife: float = 40.0
+    vol_halflife: float = 12.0
+    base_rise_halflife: float = 1500.0
+    base_fall_halflife: float = 60.0
+    vol_enter: float = 1.9  # short vol / baseline vol to enter volatile
+    vol_exit: float = 1.5
+    trend_enter: float = 0.12  # |EWMA mean / EWMA sd| to enter a trend
+    trend_exit: float = 0.07
+    fast_bars: int = 20
+    slow_bars: int = 60
+    atr_bars: int = 14
+    mr_bars: int = 40
+
+
+class Features:
+    """Per-symbol incremental state; attributes are read by strategies."""
+
+    __slots__ = (
+        "symbol",
+        "n",
+        "last_close",
+        "mu",
+        "var_long",
+        "var_short",
+        "var_base",
+        "ema_fast",
+        "ema_slow",
+        "atr",
+        "mr_mean",
+        "mr_var",
+        "regime",
+        "vol_ratio",
+        "drift_ratio",
+    )
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.n = 0
+        self.last_close = 0.0
+        self.mu = 0.0
+        self.var_long = 0.0
+        self.var_short = 0.0
+        self.var_base = 0.0
+        self.ema_fast = 0.0
+        self.ema_slow = 0.0
+        self.atr = 0.0
+        self.mr_mean = 0.0
+        self.mr_var = 0.0
+        self.regime = Regime.WARMUP
+        self.vol_ratio = 0.0
+        self.drift_ratio = 0.0
+
+    @property
+    def zscore(self) -> float:
+        """Distance of the last close from its EWMA mean, in EWMA standard deviations."""
+        sd = math.sqrt(self.mr_var) if self.mr_var > 0 else 0.0
+        return (self.last_close - self.mr_mean) / sd if sd > 0 else 0.0
+
+
+class RegimeDetector:
+    """Keeps ``Features`` per symbol; ``update`` returns them with the new regime."""
+
+    def __init__(self, params: RegimeParams | None = None) -> None:
+        p = params or RegimeParams()
+        self.params = p
+        self._a_mu = _alpha(p.drift_halflife)
+        self._a_vs = _alpha(p.vol_halflife)
+        self._a_up = _alpha(p.base_rise_halflife)
+        self._a_dn = _alpha(p.base_fall_halflife)
+        self._a_fast = 2.0 / (p.fast_bars + 1)
+        self._a_slow = 2.0 / (p.slow_bars + 1)
+        self._a_atr = 1.0 / p.atr_bars
+        self._a_mr = 2.0 / (p.mr_bars + 1)
+        self._vol_enter2 = p.vol_enter * p.vol_enter
+        self._vol_exit2 = p.vol_exit * p.vol_exit
+        self.features: dict[str, Features] = {}
+
+    def get(self, symbol: str) -> Features:
+        f = self.features.get(symbol)
+        if f is None:
+            f = self.features[symbol] = Features(symbol)
+        return f
+
+    def update(self, bar: Bar) -> Features:
+        f = self.features.get(bar.symbol)
+        if f is None:
+            f = self.features[bar.symbol] = Features(bar.symbol)
+        close = bar.close
+        n = f.n
+        if n == 0:
+            f.n = 1
+            f.last_close = close
+            f.ema_fast = f.ema_slow = f.mr_mean = close
+            f.atr = bar.high - bar.low
+            return f
+        prev = f.last_close
+        r = math.log(close / prev)
+        r2 = r * r
+        f.n = n + 1
+        f.mu += self._a_mu * (r - f.mu)
+        f.var_long += self._a_mu * (r2 - f.var_long)
+        vs = f.var_short + self._a_vs * (r2 - f.var_short)
+        f.var_short = vs
+        base = f.var_base
+        if base == 0.0:
+            base = vs
+        elif vs < base:
+            base += self._a_dn * (vs - base)
+        else:
+            base += self._a_up * (vs - base)
+        f.var_base = base
+        f.ema_fast += self._a_fast * (close - f.ema_fast)
+        f.ema_slow += self._a_slow * (close - f.ema_slow)
+        tr = max(bar.high, prev) - min(bar.low, prev)
+        f.atr += self._a_atr * (tr - f.atr)
+        d = close - f.mr_mean
+        f.mr_mean += self._a_mr * d
+        f.mr_var = (1.0 - self._a_mr) * (f.mr_var + self._a_mr * d * d)
+        f.last_close = close
+        if f.n < self.params.warmup_bars or base <= 0.0:
+            return f
+        ratio2 = vs / base
+        sd = math.sqrt(f.var_long) if f.var_long > 0 else 0.0
+        drift = f.mu / sd if sd > 0 else 0.0
+        f.vol_ratio = math.sqrt(ratio2)
+        f.drift_ratio = drift
+        f.regime = self._classify(f.regime, ratio2, drift)
+        return f
+
+    def _classify(self, current: Regime, ratio2: float, drift: float) -> Regime:
+        p = self.params
+        if current is Regime.VOLATILE:
+            if ratio2 > self._vol_exit2:
+                return Regime.VOLATILE
+        elif ratio2 > self._vol_enter2:
+            return Regime.VOLATILE
+        if current is Regime.TREND_UP and drift > p.trend_exit:
+            return Regime.TREND_UP
+        if current is Regime.TREND_DOWN and drift < -p.trend_exit:
+            return Regime.TREND_DOWN
+        if drift > p.trend_enter:
+            return Regime.TREND_UP
+        if drift < -p.trend_enter:
+            return Regime.TREND_DOWN
+        return Regime.CALM

@@ -1,0 +1,117 @@
+"""The paper account's R ledger and governance state (account-level, persisted)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from prod_core.configs.governance import GovernanceConfig
+
+LIMITS_OK = "limits_ok"
+
+
+def day_of(ts_s: float) -> str:
+    """UTC calendar day of a unix timestamp, 'YYYY-MM-DD'."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts_s))
+
+
+@dataclass(slots=True)
+class GovernanceState:
+    """R curve, daily counters, locks and switches of the paper account."""
+
+    closed_r: float = 0.0
+    open_r: float = 0.0
+    peak_r: float = 0.0
+    max_dd_r: float = 0.0
+    dd_epoch: int = 0
+    dd_stopped: bool = False
+    throttled: bool = False
+    day: str = ""
+    day_start_closed_r: float = 0.0
+    trades_today: int = 0
+    consecutive_losses: int = 0
+    lock_reason: str = LIMITS_OK
+    kill_switch: bool = False
+    holds: list[str] = field(default_factory=list)
+    cash_usd: float | None = None
+
+    @property
+    def pnl_cum_r(self) -> float:
+        return self.closed_r + self.open_r
+
+    @property
+    def dd_state(self) -> float:
+        return min(0.0, self.pnl_cum_r - self.peak_r)
+
+    @property
+    def day_r(self) -> float:
+        return self.closed_r - self.day_start_closed_r + self.open_r
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GovernanceState":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def roll_day(state: GovernanceState, day: str) -> bool:
+    """Start the daily counters for ``day``. Returns True when the day changed.
+
+    The lock itself is NOT lifted here: in paper mode only an operator unlocks.
+    """
+    if state.day == day:
+        return False
+    state.day = day
+    state.day_start_closed_r = state.closed_r
+    state.trades_today = 0
+    return True
+
+
+def _engage(state: GovernanceState, reason: str) -> str | None:
+    if state.lock_reason == LIMITS_OK:
+        state.lock_reason = reason
+        return reason
+    return None
+
+
+def ladder_step(state: GovernanceState, cfg: GovernanceConfig) -> None:
+    """Update peak, drawdown, max drawdown and the ladder (normal -> throttled -> no entries)."""
+    total = state.pnl_cum_r
+    if total > state.peak_r:
+        state.peak_r = total
+    dd = total - state.peak_r
+    if -dd > state.max_dd_r:
+        state.max_dd_r = -dd
+    state.throttled = dd <= cfg.drawdown.throttle_at_r
+    if dd <= cfg.drawdown.no_entries_at_r:
+        state.dd_stopped = True
+
+
+def mark_open_r(state: GovernanceState, open_r: float, cfg: GovernanceConfig) -> str | None:
+    """Mark open positions; engage ``max_daily_loss`` when realised + open R of the day hits the limit."""
+    state.open_r = open_r
+    ladder_step(state, cfg)
+    if state.day_r <= -cfg.daily_lock.max_daily_loss_r:
+        return _engage(state, "max_daily_loss")
+    return None
+
+
+def on_entry_filled(state: GovernanceState, cfg: GovernanceConfig) -> str | None:
+    state.trades_today += 1
+    if state.trades_today >= cfg.daily_lock.max_trades:
+        return _engage(state, "max_trades")
+    return None
+
+
+def on_trade_closed(state: GovernanceState, trade_r: float, open_r: float, cfg: GovernanceConfig) -> str | None:
+    """Book a closed trade's R. Returns the lock reason if this trade engaged a lock."""
+    state.closed_r += trade_r
+    state.consecutive_losses = state.consecutive_losses + 1 if trade_r < 0 else 0
+    engaged = mark_open_r(state, open_r, cfg)
+    if engaged:
+        return engaged
+    if state.consecutive_losses >= cfg.daily_lock.max_consecutive_losses:
+        return _engage(state, "max_consecutive_losses")
+    return None

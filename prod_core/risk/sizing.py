@@ -1,0 +1,67 @@
+"""Sizing in R and the hard pre-trade gates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prod_core.configs.governance import GovernanceConfig
+from prod_core.domain import Decision, TradePlan
+
+
+@dataclass(frozen=True, slots=True)
+class RiskSnapshot:
+    """What risk needs to know about the account when a plan arrives."""
+
+    equity_usd: float
+    lock_reason: str = "limits_ok"
+    kill_switch: bool = False
+    dd_state: float = 0.0
+    dd_stopped: bool = False
+    safe_mode: bool = False
+    holds: frozenset[str] = frozenset()
+
+
+def cost_rate(cfg: GovernanceConfig) -> float:
+    """Fraction of notional paid per market fill (taker fee + adverse slippage)."""
+    ex = cfg.execution
+    return (ex.taker_fee_bps + ex.slippage_bps) / 10_000.0
+
+
+def _veto(plan: TradePlan, reason: str, nominal: float, detail: str) -> Decision:
+    return Decision(plan=plan, decision=f"vetoed_{reason}", qty=0.0, risk_usd=0.0, nominal_r_usd=nominal, reason=detail)
+
+
+def evaluate(plan: TradePlan, snap: RiskSnapshot, cfg: GovernanceConfig) -> Decision:
+    """Size ``plan`` so that a stop-out costs at most its R budget including fees, or veto it.
+
+    1R (nominal) = risk_per_trade_pct of equity. The budget is 1R times the drawdown
+    throttle and safe-mode multipliers, capped at max_trade_risk_r. The loss per unit at
+    the stop counts the price distance plus entry and exit costs.
+    """
+    nominal = snap.equity_usd * cfg.risk.risk_per_trade_pct / 100.0
+    if snap.kill_switch:
+        return _veto(plan, "kill_switch", nominal, "kill-switch engaged")
+    if snap.lock_reason != "limits_ok":
+        return _veto(plan, "daily_lock", nominal, f"daily lock: {snap.lock_reason}")
+    if snap.dd_stopped or snap.dd_state <= cfg.drawdown.no_entries_at_r:
+        return _veto(plan, "drawdown", nominal, f"drawdown stop: dd_state={snap.dd_state:.2f}R")
+    if plan.strategy in snap.holds:
+        return _veto(plan, "strategy_hold", nominal, f"strategy {plan.strategy} on hold")
+    if nominal <= 0.0:
+        return _veto(plan, "no_equity", nominal, f"equity {snap.equity_usd:.2f} USD")
+    distance = plan.risk_per_unit
+    if distance / plan.entry * 100.0 < cfg.risk.min_stop_distance_pct:
+        return _veto(
+            plan, "stop_too_tight", nominal, f"stop {distance / plan.entry * 100:.3f}% < {cfg.risk.min_stop_distance_pct}%"
+        )
+    multiplier = 1.0
+    if snap.dd_state <= cfg.drawdown.throttle_at_r:
+        multiplier *= cfg.drawdown.throttle_multiplier
+    if snap.safe_mode:
+        multiplier *= cfg.portfolio.safe_mode_risk_multiplier
+    budget = nominal * min(multiplier, cfg.risk.max_trade_risk_r)
+    rate = cost_rate(cfg)
+    loss_per_unit = distance + (plan.entry + plan.stop) * rate
+    qty = budget / loss_per_unit
+    decision = "approved" if multiplier >= 1.0 else "resized"
+    return Decision(plan=plan, decision=decision, qty=qty, risk_usd=qty * loss_per_unit, nominal_r_usd=nominal)

@@ -1,0 +1,5 @@
+import sys
+
+from prod_core.runner.app import main
+
+sys.exit(main())

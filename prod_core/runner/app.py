@@ -1,0 +1,271 @@
+"""Paper-loop lifecycle: start, loop, signals, clean stop and exporter linger."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from prod_core import __version__
+from prod_core.configs import ConfigError, ConfigLoader, config_hash, load_settings
+from prod_core.configs.governance import GovernanceConfig
+from prod_core.configs.settings import Settings
+from prod_core.configs.symbols import SymbolsConfig
+from prod_core.domain import Instrument, InstrumentKind, timeframe_to_ms
+from prod_core.feeds.base import Feed, FeedHealth
+from prod_core.risk import GovernanceState
+from prod_core.runner.cli_args import build_parser
+from prod_core.runner.logs import setup_logging
+from prod_core.runner.pipeline import Pipeline
+from prod_core.storage import Storage
+from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
+
+log = logging.getLogger("prod_core.runner")
+
+HEARTBEAT_S = 1.0
+STALE_RUN_S = 30.0
+MAX_SLEEP_S = 0.2
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def build_feed(settings: Settings, symbols: SymbolsConfig, args, now_s: float) -> Feed:
+    if settings.feed == "sim":
+        from prod_core.feeds.sim import SimFeed
+
+        update = {}
+        if args.seed is not None:
+            update["seed"] = args.seed
+        if args.scenario is not None:
+            update["scenario"] = args.scenario
+        sim = symbols.sim.model_copy(update=update)
+        tf_ms = timeframe_to_ms(sim.timeframe)
+        start_ms = (int(now_s * 1000) // tf_ms - sim.history_bars) * tf_ms
+        interval = args.bar_interval or settings.sim_bar_interval_s
+        return SimFeed(symbols.symbols, sim, start_ms=start_ms, paced=True, bar_interval_s=interval)
+    raise ConfigError(f"FEED={settings.feed}: this feed is not available yet; use FEED=sim")
+
+
+class PaperRunner:
+    def __init__(self, settings: Settings, gov: GovernanceConfig, symbols: SymbolsConfig, args, loader: ConfigLoader) -> None:
+        self.settings = settings
+        self.gov = gov
+        self.symbols = symbols
+        self.args = args
+        self.loader = loader
+        self.run_id = args.run_id or new_run_id()
+        self.stop_requested = False
+        self.stop_reason = ""
+        self._wake = threading.Event()
+        self._signals = 0
+
+    # ---------------------------------------------------------------- signals
+    def _on_signal(self, signum: int, _frame) -> None:
+        self._signals += 1
+        if not self.stop_requested:
+            self.stop_reason = signal.Signals(signum).name
+        self.stop_requested = True
+        self._wake.set()
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    # ------------------------------------------------------------------ events
+    def notify(self, kind: str, message: str, *, severity: str = "info", component: str = "runner",
+               fields: dict | None = None, log: bool = True) -> None:
+        ts = time.time()
+        fields = fields or {}
+        self.storage.add_event(self.run_id, ts=ts, kind=kind, severity=severity, component=component,
+                               message=message, fields=fields)
+        self.events_csv.write(ts=ts, run_id=self.run_id, kind=kind, severity=severity, component=component,
+                              message=message, fields=fields)
+        if log:
+            level = logging.WARNING if severity in ("warning", "error") else logging.INFO
+            globals()["log"].log(level, message)
+
+    # --------------------------------------------------------------------- run
+    def run(self) -> int:
+        settings = self.settings
+        self._install_signals()
+        self.log_path = setup_logging(settings.log_level, Path(settings.logs_dir), self.run_id)
+        t_start = time.time()
+        log.info("Старт paper-loop: run_id=%s mode=%s feed=%s execution=%s", self.run_id, settings.mode,
+                 settings.feed, settings.execution)
+        self.storage = Storage(self.args.db or settings.db_path)
+        stale = self.storage.mark_stale_runs(t_start, STALE_RUN_S)
+        for rid in stale:
+            log.warning("run %s had no heartbeat for %.0f s: marked crashed", rid, STALE_RUN_S)
+        self.events_csv = EventsCsv(Path(settings.reports_dir) / "telemetry_events.csv")
+        instruments = {
+            s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in self.symbols.symbols
+        }
+        chash = config_hash(self.gov, self.symbols)
+        self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=chash,
+                               code_version=__version__, ts=t_start, args=" ".join(sys.argv[1:]))
+        state_dict = self.storage.load_governance_state()
+        self.state = GovernanceState.from_dict(state_dict) if state_dict else GovernanceState()
+        self.live = LiveMetrics(feeds=[settings.feed], symbols=list(instruments),
+                                strategies=["trend_following", "mean_reversion"])
+        self.live.runner_up = 1
+        self.live.runner_last_cycle_ts = t_start
+        try:
+            self.exporter = start_exporter(self.live, port=settings.prometheus_port, bind=settings.prometheus_bind)
+        except OSError as exc:
+            log.error("%s", exc)
+            self.storage.end_run(self.run_id, status="failed", ts=time.time())
+            self.storage.close()
+            return 2
+        log.info("Prometheus exporter слушает порт %d (http://%s:%d/metrics)", self.exporter.port,
+                 settings.prometheus_bind, self.exporter.port)
+        self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
+                                 live=self.live, notify=self.notify, state=self.state, feed_name=settings.feed)
+        self.pipeline.restore_positions(self.storage.open_positions())
+        self.feed = build_feed(settings, self.symbols, self.args, t_start)
+        self.feed.start(time.time())
+        self.pipeline.live_from_ms = self.feed.live_from_ms
+        self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
+        self.storage.set_feed_state(self.run_id, self.feed.name, 1, time.time(), "registered")
+        self.notify("feed_registered",
+                    f"Фид {self.feed.name} зарегистрирован: {', '.join(self.feed.symbols)}",
+                    component="feed", fields={"feed": self.feed.name, "symbols": list(self.feed.symbols)})
+        self.notify("run_started", f"run {self.run_id} started", fields={"config_hash": chash,
+                    "user": _user(), "max_seconds": self.args.max_seconds}, log=False)
+        status = "stopped"
+        try:
+            self._loop(t_start)
+        except Exception as exc:  # the loop must stop safely whatever happens
+            status = "failed"
+            self.live.errors_total["runner"] = self.live.errors_total.get("runner", 0) + 1
+            log.exception("paper-loop failed: %s", exc)
+        self._shutdown(status)
+        return 0 if status == "stopped" else 1
+
+    def _loop(self, t_start: float) -> None:
+        feed = self.feed
+        pipeline = self.pipeline
+        live = self.live
+        storage = self.storage
+        deadline = t_start + self.args.max_seconds if self.args.max_seconds else None
+        last_hb = 0.0
+        last_health = 1
+        while True:
+            now = time.time()
+            if self.stop_requested:
+                break
+            if deadline is not None and now >= deadline:
+                self.stop_reason = f"--max-seconds {self.args.max_seconds:g}"
+                break
+            for bar in feed.poll(now):
+                pipeline.on_bar(bar)
+            now = time.time()
+            health = feed.health(now)
+            if health != last_health:
+                live.feed_health[feed.name] = health
+                storage.set_feed_state(self.run_id, feed.name, health, now)
+                self.notify("feed_health", f"feed {feed.name} health {last_health} -> {health}",
+                            severity="warning" if health == 0 else "info", component="feed",
+                            fields={"feed": feed.name, "health": health})
+                last_health = health
+            live.runner_last_cycle_ts = now
+            if now - last_hb >= HEARTBEAT_S:
+                last_hb = now
+                storage.heartbeat(self.run_id, now)
+                pipeline.tick(now)
+                self._save_state(now)
+            storage.maybe_flush(now)
+            if feed.exhausted:
+                self.stop_reason = "end of data"
+                break
+            wake = min(now + MAX_SLEEP_S, last_hb + HEARTBEAT_S)
+            due = feed.next_due_s()
+            if due is not None:
+                wake = min(wake, due)
+            if deadline is not None:
+                wake = min(wake, deadline)
+            delay = wake - time.time()
+            if delay > 0:
+                self._wake.wait(delay)
+
+    def _save_state(self, now: float) -> None:
+        self.state.cash_usd = self.pipeline.broker.cash_usd
+        self.storage.save_governance_state(self.state.to_dict(), ts=now)
+
+    def _shutdown(self, status: str) -> None:
+        log.info("Остановка paper-loop (%s): завершаю feed и отменяю ожидающие планы", self.stop_reason or status)
+        cancelled = self.pipeline.cancel_pending()
+        self.storage.cancel_pending_plans(self.run_id)
+        self.feed.stop()
+        now = time.time()
+        self.live.feed_health[self.feed.name] = int(FeedHealth.PAUSED)
+        self.live.pending_plans = 0
+        self.live.runner_up = 0
+        self.live.runner_last_cycle_ts = now
+        self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")
+        self._save_state(now)
+        self.notify("run_stopped", f"run {self.run_id} {status}: {self.stop_reason}", component="runner",
+                    fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen,
+                            "fills": self.pipeline.fills_seen}, log=False)
+        self.storage.end_run(self.run_id, status=status, ts=now)
+        try:
+            from prod_core.reports import write_run_report
+
+            folder = write_run_report(self.storage, self.run_id, Path(self.settings.reports_dir), self.log_path)
+            log.info("Отчёт: %s", folder)
+        except Exception as exc:  # a failed report must not lose the run
+            self.live.errors_total["reports"] = self.live.errors_total.get("reports", 0) + 1
+            log.error("report for run %s failed: %s", self.run_id, exc)
+        self.storage.close()
+        log.info("Paper-loop остановлен (run_id=%s)", self.run_id)
+        self._linger()
+        self.exporter.stop()
+        self.events_csv.close()
+        logging.shutdown()
+
+    def _linger(self) -> None:
+        linger = self.args.linger if self.args.linger is not None else self.settings.exporter_linger_s
+        if linger <= 0:
+            return
+        signals_before = self._signals
+        self._wake.clear()
+        end = time.time() + linger
+        while time.time() < end and self._signals == signals_before:
+            self._wake.wait(min(0.2, end - time.time()))
+            self.live.runner_last_cycle_ts = time.time()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER", "unknown")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            flags={
+                "feed": args.feed,
+                "prometheus_port": args.port,
+                "db_path": args.db,
+                "config_dir": args.config_dir,
+                "log_level": args.log_level,
+                "sim_bar_interval_s": args.bar_interval,
+            }
+        )
+        loader = ConfigLoader(settings.config_dir)
+        gov = loader.load_governance()
+        symbols = loader.load_symbols()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return PaperRunner(settings, gov, symbols, args, loader).run()

@@ -1,0 +1,383 @@
+"""One cycle per bar: feed -> regime -> strategy -> risk -> portfolio -> execution -> storage -> telemetry.
+
+The same ``Pipeline`` runs in paper mode (wall clock) and replay (bar clock). It wires the
+pure decision packages to the adapters: the paper broker, the storage DAO and the live
+metrics that the exporter reads at scrape time. Per bar it does a handful of dict
+lookups and float operations unless a plan or a position exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from time import perf_counter_ns
+
+from prod_core.configs.governance import GovernanceConfig
+from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime
+from prod_core.execution import ClosedTrade, PaperBroker
+from prod_core.feeds.hygiene import classify, is_clean
+from prod_core.portfolio import BookSnapshot, fit
+from prod_core.regime import RegimeDetector, RegimeParams
+from prod_core.risk import GovernanceState, RiskSnapshot, day_of, evaluate, mark_open_r, on_entry_filled, on_trade_closed
+from prod_core.risk.ledger import roll_day
+from prod_core.strategies import build_strategies
+from prod_core.strategies.base import Strategy
+
+Notify = Callable[..., None]
+_REGIME_KEYS = {Regime.CALM: "calm", Regime.TREND_UP: "trend_up", Regime.TREND_DOWN: "trend_down", Regime.VOLATILE: "volatile"}
+
+
+class Pipeline:
+    """Wires the stages for one run. Implements the broker's sink."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        gov: GovernanceConfig,
+        instruments: dict[str, Instrument],
+        storage,
+        live,
+        notify: Notify,
+        state: GovernanceState,
+        feed_name: str,
+        clock_mode: str = "wall",
+        wall_clock: Callable[[], float] = time.time,
+        equity_every: int = 1,
+    ) -> None:
+        self.run_id = run_id
+        self.instruments = instruments
+        self.storage = storage
+        self.live = live
+        self.notify = notify
+        self.state = state
+        self.feed_name = feed_name
+        self.clock_mode = clock_mode
+        self.wall_clock = wall_clock
+        self.equity_every = max(1, equity_every)
+        self.live_from_ms = 0
+        self.last_ts: dict[str, int] = {}
+        self.safe_mode = False
+        self._stage = live.stage_times.record
+        self._equity_tick = 0
+        self._last_equity_ts = -1
+        self._next_day_ms = -1
+        self._outcomes: deque[int] = deque()
+        self.plans_seen = 0
+        self.fills_seen = 0
+        if state.cash_usd is None:
+            state.cash_usd = gov.account.starting_equity_usd
+        self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-")
+        self.apply_config(gov)
+        if clock_mode == "wall":
+            roll_day(state, day_of(wall_clock()))
+
+    # ---------------------------------------------------------------- config
+    def apply_config(self, gov: GovernanceConfig) -> None:
+        """Install a (validated) governance config; indicators keep their state when lengths match."""
+        self.gov = gov
+        tf, mr = gov.strategies.trend_following, gov.strategies.mean_reversion
+        params = RegimeParams(fast_bars=tf.fast_bars, slow_bars=tf.slow_bars, mr_bars=mr.lookback_bars)
+        if getattr(self, "detector", None) is None or self.detector.params != params:
+            self.detector = RegimeDetector(params)
+        self.strategies: dict[str, Strategy] = build_strategies(gov.strategies)
+        self._enabled = self._enable_table(gov.enable_map)
+        self._enabled_safe = self._enable_table(gov.safe_mode_enable_map)
+        self.broker.cfg = gov.execution
+        self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
+        self.live.stage_sla_ms = gov.sla.stage_latency_ms
+
+    def _enable_table(self, enable_map) -> dict[Regime, tuple[Strategy, ...]]:
+        table: dict[Regime, tuple[Strategy, ...]] = {Regime.WARMUP: ()}
+        for regime, key in _REGIME_KEYS.items():
+            table[regime] = tuple(self.strategies[name] for name in enable_map.allowed(key))
+        return table
+
+    # ------------------------------------------------------------------- bar
+    def on_bar(self, bar: Bar) -> None:
+        rec = self._stage
+        t0 = perf_counter_ns()
+        sym = bar.symbol
+        last = self.last_ts.get(sym, -1)
+        if not is_clean(bar, last):
+            self._anomaly(bar, last)
+            rec(0, perf_counter_ns() - t0)
+            return
+        self.last_ts[sym] = bar.ts_ms
+        live = self.live
+        bars_total = live.bars_total
+        bars_total[sym] = bars_total.get(sym, 0) + 1
+        if bar.ts_ms >= self._next_day_ms and self.clock_mode == "bar":
+            self._new_bar_day(bar.ts_ms)
+        t1 = perf_counter_ns()
+        rec(0, t1 - t0)
+
+        broker = self.broker
+        broker.on_bar(bar)
+        if sym in broker.positions:
+            self._mark()
+        t2 = perf_counter_ns()
+        rec(5, t2 - t1)
+
+        f = self.detector.update(bar)
+        regime = f.regime
+        live.regime[sym] = regime
+        t3 = perf_counter_ns()
+        rec(1, t3 - t2)
+
+        plan = None
+        if bar.ts_ms >= self.live_from_ms:
+            pos = broker.positions.get(sym)
+            if pos is not None:
+                strat = self.strategies.get(pos.strategy)
+                if strat is not None and sym not in broker.pending_exits and strat.should_exit(f, pos):
+                    broker.request_exit(sym, FillReason.EXIT_SIGNAL, bar.ts_ms)
+            elif sym not in broker.pending_entries:
+                inst = self.instruments.get(sym)
+                can_short = inst.can_short if inst is not None else False
+                for strat in (self._enabled_safe if self.safe_mode else self._enabled)[regime]:
+                    plan = strat.propose(f, bar, can_short)
+                    if plan is not None:
+                        break
+        t4 = perf_counter_ns()
+        rec(2, t4 - t3)
+
+        if plan is not None:
+            self._handle_plan(plan, t4)
+            t4 = perf_counter_ns()
+
+        if bar.ts_ms != self._last_equity_ts:
+            self._last_equity_ts = bar.ts_ms
+            self._equity_tick += 1
+            if self._equity_tick >= self.equity_every:
+                self._equity_tick = 0
+                self._snapshot_equity(bar.ts_ms)
+        t5 = perf_counter_ns()
+        rec(6, t5 - t4)
+        rec(7, 0)
+
+    def _handle_plan(self, plan, t_start: int) -> None:
+        rec = self._stage
+        state = self.state
+        broker = self.broker
+        snap = RiskSnapshot(
+            equity_usd=broker.equity_usd,
+            lock_reason=state.lock_reason,
+            kill_switch=state.kill_switch,
+            dd_state=state.dd_state,
+            dd_stopped=state.dd_stopped,
+            safe_mode=self.safe_mode,
+            holds=frozenset(state.holds),
+        )
+        decision = evaluate(plan, snap, self.gov)
+        t1 = perf_counter_ns()
+        rec(3, t1 - t_start)
+        gross, net = broker.exposure_usd()
+        book = BookSnapshot(
+            equity_usd=snap.equity_usd,
+            gross_usd=gross,
+            net_usd=net,
+            symbol_usd=broker.symbol_usd(plan.symbol),
+            positions=len(broker.positions) + len(broker.pending_entries),
+            symbol_busy=plan.symbol in broker.positions or plan.symbol in broker.pending_entries,
+        )
+        decision = fit(decision, book, self.gov, self.gov.execution.min_notional_usd)
+        t2 = perf_counter_ns()
+        rec(4, t2 - t1)
+        self.plans_seen += 1
+        key = (plan.strategy, decision.decision)
+        plans_total = self.live.plans_total
+        plans_total[key] = plans_total.get(key, 0) + 1
+        self.storage.add_plan(
+            self.run_id,
+            plan_id=plan.plan_id,
+            ts_ms=plan.ts_ms,
+            strategy=plan.strategy,
+            symbol=plan.symbol,
+            side=plan.side.value,
+            entry=plan.entry,
+            stop=plan.stop,
+            target=plan.target,
+            reason=plan.reason,
+            regime=int(plan.regime),
+            decision=decision.decision,
+            qty=decision.qty,
+            risk_usd=decision.risk_usd,
+            nominal_r_usd=decision.nominal_r_usd,
+            status="pending" if decision.approved else "vetoed",
+        )
+        self.notify(
+            "plan_" + ("approved" if decision.approved else "vetoed"),
+            f"{plan.strategy} {plan.side.value} {plan.symbol}: {decision.decision}",
+            component="risk",
+            fields={
+                "plan_id": plan.plan_id,
+                "decision": decision.decision,
+                "qty": round(decision.qty, 10),
+                "risk_usd": round(decision.risk_usd, 4),
+                "reason": decision.reason or plan.reason,
+            },
+            log=False,
+        )
+        if decision.approved:
+            broker.submit_entry(decision, plan.ts_ms)
+            self.live.pending_plans = len(broker.pending_entries)
+        rec(5, perf_counter_ns() - t2)
+
+    # ------------------------------------------------------------ accounting
+    def _mark(self) -> None:
+        engaged = mark_open_r(self.state, self.broker.open_r(), self.gov)
+        if engaged:
+            self._lock_engaged(engaged)
+        self._refresh_account()
+
+    def _refresh_account(self) -> None:
+        live = self.live
+        broker = self.broker
+        state = self.state
+        equity = broker.equity_usd
+        gross, net = 0.0, 0.0
+        for p in broker.positions.values():
+            n = p.qty * p.last_price
+            gross += n
+            net += p.side.sign * n
+        live.equity_usd = equity
+        live.open_positions_count = len(broker.positions)
+        live.exposure_gross_pct = gross / equity * 100.0 if equity > 0 else 0.0
+        live.exposure_net_pct = net / equity * 100.0 if equity > 0 else 0.0
+        live.pnl_cum_r = state.pnl_cum_r
+        live.dd_state = state.dd_state
+        live.max_dd_r = state.max_dd_r
+        live.pending_plans = len(broker.pending_entries)
+        live.kill_switch_state = 1 if state.kill_switch else 0
+        live.portfolio_safe_mode = 1 if self.safe_mode else 0
+        live.daily_lock_reason = state.lock_reason
+        state.cash_usd = broker.cash_usd
+
+    def _snapshot_equity(self, ts_ms: int) -> None:
+        live = self.live
+        self.storage.add_equity(
+            self.run_id,
+            ts_ms=ts_ms,
+            equity_usd=live.equity_usd,
+            cash_usd=self.broker.cash_usd,
+            pnl_cum_r=live.pnl_cum_r,
+            dd_state=live.dd_state,
+            max_dd_r=live.max_dd_r,
+            exposure_gross_pct=live.exposure_gross_pct,
+            exposure_net_pct=live.exposure_net_pct,
+        )
+
+    def _lock_engaged(self, reason: str) -> None:
+        self.live.daily_lock_reason = reason
+        self.notify(
+            "lock_engaged",
+            f"Дневной лок включён: {reason}",
+            severity="warning",
+            component="risk",
+            fields={"reason": reason, "day_r": round(self.state.day_r, 4), "trades_today": self.state.trades_today},
+        )
+
+    def _new_bar_day(self, ts_ms: int) -> None:
+        """Replay clock: a new simulated UTC day resets the daily counters and lifts the lock."""
+        day_ms = 86_400_000
+        self._next_day_ms = (ts_ms // day_ms + 1) * day_ms
+        state = self.state
+        if roll_day(state, day_of(ts_ms / 1000.0)) and state.lock_reason != "limits_ok":
+            reason = state.lock_reason
+            state.lock_reason = "limits_ok"
+            self.live.daily_lock_reason = "limits_ok"
+            self.notify("lock_reset", f"new simulated day {state.day}: lock {reason} reset", component="risk",
+                        fields={"reason": reason, "day": state.day, "automatic": True})
+
+    def _anomaly(self, bar: Bar, last: int) -> None:
+        kind = classify(bar, last) or "unknown"
+        key = (self.feed_name, kind)
+        anomalies = self.live.anomalies_total
+        anomalies[key] = anomalies.get(key, 0) + 1
+
+    def tick(self, now_s: float) -> None:
+        """Once-a-second housekeeping in paper mode: roll the UTC day of the counters."""
+        if self.clock_mode == "wall":
+            roll_day(self.state, day_of(now_s))
+
+    # ------------------------------------------------------------ broker sink
+    def on_order(self, order: Order) -> None:
+        status = order.status.value
+        orders_total = self.live.orders_total
+        orders_total[status] = orders_total.get(status, 0) + 1
+        self.storage.add_order(self.run_id, order)
+        if order.status is OrderStatus.REJECTED or order.status is OrderStatus.FILLED:
+            self._outcome(1 if order.status is OrderStatus.REJECTED else 0)
+        if order.status is OrderStatus.REJECTED:
+            self.storage.update_plan_status(self.run_id, order.plan_id, "rejected")
+            self.live.pending_plans = len(self.broker.pending_entries)
+            self.notify("order_rejected", f"{order.symbol}: {order.reject_reason}", severity="warning",
+                        component="execution", fields={"order_id": order.order_id, "reason": order.reject_reason}, log=False)
+        elif order.status is OrderStatus.CANCELLED:
+            self.storage.update_plan_status(self.run_id, order.plan_id, "cancelled")
+
+    def _outcome(self, rejected: int) -> None:
+        window = self._outcomes
+        window.append(rejected)
+        if len(window) > self.gov.execution.reject_rate_window:
+            window.popleft()
+        self.live.execution_reject_rate = sum(window) / len(window)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.storage.record_fill(self.run_id, fill)  # durable before anything else sees it
+        self.fills_seen += 1
+        key = (fill.symbol, fill.reason.value)
+        fills_total = self.live.fills_total
+        fills_total[key] = fills_total.get(key, 0) + 1
+        self.notify("fill", f"{fill.reason.value} {fill.side.value} {fill.qty:.8g} {fill.symbol} @ {fill.price:.8g}",
+                    component="execution",
+                    fields={"fill_id": fill.fill_id, "price": fill.price, "qty": fill.qty, "fee_usd": round(fill.fee_usd, 6),
+                            "reason": fill.reason.value}, log=False)
+
+    def on_open(self, position: Position, decision: Decision) -> None:
+        self.storage.upsert_position(self.run_id, position)
+        self.storage.update_plan_status(self.run_id, position.plan_id, "filled")
+        engaged = on_entry_filled(self.state, self.gov)
+        if engaged:
+            self._lock_engaged(engaged)
+        self._mark()
+
+    def on_close(self, trade: ClosedTrade) -> None:
+        p = trade.position
+        self.storage.close_position(
+            self.run_id,
+            p.position_id,
+            ts_close_ms=trade.exit_fill.ts_ms,
+            exit_price=trade.exit_fill.price,
+            exit_reason=trade.exit_fill.reason.value,
+            pnl_usd=trade.pnl_usd,
+            trade_r=trade.trade_r,
+        )
+        engaged = on_trade_closed(self.state, trade.trade_r, self.broker.open_r(), self.gov)
+        if engaged:
+            self._lock_engaged(engaged)
+        self._refresh_account()
+
+    # ------------------------------------------------------------- lifecycle
+    def cancel_pending(self) -> int:
+        cancelled = self.broker.cancel_pending()
+        self._refresh_account()
+        return len(cancelled)
+
+    def restore_positions(self, rows: list[dict]) -> None:
+        from prod_core.domain import Side
+
+        positions = [
+            Position(
+                position_id=r["position_id"], plan_id=r["plan_id"], strategy=r["strategy"], symbol=r["symbol"],
+                side=Side(r["side"]), qty=r["qty"], entry_price=r["entry_price"], stop=r["stop"], target=r["target"],
+                ts_open_ms=r["ts_open_ms"], nominal_r_usd=r["nominal_r_usd"], entry_fee_usd=r["entry_fee_usd"],
+                last_price=r["last_price"],
+            )
+            for r in rows
+            if r["symbol"] in self.instruments
+        ]
+        self.broker.restore(positions)
+        self._refresh_account()
