@@ -1,1 +1,14 @@
-"""(filled in by its issue)"""
+"""Storage adapter: the SQLite DAO (``Storage``) behind every persisted record of crupto.
+
+``Storage("storage/crupto.db")`` (or ``sqlite:///storage/crupto.db``) opens the database in
+WAL mode and upgrades its schema through the versioned, forward-only ``MIGRATIONS``. Runs,
+plans, orders, fills, positions, equity snapshots and telemetry events carry their
+``run_id``; governance state and audit belong to the paper account. Hot-path writes are
+buffered and flushed in one transaction per interval or N rows, while ``record_fill`` is
+durable before it returns. Every failure surfaces as ``StorageError`` with the path and the fix.
+"""
+
+from prod_core.storage.migrations import LATEST_VERSION, MIGRATIONS, StorageError
+from prod_core.storage.sqlite import EXPORT_TABLES, Storage, resolve_sqlite_path
+
+__all__ = ["EXPORT_TABLES", "LATEST_VERSION", "MIGRATIONS", "Storage", "StorageError", "resolve_sqlite_path"]

@@ -1,0 +1,305 @@
+"""Versioned, forward-only schema migrations for the storage DAO.
+
+``MIGRATIONS`` is an ordered list of ``(version, description, sql)``. Each migration runs in
+its own transaction together with the row that records it in ``schema_migrations``, so a
+crash mid-upgrade leaves the database at the previous version, never half-way.
+
+Portability: the SQL uses plain types (TEXT, BIGINT, DOUBLE PRECISION, INTEGER), CHECK
+constraints and ``ON CONFLICT`` upserts, which PostgreSQL understands as well. The only
+SQLite-specific construct is ``INTEGER PRIMARY KEY AUTOINCREMENT`` for surrogate ids (a
+PostgreSQL DAO would use ``GENERATED ALWAYS AS IDENTITY``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "StorageError",
+    "apply_migrations",
+    "current_version",
+    "split_statements",
+]
+
+
+class StorageError(RuntimeError):
+    """A storage problem. The message names the database and what the operator should do."""
+
+
+# Tables whose rows belong to a run are tied to ``runs`` so that deleting an old run
+# (cleanup) removes its rows. Positions are NOT cascaded: deleting a run that still owns a
+# position is refused, which protects an open position carried over to the next run.
+_V1_BASE = """
+CREATE TABLE runs (
+    run_id        TEXT PRIMARY KEY,
+    mode          TEXT NOT NULL,
+    feed          TEXT NOT NULL,
+    started_at    DOUBLE PRECISION NOT NULL,
+    ended_at      DOUBLE PRECISION,
+    heartbeat_at  DOUBLE PRECISION,
+    status        TEXT NOT NULL DEFAULT 'running'
+                  CHECK (status IN ('running', 'stopped', 'failed', 'crashed')),
+    config_hash   TEXT NOT NULL DEFAULT '',
+    code_version  TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE feed_states (
+    run_id      TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    feed        TEXT NOT NULL,
+    health      INTEGER NOT NULL,
+    updated_at  DOUBLE PRECISION NOT NULL,
+    detail      TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, feed)
+);
+
+CREATE TABLE plans (
+    run_id         TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    plan_id        TEXT NOT NULL,
+    ts_ms          BIGINT NOT NULL,
+    strategy       TEXT NOT NULL,
+    symbol         TEXT NOT NULL,
+    side           TEXT NOT NULL,
+    entry          DOUBLE PRECISION NOT NULL,
+    stop           DOUBLE PRECISION NOT NULL,
+    target         DOUBLE PRECISION NOT NULL,
+    reason         TEXT NOT NULL DEFAULT '',
+    regime         INTEGER NOT NULL DEFAULT 0,
+    decision       TEXT NOT NULL,
+    qty            DOUBLE PRECISION NOT NULL,
+    risk_usd       DOUBLE PRECISION NOT NULL,
+    nominal_r_usd  DOUBLE PRECISION NOT NULL,
+    status         TEXT NOT NULL
+                   CHECK (status IN ('pending', 'filled', 'vetoed', 'cancelled', 'expired')),
+    PRIMARY KEY (run_id, plan_id)
+);
+
+CREATE TABLE orders (
+    run_id         TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    order_id       TEXT NOT NULL,
+    plan_id        TEXT NOT NULL,
+    ts_ms          BIGINT NOT NULL,
+    symbol         TEXT NOT NULL,
+    side           TEXT NOT NULL,
+    qty            DOUBLE PRECISION NOT NULL,
+    kind           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    reject_reason  TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, order_id)
+);
+
+CREATE TABLE fills (
+    run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    fill_id    TEXT NOT NULL,
+    order_id   TEXT NOT NULL,
+    ts_ms      BIGINT NOT NULL,
+    symbol     TEXT NOT NULL,
+    side       TEXT NOT NULL,
+    qty        DOUBLE PRECISION NOT NULL,
+    price      DOUBLE PRECISION NOT NULL,
+    fee_usd    DOUBLE PRECISION NOT NULL,
+    reason     TEXT NOT NULL,
+    liquidity  TEXT NOT NULL,
+    PRIMARY KEY (run_id, fill_id)
+);
+
+CREATE TABLE positions (
+    run_id         TEXT NOT NULL REFERENCES runs(run_id),
+    position_id    TEXT PRIMARY KEY,
+    plan_id        TEXT NOT NULL,
+    strategy       TEXT NOT NULL,
+    symbol         TEXT NOT NULL,
+    side           TEXT NOT NULL,
+    qty            DOUBLE PRECISION NOT NULL,
+    entry_price    DOUBLE PRECISION NOT NULL,
+    stop           DOUBLE PRECISION NOT NULL,
+    target         DOUBLE PRECISION NOT NULL,
+    ts_open_ms     BIGINT NOT NULL,
+    nominal_r_usd  DOUBLE PRECISION NOT NULL,
+    entry_fee_usd  DOUBLE PRECISION NOT NULL,
+    last_price     DOUBLE PRECISION NOT NULL,
+    status         TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    ts_close_ms    BIGINT,
+    exit_price     DOUBLE PRECISION,
+    exit_reason    TEXT,
+    pnl_usd        DOUBLE PRECISION,
+    trade_r        DOUBLE PRECISION
+);
+
+CREATE TABLE equity (
+    run_id              TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    ts_ms               BIGINT NOT NULL,
+    equity_usd          DOUBLE PRECISION NOT NULL,
+    cash_usd            DOUBLE PRECISION NOT NULL,
+    pnl_cum_r           DOUBLE PRECISION NOT NULL,
+    dd_state            DOUBLE PRECISION NOT NULL,
+    max_dd_r            DOUBLE PRECISION NOT NULL,
+    exposure_gross_pct  DOUBLE PRECISION NOT NULL,
+    exposure_net_pct    DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE governance_state (
+    account     TEXT PRIMARY KEY,
+    state_json  TEXT NOT NULL,
+    updated_at  DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE audit (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts            DOUBLE PRECISION NOT NULL,
+    account       TEXT NOT NULL,
+    run_id        TEXT,
+    actor         TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    comment       TEXT NOT NULL DEFAULT '',
+    details_json  TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE commands (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          DOUBLE PRECISION NOT NULL,
+    command     TEXT NOT NULL,
+    args_json   TEXT NOT NULL DEFAULT '{}',
+    comment     TEXT NOT NULL DEFAULT '',
+    actor       TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'applied', 'refused')),
+    result      TEXT NOT NULL DEFAULT '',
+    applied_at  DOUBLE PRECISION,
+    run_id      TEXT
+);
+
+CREATE TABLE events (
+    run_id       TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    ts           DOUBLE PRECISION NOT NULL,
+    kind         TEXT NOT NULL,
+    severity     TEXT NOT NULL,
+    component    TEXT NOT NULL,
+    message      TEXT NOT NULL,
+    fields_json  TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+# v2: the command line a run was started with, and the indexes the read paths use
+# (per-run exports, account-wide open positions, pending plans/commands, audit by time).
+_V2_ARGS_AND_INDEXES = """
+ALTER TABLE runs ADD COLUMN args TEXT NOT NULL DEFAULT '';
+CREATE INDEX idx_runs_status ON runs (status);
+CREATE INDEX idx_plans_status ON plans (status);
+CREATE INDEX idx_orders_run_ts ON orders (run_id, ts_ms);
+CREATE INDEX idx_fills_run_ts ON fills (run_id, ts_ms);
+CREATE INDEX idx_positions_status ON positions (status);
+CREATE INDEX idx_positions_run ON positions (run_id);
+CREATE INDEX idx_equity_run_ts ON equity (run_id, ts_ms);
+CREATE INDEX idx_events_run_ts ON events (run_id, ts);
+CREATE INDEX idx_audit_ts ON audit (ts);
+CREATE INDEX idx_commands_status ON commands (status, id);
+"""
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
+    (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
+]
+
+LATEST_VERSION: int = MIGRATIONS[-1][0]
+
+_SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version      INTEGER PRIMARY KEY,
+    description  TEXT NOT NULL,
+    applied_at   DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+def _check_order(migrations: list[tuple[int, str, str]]) -> None:
+    versions = [v for v, _, _ in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise StorageError(f"migration versions must be unique, increasing and >= 1, were {versions}")
+
+
+_check_order(MIGRATIONS)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration script into single statements (semicolons inside strings are safe)."""
+    statements: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            stmt = buf.strip()
+            if stmt.rstrip(";").strip():
+                statements.append(stmt)
+            buf = ""
+    if buf.strip():
+        raise StorageError(f"migration SQL ends with an incomplete statement: {buf.strip()[:80]!r}")
+    return statements
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Highest applied migration version, 0 for a database without migrations."""
+    row = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if row is None:
+        return 0
+    (version,) = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    return int(version or 0)
+
+
+def apply_migrations(
+    conn: sqlite3.Connection,
+    migrations: list[tuple[int, str, str]] | None = None,
+    *,
+    db_label: str = "database",
+    now: float | None = None,
+) -> list[int]:
+    """Bring ``conn`` up to the last of ``migrations``; return the versions applied now.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``): this function issues its
+    own ``BEGIN IMMEDIATE`` / ``COMMIT`` per migration. Another process may migrate the same
+    file concurrently: each version is re-checked under the write lock, so it runs once.
+    A database newer than the code is refused (forward-only: never downgrade).
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    _check_order(migrations)
+    latest = migrations[-1][0] if migrations else 0
+    found = current_version(conn)
+    if found > latest:
+        raise StorageError(
+            f"{db_label} is at schema version {found} but this code only knows up to version "
+            f"{latest}: upgrade crupto to a version that knows schema {found}, or point DB at "
+            f"another file (migrations are forward-only, never downgrade)"
+        )
+    if found == latest:
+        return []
+    conn.execute(_SCHEMA_MIGRATIONS_DDL)
+    applied: list[int] = []
+    for version, description, sql in migrations:
+        if version <= found:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone()
+            if row is None:
+                for stmt in split_statements(sql):
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                    (version, description, time.time() if now is None else now),
+                )
+                applied.append(version)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(
+                    f"{db_label}: migration {version} ({description}) failed and was rolled back: {exc}; "
+                    f"the database is still at version {current_version(conn)}"
+                ) from exc
+            raise
+    return applied
