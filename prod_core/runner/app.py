@@ -17,8 +17,9 @@ from prod_core.configs import ConfigError, ConfigLoader, config_hash, load_setti
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.configs.settings import Settings
 from prod_core.configs.symbols import SymbolsConfig
-from prod_core.domain import Instrument, InstrumentKind, timeframe_to_ms
-from prod_core.feeds.base import Feed, FeedHealth
+from prod_core.domain import Instrument, InstrumentKind
+from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.factory import build_feed
 from prod_core.risk import GovernanceState
 from prod_core.runner.cli_args import build_parser
 from prod_core.runner.logs import setup_logging
@@ -35,23 +36,6 @@ MAX_SLEEP_S = 0.2
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
-
-
-def build_feed(settings: Settings, symbols: SymbolsConfig, args, now_s: float) -> Feed:
-    if settings.feed == "sim":
-        from prod_core.feeds.sim import SimFeed
-
-        update = {}
-        if args.seed is not None:
-            update["seed"] = args.seed
-        if args.scenario is not None:
-            update["scenario"] = args.scenario
-        sim = symbols.sim.model_copy(update=update)
-        tf_ms = timeframe_to_ms(sim.timeframe)
-        start_ms = (int(now_s * 1000) // tf_ms - sim.history_bars) * tf_ms
-        interval = args.bar_interval or settings.sim_bar_interval_s
-        return SimFeed(symbols.symbols, sim, start_ms=start_ms, paced=True, bar_interval_s=interval)
-    raise ConfigError(f"FEED={settings.feed}: this feed is not available yet; use FEED=sim")
 
 
 class PaperRunner:
