@@ -6,6 +6,7 @@ import getpass
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -209,10 +210,18 @@ class PaperRunner:
             log.error("report for run %s failed: %s", self.run_id, exc)
         self.storage.close()
         log.info("Paper-loop остановлен (run_id=%s)", self.run_id)
+        self._copy_log()
         self._linger()
         self.exporter.stop()
         self.events_csv.close()
         logging.shutdown()
+
+    def _copy_log(self) -> None:
+        folder = Path(self.settings.reports_dir) / f"run_{self.run_id}"
+        if folder.is_dir():
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            shutil.copyfile(self.log_path, folder / "run.log")
 
     def _linger(self) -> None:
         linger = self.args.linger if self.args.linger is not None else self.settings.exporter_linger_s
