@@ -37,8 +37,11 @@ UNPACED_POLL_BARS = 1024
 _CACHE_CHUNKS = 4
 
 # Regime parameters indexed by Regime code (index 0, WARMUP, is never generated).
+# Trend drift is 0.3 sigma per bar: at 0.25 even an optimal causal per-symbol filter
+# (HMM forward pass with the true parameters) only agrees ~83% with the labels, which
+# leaves no headroom for the >= 80% detector target; 0.3 gives ~86% for that bound.
 _VOL_MULT = np.array([1.0, 1.0, 1.1, 1.1, 3.0])
-_DRIFT_SIGMA = np.array([0.0, 0.0, 0.25, -0.25, 0.0])
+_DRIFT_SIGMA = np.array([0.0, 0.0, 0.3, -0.3, 0.0])
 _VOLUME_MULT = np.array([1.0, 1.0, 1.3, 1.3, 2.5])
 _JUMP_P = np.array([0.001, 0.001, 0.001, 0.001, 0.005])  # per bar, market and each symbol
 _MARKOV_REGIMES = (Regime.CALM, Regime.TREND_UP, Regime.TREND_DOWN, Regime.VOLATILE)
