@@ -46,6 +46,7 @@ _VOLUME_MULT = np.array([1.0, 1.0, 1.3, 1.3, 2.5])
 _JUMP_P = np.array([0.001, 0.001, 0.001, 0.001, 0.005])  # per bar, market and each symbol
 _MARKOV_REGIMES = (Regime.CALM, Regime.TREND_UP, Regime.TREND_DOWN, Regime.VOLATILE)
 _SEGMENT_MIN_BARS, _SEGMENT_MAX_BARS = 150, 400
+_TREND_BALANCE_SIGMAS = 150.0  # scale of the pull of trend direction towards zero net drift
 
 _RHO_MEAN, _RHO_AMP, _RHO_HALF_LIFE_BARS = 0.4, 0.2, 300.0
 _RHO_SPIKE = 0.95
@@ -225,6 +226,7 @@ class SimFeed:
         self._seg_starts: list[int] = [0]
         self._seg_regimes: list[int] = [int(Regime.CALM)]
         self._seg_end = self._segment_length()
+        self._trend_drift = 0.0  # cumulative scheduled drift, sigmas, up to _seg_end
 
     def _segment_length(self) -> int:
         return int(self._regime_rng.integers(_SEGMENT_MIN_BARS, _SEGMENT_MAX_BARS + 1))
@@ -233,10 +235,27 @@ class SimFeed:
         """Draw Markov segments until the schedule covers index ``upto``."""
         while self._seg_end <= upto:
             current = self._seg_regimes[-1]
-            choices = [int(r) for r in _MARKOV_REGIMES if int(r) != current]
+            choices = [r for r in _MARKOV_REGIMES if int(r) != current]
+            weights = np.array([self._transition_weight(r) for r in choices])
+            nxt = int(choices[int(self._regime_rng.choice(len(choices), p=weights / weights.sum()))])
+            length = self._segment_length()
             self._seg_starts.append(self._seg_end)
-            self._seg_regimes.append(choices[int(self._regime_rng.integers(len(choices)))])
-            self._seg_end += self._segment_length()
+            self._seg_regimes.append(nxt)
+            self._seg_end += length
+            self._trend_drift += float(_DRIFT_SIGMA[nxt]) * length
+
+    def _transition_weight(self, regime: Regime) -> float:
+        """Uniform, except trend direction leans against the cumulative scheduled drift.
+
+        This keeps price levels mean-reverting over very long runs (no 1000x drifts
+        over a million bars) while the schedule stays independent of the prices.
+        """
+        p_up = 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, self._trend_drift / _TREND_BALANCE_SIGMAS))))
+        if regime is Regime.TREND_UP:
+            return 2.0 * p_up
+        if regime is Regime.TREND_DOWN:
+            return 2.0 * (1.0 - p_up)
+        return 1.0
 
     def _labels(self, i0: int, n: int) -> np.ndarray:
         """Ground-truth regime codes for indices ``i0..i0+n-1`` (crash window is VOLATILE)."""
@@ -415,7 +434,10 @@ class SimFeed:
         return False
 
     def start(self, now_s: float) -> None:
-        """Begin a fresh session at wall time ``now_s`` (history is due at once)."""
+        """Begin a fresh session at wall time ``now_s`` (history is due at once).
+
+        Starting again after ``stop`` replays from bar 0 with a new ``t0``.
+        """
         self._reset_session()
         self._started = True
         self._t0 = self._last_now = self._last_arrival_s = float(now_s)
@@ -484,7 +506,10 @@ class SimFeed:
         return self._due_time(self._next)
 
     def health(self, now_s: float) -> int:
-        """1 healthy, 0 when no bar arrived for over 3 intervals (min 1 s), -1 paused."""
+        """1 healthy, 0 when no bar arrived for over 3 intervals (min 1 s), -1 paused.
+
+        Unpaced mode has no wall-clock schedule and is always healthy while started.
+        """
         if not self._active():
             return int(FeedHealth.PAUSED)
         if not self._paced:
