@@ -113,7 +113,10 @@ class PaperRunner:
                  settings.prometheus_bind, self.exporter.port)
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
                                  live=self.live, notify=self.notify, state=self.state, feed_name=settings.feed)
-        self.pipeline.restore_positions(self.storage.open_positions())
+        carried = self.storage.open_positions()
+        if carried:
+            log.info("Счёт: %d открытых позиций из прошлых запусков", len(carried))
+        self.pipeline.restore_positions(carried, flatten_at_mark=settings.feed == "sim", ts_ms=int(t_start * 1000))
         self._apply_alert_test_overlay()
         self.feed = build_feed(settings, self.symbols, self.args, t_start)
         self.feed.start(time.time())
@@ -208,6 +211,7 @@ class PaperRunner:
         return 0 if test == "bad" else 1
 
     def _save_state(self, now: float) -> None:
+        self.pipeline.persist_marks()
         self.state.cash_usd = self.pipeline.broker.cash_usd
         self.storage.save_governance_state(self.state.to_dict(), ts=now)
 

@@ -397,7 +397,18 @@ class Pipeline:
         self._refresh_account()
         return len(cancelled)
 
-    def restore_positions(self, rows: list[dict]) -> None:
+    def persist_marks(self) -> None:
+        """Write the current marks of open positions (heartbeat and stop), so a restart sees them."""
+        for p in self.broker.positions.values():
+            self.storage.upsert_position(self.run_id, p)
+
+    def restore_positions(self, rows: list[dict], *, flatten_at_mark: bool, ts_ms: int) -> None:
+        """Adopt the account's open positions from storage.
+
+        A simulated market does not continue across runs (a new sim starts its own price
+        path), so with ``flatten_at_mark`` carried positions are closed at their last
+        recorded mark instead of being re-marked on unrelated prices.
+        """
         from prod_core.domain import Side
 
         positions = [
@@ -411,4 +422,7 @@ class Pipeline:
             if r["symbol"] in self.instruments
         ]
         self.broker.restore(positions)
+        if flatten_at_mark:
+            for p in positions:
+                self.broker.close_at(p.symbol, p.last_price, FillReason.EXIT_SIGNAL, ts_ms)
         self._refresh_account()

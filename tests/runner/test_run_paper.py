@@ -207,3 +207,37 @@ def test_runner_module_help_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "prod_core.runner", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0 and "--max-seconds" in out.stdout
+
+
+def _family_total(families: dict, name: str) -> float:
+    return sum(s.value for s in families[name].samples if s.name == name + "_total")
+
+
+def test_paper_run_trades_and_r_bookkeeping_balances(tmp_path: Path) -> None:
+    """A paper run plans and fills; equity/pnl_cum_r move between scrapes; closed trade R sums to the ledger."""
+    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0", "--max-seconds", "40", "--seed", "42")
+    try:
+        run.wait_for_line("Фид sim зарегистрирован")
+        time.sleep(2.0)
+        first = run.scrape()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            time.sleep(1.0)
+            second = run.scrape()
+            if _family_total(second, "fills") >= _family_total(first, "fills") + 2:
+                break
+        assert _family_total(second, "plans") > _family_total(first, "plans")
+        assert _family_total(second, "fills") > _family_total(first, "fills")
+        moved = [n for n in ("equity_usd", "pnl_cum_r") if first[n].samples[0].value != second[n].samples[0].value]
+        assert moved == ["equity_usd", "pnl_cum_r"]
+        run.interrupt()
+        assert run.wait(timeout=20) == 0
+    finally:
+        run.kill()
+    with Storage(str(run.db)) as storage:
+        state = storage.load_governance_state()
+        trades = storage.closed_trades()
+        fills = storage.fills()
+    assert trades, "no closed trade"
+    assert abs(sum(t["trade_r"] for t in trades) - state["closed_r"]) < 1e-9
+    assert all(f["fee_usd"] > 0 for f in fills)
