@@ -397,6 +397,14 @@ class Pipeline:
         self._refresh_account()
         return len(cancelled)
 
+    def flatten_at_end(self) -> None:
+        """End of replayed data: close what is still open at its last close, like a backtest."""
+        for symbol in list(self.broker.positions):
+            bar = self.broker.last_bar.get(symbol)
+            if bar is not None:
+                self.broker.close_at(symbol, bar.close, FillReason.EXIT_SIGNAL, bar.ts_ms)
+        self._refresh_account()
+
     def persist_marks(self) -> None:
         """Write the current marks of open positions (heartbeat and stop), so a restart sees them."""
         for p in self.broker.positions.values():
