@@ -175,7 +175,8 @@ class PaperRunner:
             if deadline is not None and now >= deadline:
                 self.stop_reason = f"--max-seconds {self.args.max_seconds:g}"
                 break
-            for bar in feed.poll(now):
+            bars = feed.poll(now)
+            for bar in bars:
                 pipeline.on_bar(bar)
             now = time.time()
             health = self._overlay_health(feed.health(now))
@@ -198,6 +199,8 @@ class PaperRunner:
                 self.stop_reason = "end of data"
                 self.engine_s = time.perf_counter() - t_engine
                 break
+            if bars:
+                continue  # more may be ready at once (replay at max speed, catch-up)
             wake = min(now + MAX_SLEEP_S, last_hb + HEARTBEAT_S)
             due = feed.next_due_s()
             if due is not None:
