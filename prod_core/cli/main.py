@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prod_core.cli import status
+from prod_core.cli import operator, status
 from prod_core.configs import ConfigError
 from prod_core.storage import StorageError
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
+    operator.add_parsers(sub)
     return parser
 
 

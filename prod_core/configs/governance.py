@@ -54,9 +54,10 @@ class PortfolioConfig(Section):
     max_gross_exposure_pct: float = Field(150.0, gt=0, description="Sum of |notional| as % of equity.")
     max_net_exposure_pct: float = Field(100.0, gt=0, description="|long - short| notional as % of equity.")
     max_symbol_exposure_pct: float = Field(50.0, gt=0, description="|notional| of one symbol as % of equity.")
-    correlation_window_bars: int = Field(288, ge=10, description="Bars of returns in the rolling correlation.")
-    safe_mode_corr_excess: float = Field(0.25, gt=0, le=2, description="Engage safe mode when mean correlation exceeds its baseline by this.")
-    safe_mode_release_corr_excess: float = Field(0.10, ge=0, le=2, description="Release safe mode below this excess.")
+    correlation_window_bars: int = Field(96, ge=10, description="EWMA span (bars) of the rolling pairwise return correlation.")
+    correlation_baseline_bars: int = Field(2880, ge=10, description="EWMA span (bars) of the correlation's own slow baseline.")
+    safe_mode_corr_excess: float = Field(0.165, gt=0, le=2, description="Engage safe mode when mean correlation exceeds its baseline by this.")
+    safe_mode_release_corr_excess: float = Field(0.08, ge=0, le=2, description="Release safe mode below this excess.")
     safe_mode_min_hold_bars: int = Field(12, ge=0, description="Bars safe mode stays engaged at least.")
     safe_mode_risk_multiplier: float = Field(0.5, gt=0, le=1, description="Risk multiplier in safe mode.")
 
@@ -66,6 +67,11 @@ class PortfolioConfig(Section):
             raise ValueError(
                 f"safe_mode_release_corr_excess ({self.safe_mode_release_corr_excess}) must be below "
                 f"safe_mode_corr_excess ({self.safe_mode_corr_excess}) for hysteresis"
+            )
+        if self.correlation_baseline_bars <= self.correlation_window_bars:
+            raise ValueError(
+                f"correlation_baseline_bars ({self.correlation_baseline_bars}) must be longer than "
+                f"correlation_window_bars ({self.correlation_window_bars})"
             )
         if self.max_net_exposure_pct > self.max_gross_exposure_pct:
             raise ValueError("max_net_exposure_pct cannot exceed max_gross_exposure_pct")

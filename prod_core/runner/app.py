@@ -23,6 +23,7 @@ from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.factory import build_feed
 from prod_core.risk import GovernanceState
 from prod_core.runner.cli_args import build_parser
+from prod_core.runner.control import OperatorControl
 from prod_core.runner.logs import setup_logging
 from prod_core.runner.pipeline import Pipeline
 from prod_core.storage import Storage
@@ -33,6 +34,7 @@ log = logging.getLogger("prod_core.runner")
 HEARTBEAT_S = 1.0
 STALE_RUN_S = 30.0
 MAX_SLEEP_S = 0.2
+COMMAND_POLL_S = 0.5
 
 
 def new_run_id() -> str:
@@ -60,9 +62,15 @@ class PaperRunner:
         self.stop_requested = True
         self._wake.set()
 
+    def _on_sighup(self, _signum: int, _frame) -> None:
+        self.control.reload_requested = True
+        self._wake.set()
+
     def _install_signals(self) -> None:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        if hasattr(signal, "SIGHUP"):  # not on Windows: there the file watch reloads
+            signal.signal(signal.SIGHUP, self._on_sighup)
 
     # ------------------------------------------------------------------ events
     def notify(self, kind: str, message: str, *, severity: str = "info", component: str = "runner",
@@ -80,6 +88,7 @@ class PaperRunner:
     # --------------------------------------------------------------------- run
     def run(self) -> int:
         settings = self.settings
+        self.control = OperatorControl(self, self.loader)
         self._install_signals()
         self.log_path = setup_logging(settings.log_level, Path(settings.logs_dir), self.run_id)
         t_start = time.time()
@@ -124,7 +133,7 @@ class PaperRunner:
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
                                  live=self.live, notify=self.notify, state=self.state, feed_name=self.feed.name,
                                  clock_mode="bar" if self.replay else "wall",
-                                 timing_every=16 if self.replay else 1)
+                                 timing_every=16 if self.replay else 1, persist=self.persist_state)
         if not self.replay:
             carried = [p for p in self.storage.open_positions() if not self._is_replay_run(p["run_id"])]
             if carried:
@@ -132,6 +141,8 @@ class PaperRunner:
             self.pipeline.restore_positions(carried, flatten_at_mark=settings.feed == "sim",
                                             ts_ms=int(t_start * 1000))
         self._apply_alert_test_overlay()
+        if not self.replay:
+            self.control.poll()  # commands issued while no runner was up
         self.feed.start(time.time())
         self.pipeline.live_from_ms = self.feed.live_from_ms
         self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
@@ -166,6 +177,7 @@ class PaperRunner:
         storage = self.storage
         deadline = t_start + self.args.max_seconds if self.args.max_seconds else None
         last_hb = 0.0
+        last_cmd = 0.0
         last_health = self.live.feed_health.get(feed.name, 1)
         t_engine = time.perf_counter()
         while True:
@@ -189,6 +201,11 @@ class PaperRunner:
                             fields={"feed": feed.name, "health": health})
                 last_health = health
             live.runner_last_cycle_ts = now
+            if now - last_cmd >= COMMAND_POLL_S or self.control.reload_requested:
+                last_cmd = now
+                if not self.replay:
+                    self.control.poll()
+                    self.control.watch()
             if now - last_hb >= HEARTBEAT_S:
                 last_hb = now
                 storage.heartbeat(self.run_id, now)
@@ -201,7 +218,7 @@ class PaperRunner:
                 break
             if bars:
                 continue  # more may be ready at once (replay at max speed, catch-up)
-            wake = min(now + MAX_SLEEP_S, last_hb + HEARTBEAT_S)
+            wake = min(now + MAX_SLEEP_S, last_hb + HEARTBEAT_S, last_cmd + COMMAND_POLL_S)
             due = feed.next_due_s()
             if due is not None:
                 wake = min(wake, due)
@@ -235,6 +252,16 @@ class PaperRunner:
         if test is None or health == int(FeedHealth.PAUSED):
             return health
         return 0 if test == "bad" else 1
+
+    def persist_state(self) -> None:
+        """Write the account's governance state now (locks, kill-switch, commands)."""
+        self._save_state(time.time())
+
+    def apply_governance(self, gov: GovernanceConfig) -> None:
+        """Install a validated governance config between two bars."""
+        self.gov = gov
+        self.pipeline.apply_config(gov)
+        self.pipeline.refresh()
 
     def _save_state(self, now: float) -> None:
         self.pipeline.persist_marks()

@@ -8,6 +8,7 @@ lookups and float operations unless a plan or a position exists.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime
 from prod_core.execution import ClosedTrade, PaperBroker
 from prod_core.feeds.hygiene import classify, is_clean
-from prod_core.portfolio import BookSnapshot, fit
+from prod_core.portfolio import BookSnapshot, PortfolioController, fit
 from prod_core.regime import RegimeDetector, RegimeParams
 from prod_core.risk import GovernanceState, RiskSnapshot, day_of, evaluate, mark_open_r, on_entry_filled, on_trade_closed
 from prod_core.risk.ledger import roll_day
@@ -46,6 +47,7 @@ class Pipeline:
         wall_clock: Callable[[], float] = time.time,
         equity_every: int = 1,
         timing_every: int = 1,
+        persist: Callable[[], None] = lambda: None,
     ) -> None:
         self.run_id = run_id
         self.instruments = instruments
@@ -62,7 +64,12 @@ class Pipeline:
         self._timing_countdown = 1
         self.live_from_ms = 0
         self.last_ts: dict[str, int] = {}
-        self.safe_mode = False
+        self.persist = persist
+        self.portfolio = PortfolioController(tuple(instruments), gov.portfolio)
+        self._sym_index = {s: i for i, s in enumerate(instruments)}
+        self._rets: list[float | None] = [None] * len(instruments)
+        self._prev_close: dict[str, float] = {}
+        self._corr_ts = -1
         self.feed_ok = True
         # ALERT_TEST_* overlay (never persisted): feeds the same gates as the real state.
         self.overlay_lock: str | None = None
@@ -93,6 +100,8 @@ class Pipeline:
         self._enabled = self._enable_table(gov.enable_map)
         self._enabled_safe = self._enable_table(gov.safe_mode_enable_map)
         self.broker.cfg = gov.execution
+        if getattr(self, "portfolio", None) is not None:
+            self.portfolio.reconfigure(gov.portfolio)
         self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
         self.live.stage_sla_ms = gov.sla.stage_latency_ms
 
@@ -126,6 +135,14 @@ class Pipeline:
         bars_total[sym] = bars_total.get(sym, 0) + 1
         if bar.ts_ms >= self._next_day_ms and self.clock_mode == "bar":
             self._new_bar_day(bar.ts_ms)
+        if bar.ts_ms != self._corr_ts:
+            if self._corr_ts >= 0:
+                self._portfolio_tick(timed)
+            self._corr_ts = bar.ts_ms
+        prev = self._prev_close.get(sym)
+        if prev is not None:
+            self._rets[self._sym_index[sym]] = math.log(bar.close / prev)
+        self._prev_close[sym] = bar.close
         if timed:
             t1 = perf_counter_ns()
             rec(0, t1 - t0)
@@ -247,6 +264,41 @@ class Pipeline:
         rec(5, perf_counter_ns() - t2)
 
     @property
+    def safe_mode(self) -> bool:
+        return self.portfolio.safe_mode
+
+    def _portfolio_tick(self, timed: bool) -> None:
+        """Once per timestamp: feed the correlation monitor and the safe-mode switch."""
+        t0 = perf_counter_ns() if timed else 0
+        broker = self.broker
+        breach = ""
+        if broker.positions:
+            gross, net = 0.0, 0.0
+            for p in broker.positions.values():
+                n = p.qty * p.last_price
+                gross += n
+                net += p.side.sign * n
+            breach = self.portfolio.exposure_breach(broker.equity_usd, gross, net)
+        rets = self._rets
+        flip = self.portfolio.on_timestamp(rets, breach)
+        for i in range(len(rets)):
+            rets[i] = None
+        if flip is not None:
+            m = self.portfolio.monitor
+            self.notify(
+                "safe_mode_" + flip,
+                f"Safe-mode {'включён' if flip == 'engaged' else 'снят'}: "
+                f"{self.portfolio.reason or 'correlation back to baseline'}",
+                severity="warning" if flip == "engaged" else "info",
+                component="portfolio",
+                fields={"mean_corr": round(m.mean_corr, 4), "baseline": round(m.baseline, 4),
+                        "reason": self.portfolio.reason},
+            )
+            self._refresh_account()
+        if timed:
+            self._stage(4, perf_counter_ns() - t0)
+
+    @property
     def effective_lock(self) -> str:
         if self.state.lock_reason != "limits_ok":
             return self.state.lock_reason
@@ -258,10 +310,53 @@ class Pipeline:
 
     # ------------------------------------------------------------ accounting
     def _mark(self) -> None:
+        ladder = (self.state.throttled, self.state.dd_stopped)
         engaged = mark_open_r(self.state, self.broker.open_r(), self.gov)
         if engaged:
             self._lock_engaged(engaged)
+        self._ladder_events(ladder)
         self._refresh_account()
+        self._check_auto_kill()
+
+    def _ladder_events(self, before: tuple[bool, bool]) -> None:
+        state = self.state
+        if state.dd_stopped and not before[1]:
+            self.notify("drawdown_stop", f"Drawdown-стоп: dd_state={state.dd_state:.2f}R <= "
+                        f"{self.gov.drawdown.no_entries_at_r}R, новые входы запрещены до `cli reset-dd --comment`",
+                        severity="critical", component="risk",
+                        fields={"dd_state": round(state.dd_state, 4), "max_dd_r": round(state.max_dd_r, 4)})
+            self.persist()
+        elif state.throttled != before[0] and not state.dd_stopped:
+            self.notify("drawdown_throttle", f"Drawdown-ladder: {'throttled' if state.throttled else 'normal'} "
+                        f"(dd_state={state.dd_state:.2f}R)", component="risk",
+                        fields={"throttled": state.throttled, "dd_state": round(state.dd_state, 4)}, log=False)
+
+    def _check_auto_kill(self) -> None:
+        limit = self.gov.kill_switch.auto_at_max_dd_r
+        state = self.state
+        if limit is not None and not state.kill_switch and state.max_dd_r >= limit:
+            state.kill_switch = True
+            self.notify("kill_switch", f"Kill-switch включён автоматически: max_dd_r={state.max_dd_r:.2f} >= {limit}",
+                        severity="critical", component="risk", fields={"max_dd_r": state.max_dd_r, "auto": True})
+            self.flatten_all(self.now_ms())
+            self.persist()
+
+    def now_ms(self) -> int:
+        """The pipeline's clock: the last bar's time in replay, the wall clock in paper mode."""
+        if self.clock_mode == "bar":
+            return max(self.last_ts.values(), default=0)
+        return int(self.wall_clock() * 1000)
+
+    def refresh(self) -> None:
+        """Re-export the account state after an operator action."""
+        self._refresh_account()
+
+    def flatten_all(self, ts_ms: int) -> int:
+        """Kill-switch: cancel pending entries and close every position at market now."""
+        cancelled = self.broker.cancel_pending()
+        trades = self.broker.flatten_now(FillReason.KILL_SWITCH, ts_ms)
+        self._refresh_account()
+        return len(cancelled) + len(trades)
 
     def _refresh_account(self) -> None:
         live = self.live
@@ -302,6 +397,7 @@ class Pipeline:
 
     def _lock_engaged(self, reason: str) -> None:
         self.live.daily_lock_reason = self.effective_lock
+        self.persist()
         self.notify(
             "lock_engaged",
             f"Дневной лок включён: {reason}",
@@ -386,10 +482,13 @@ class Pipeline:
             pnl_usd=trade.pnl_usd,
             trade_r=trade.trade_r,
         )
+        ladder = (self.state.throttled, self.state.dd_stopped)
         engaged = on_trade_closed(self.state, trade.trade_r, self.broker.open_r(), self.gov)
         if engaged:
             self._lock_engaged(engaged)
+        self._ladder_events(ladder)
         self._refresh_account()
+        self._check_auto_kill()
 
     # ------------------------------------------------------------- lifecycle
     def cancel_pending(self) -> int:

@@ -1,0 +1,126 @@
+"""Operator control of a running loop: commands table, governance reload, audit.
+
+Commands come from ``python -m prod_core.cli`` through the ``commands`` table; the runner
+polls it at least once per second (and at start, for commands issued while it was down),
+applies each command between bars, records the outcome on the command row, audits it and
+persists the account's governance state at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prod_core.configs import ConfigError, ConfigLoader, config_hash
+from prod_core.configs.governance import GovernanceConfig
+from prod_core.risk import operator
+
+log = logging.getLogger("prod_core.runner")
+
+COMMANDS = ("kill-switch", "unlock", "lock", "reset-dd", "hold", "release", "reload", "restart-feed")
+
+
+class OperatorControl:
+    def __init__(self, runner, loader: ConfigLoader) -> None:
+        self.runner = runner
+        self.loader = loader
+        self._gov_mtime = self._mtime()
+        self._gov_hash = config_hash(runner.gov)
+        self.reload_requested = False
+
+    # ------------------------------------------------------------- commands
+    def poll(self) -> None:
+        storage = self.runner.storage
+        for cmd in storage.pending_commands():
+            status, result = self._apply(cmd)
+            now = time.time()
+            storage.mark_command(cmd["id"], status=status, result=result, ts=now, run_id=self.runner.run_id)
+            storage.add_audit(ts=now, actor=cmd["actor"], action=cmd["command"], comment=cmd["comment"] or "",
+                              details={"args": cmd["args"], "status": status, "result": result, "command_id": cmd["id"],
+                                       "issued_at": cmd["ts"]}, run_id=self.runner.run_id,
+                              account=self.runner.account)
+            self.runner.notify("operator_command", f"Команда оператора #{cmd['id']} {cmd['command']} "
+                               f"({cmd['actor']}): {status}: {result}",
+                               severity="warning" if status == "refused" else "info", component="operator",
+                               fields={"command": cmd["command"], "args": cmd["args"], "status": status,
+                                       "comment": cmd["comment"], "actor": cmd["actor"]})
+            self.runner.persist_state()
+
+    def _apply(self, cmd: dict) -> tuple[str, str]:
+        name = cmd["command"]
+        args = cmd.get("args") or {}
+        comment = cmd.get("comment") or ""
+        runner = self.runner
+        pipeline = runner.pipeline
+        state = runner.state
+        if name == "kill-switch":
+            on = args.get("state") == "on"
+            res = operator.set_kill_switch(state, on)
+            if res.applied and on:
+                closed = pipeline.flatten_all(pipeline.now_ms())
+                runner.storage.cancel_pending_plans(runner.run_id)
+                return "applied", f"{res.message}; {closed} positions/orders flattened or cancelled"
+        elif name == "unlock":
+            res = operator.unlock(state, comment)
+        elif name == "lock":
+            res = operator.lock(state, comment)
+        elif name == "reset-dd":
+            res = operator.reset_drawdown(state, comment)
+        elif name == "hold":
+            res = operator.hold(state, str(args.get("strategy", "")))
+        elif name == "release":
+            res = operator.release(state, str(args.get("strategy", "")))
+        elif name == "reload":
+            ok, message = self.reload("cli reload")
+            return ("applied" if ok else "refused"), message
+        elif name == "restart-feed":
+            return self._restart_feed()
+        else:
+            return "refused", f"unknown command {name!r}; known: {', '.join(COMMANDS)}"
+        pipeline.refresh()
+        return ("applied" if res.applied else "refused"), res.message
+
+    def _restart_feed(self) -> tuple[str, str]:
+        feed = self.runner.feed
+        restart: Callable[[], None] | None = getattr(feed, "restart", None)
+        if restart is None:
+            return "refused", f"feed {feed.name} cannot be restarted"
+        restart()
+        return "applied", f"feed {feed.name} restarted"
+
+    # --------------------------------------------------------------- reload
+    def _mtime(self) -> float:
+        try:
+            return Path(self.loader.governance_path).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def watch(self) -> None:
+        """Reload when the governance file changed or SIGHUP asked for it."""
+        mtime = self._mtime()
+        if self.reload_requested or mtime != self._gov_mtime:
+            trigger = "SIGHUP" if self.reload_requested else "file change"
+            self.reload_requested = False
+            self._gov_mtime = mtime
+            self.reload(trigger)
+
+    def reload(self, trigger: str) -> tuple[bool, str]:
+        """Validate and apply configs/governance.yaml atomically, or keep the old config."""
+        path = self.loader.governance_path
+        try:
+            new: GovernanceConfig = self.loader.load_governance()
+        except ConfigError as exc:
+            message = f"Новая конфигурация governance отклонена ({trigger}), работаю со старой: {exc}"
+            self.runner.notify("config_refused", message, severity="error", component="runner",
+                               fields={"trigger": trigger, "error": str(exc)})
+            return False, str(exc)
+        new_hash = config_hash(new)
+        if new_hash == self._gov_hash:
+            return True, f"{path}: unchanged"
+        self.runner.apply_governance(new)
+        self._gov_hash = new_hash
+        message = f"Конфигурация governance применена ({trigger}): {path} hash={new_hash}"
+        self.runner.notify("config_applied", message, component="runner", fields={"trigger": trigger, "hash": new_hash})
+        return True, f"applied {path} (hash {new_hash})"
