@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prod_core.configs.governance import ExecutionConfig
-from prod_core.domain import Decision, FillReason, InstrumentKind, OrderStatus, Side
+from prod_core.domain import Decision, FillReason, Instrument, InstrumentKind, OrderStatus, Side
 from prod_core.execution import PaperBroker
-from prod_core.testing.builders import RecordingSink, make_bar, make_decision, make_instruments, make_plan
+from prod_core.risk import RiskSnapshot, evaluate
+from prod_core.testing.builders import RecordingSink, gov, make_bar, make_decision, make_instruments, make_plan
 
 PERP, SPOT = "BTC/USDT", "BNB/USDT"
 EX = ExecutionConfig(taker_fee_bps=10.0, maker_fee_bps=2.0, slippage_bps=5.0, min_notional_usd=10.0)
@@ -86,8 +87,6 @@ def test_entry_below_min_notional_is_rejected_with_reason() -> None:
 
 def test_instrument_min_notional_overrides_a_smaller_config_minimum() -> None:
     """The larger of the config and instrument minimum applies."""
-    from prod_core.domain import Instrument
-
     sink = RecordingSink()
     b = PaperBroker(EX, {PERP: Instrument(PERP, InstrumentKind.PERP, min_notional_usd=100.0)}, sink, cash_usd=1e5)
     enter(b, qty=0.5)
@@ -232,9 +231,6 @@ def test_open_r_marks_positions_net_of_entry_fee_and_exit_cost() -> None:
 
 def test_throttled_stop_out_costs_about_half_r() -> None:
     """Sized by risk at dd_state -1.2R and stopped at its stop, a trade books about -0.5R (throttle_multiplier)."""
-    from prod_core.risk import RiskSnapshot, evaluate
-    from prod_core.testing.builders import gov
-
     cfg = gov(execution={"taker_fee_bps": 10.0, "maker_fee_bps": 2.0, "slippage_bps": 5.0})
     plan = make_plan(Side.BUY, 100.0, 98.0, 104.0, symbol=PERP)
     d = evaluate(plan, RiskSnapshot(equity_usd=100_000.0, dd_state=-1.2), cfg)
