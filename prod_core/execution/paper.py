@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -179,8 +180,9 @@ class PaperBroker:
         self.last_bar[symbol] = bar
         if symbol not in self.active:
             return
-        pe = self.pending_entries.pop(symbol, None)
-        if pe is not None:
+        pe = self.pending_entries.get(symbol)
+        if pe is not None and bar.ts_ms > pe[1].ts_ms:  # never on the decision bar (or a repeat of it)
+            del self.pending_entries[symbol]
             self._fill_entry(pe[0], pe[1], bar)
         px = self.pending_exits.pop(symbol, None)
         p = self.positions.get(symbol)
@@ -212,7 +214,9 @@ class PaperBroker:
         notional = qty * price
         fee = notional * self._taker
         reject = ""
-        if notional < min_notional:
+        if not (qty > 0.0 and math.isfinite(qty)):
+            reject = f"invalid_qty: {qty!r}"
+        elif notional < min_notional:
             reject = f"min_notional: {notional:.2f} < {min_notional:.2f} USD"
         elif buying and notional + fee > self.cash_usd:
             reject = f"insufficient_cash: need {notional + fee:.2f}, have {self.cash_usd:.2f} USD"

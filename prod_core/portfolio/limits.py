@@ -39,13 +39,14 @@ def fit(decision: Decision, book: BookSnapshot, cfg: GovernanceConfig, min_notio
     gross_room = pc.max_gross_exposure_pct / 100.0 * equity - book.gross_usd
     symbol_room = pc.max_symbol_exposure_pct / 100.0 * equity - book.symbol_usd
     net_cap = pc.max_net_exposure_pct / 100.0 * equity
-    net_after = book.net_usd + (want if decision.plan.side is Side.BUY else -want)
+    # Room before net crosses the cap on the side the entry pushes it. An entry that
+    # moves net back toward zero from beyond the other cap only reduces the breach.
     if decision.plan.side is Side.BUY:
         net_room = net_cap - book.net_usd
     else:
         net_room = net_cap + book.net_usd
     room = min(gross_room, symbol_room, net_room)
-    if want <= room and abs(net_after) <= net_cap:
+    if want <= room:
         return decision
     allowed = max(0.0, room)
     if allowed <= 0.0 or allowed < min_notional_usd:

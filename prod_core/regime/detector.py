@@ -1,7 +1,8 @@
 """Incremental regime detector.
 
-Volatility regime: short EWMA variance of log returns against a slow baseline that
-tracks the calm level (falls fast, rises slowly), with hysteresis. Trend regime: a
+Volatility regime: short EWMA variance of log returns (winsorised at ``vol_clip_z``
+baseline sigmas, so single jumps do not count) against a slow baseline that tracks the
+calm level (falls fast, rises slowly), with hysteresis. Trend regime: a
 three-state Bayesian filter (flat / drifting up / drifting down by ``trend_drift``
 standard deviations per bar, sticky transitions) over returns standardised by the short
 EWMA volatility and clipped so that one jump cannot flip it. Both are O(1) per bar.
@@ -33,6 +34,7 @@ class RegimeParams:
     trend_drift: float = 0.3  # drift of a trend, in standard deviations per bar
     switch_prob: float = 1.0 / 250.0  # prior probability per bar of leaving a drift state
     clip_z: float = 3.0  # standardised returns are clipped to +/- this
+    vol_clip_z: float = 4.0  # after warm-up, returns are winsorised at this many baseline sigmas in the variances
     trend_enter_p: float = 0.6  # posterior probability of a drift state to enter a trend
     trend_exit_p: float = 0.3  # leave the trend when its posterior falls below this
     fast_bars: int = 20
@@ -111,6 +113,7 @@ class RegimeDetector:
         self._half_d2 = 0.5 * p.trend_drift * p.trend_drift
         self._vol_enter2 = p.vol_enter * p.vol_enter
         self._vol_exit2 = p.vol_exit * p.vol_exit
+        self._vol_clip2 = p.vol_clip_z * p.vol_clip_z
         self.features: dict[str, Features] = {}
 
     def get(self, symbol: str) -> Features:
@@ -134,6 +137,14 @@ class RegimeDetector:
         prev = f.last_close
         r = math.log(close / prev)
         r2 = r * r
+        if n >= self.params.warmup_bars:
+            # Winsorise against the calm baseline so that one jump (news spike, bad tick
+            # that passed hygiene) cannot flip the volatility regime: a 10-sigma return counts
+            # as vol_clip_z sigmas. A sustained 3x volatility still lifts the short variance
+            # well past vol_enter because most of its returns sit below the cap.
+            cap = self._vol_clip2 * f.var_base
+            if cap > 0.0 and r2 > cap:
+                r2 = cap
         f.n = n + 1
         f.mu += self._a_mu * (r - f.mu)
         f.var_long += self._a_mu * (r2 - f.var_long)

@@ -62,9 +62,10 @@ def evaluate(plan: TradePlan, snap: RiskSnapshot, cfg: GovernanceConfig) -> Deci
         multiplier *= cfg.drawdown.throttle_multiplier
     if snap.safe_mode:
         multiplier *= cfg.portfolio.safe_mode_risk_multiplier
-    budget = nominal * min(multiplier, cfg.risk.max_trade_risk_r)
+    budget_r = min(multiplier, cfg.risk.max_trade_risk_r)
+    budget = nominal * budget_r
     rate = cost_rate(cfg)
     loss_per_unit = distance + (plan.entry + plan.stop) * rate
     qty = budget / loss_per_unit
-    decision = "approved" if multiplier >= 1.0 else "resized"
+    decision = "approved" if budget_r >= 1.0 else "resized"
     return Decision(plan=plan, decision=decision, qty=qty, risk_usd=qty * loss_per_unit, nominal_r_usd=nominal)

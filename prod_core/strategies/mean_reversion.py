@@ -20,6 +20,9 @@ class MeanReversion:
         z = f.zscore
         close = bar.close
         if z <= -self.cfg.entry_z:
+            stop, target = close - self.cfg.stop_atr * atr, close + self.cfg.target_atr * atr
+            if not 0.0 < stop < close < target:
+                return None  # degenerate ATR (stop at or below zero, or lost in rounding): no plan
             return TradePlan(
                 plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
                 ts_ms=bar.ts_ms,
@@ -27,12 +30,15 @@ class MeanReversion:
                 symbol=bar.symbol,
                 side=Side.BUY,
                 entry=close,
-                stop=close - self.cfg.stop_atr * atr,
-                target=close + self.cfg.target_atr * atr,
+                stop=stop,
+                target=target,
                 reason=f"calm: z={z:.2f} <= -{self.cfg.entry_z}",
                 regime=f.regime,
             )
-        if can_short and z >= self.cfg.entry_z and close - self.cfg.target_atr * atr > 0:
+        if can_short and z >= self.cfg.entry_z:
+            stop, target = close + self.cfg.stop_atr * atr, close - self.cfg.target_atr * atr
+            if not 0.0 < target < close < stop:
+                return None
             return TradePlan(
                 plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
                 ts_ms=bar.ts_ms,
@@ -40,8 +46,8 @@ class MeanReversion:
                 symbol=bar.symbol,
                 side=Side.SELL,
                 entry=close,
-                stop=close + self.cfg.stop_atr * atr,
-                target=close - self.cfg.target_atr * atr,
+                stop=stop,
+                target=target,
                 reason=f"calm: z={z:.2f} >= {self.cfg.entry_z}",
                 regime=f.regime,
             )

@@ -19,6 +19,9 @@ class TrendFollowing:
             return None
         close = bar.close
         if f.regime is Regime.TREND_UP and f.ema_fast > f.ema_slow and bar.open < f.ema_fast < close:
+            stop, target = close - self.cfg.stop_atr * atr, close + self.cfg.target_atr * atr
+            if not 0.0 < stop < close < target:
+                return None  # degenerate ATR (stop at or below zero, or lost in rounding): no plan
             return TradePlan(
                 plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
                 ts_ms=bar.ts_ms,
@@ -26,8 +29,8 @@ class TrendFollowing:
                 symbol=bar.symbol,
                 side=Side.BUY,
                 entry=close,
-                stop=close - self.cfg.stop_atr * atr,
-                target=close + self.cfg.target_atr * atr,
+                stop=stop,
+                target=target,
                 reason=f"trend_up: close {close:.6g} crossed above fast EMA {f.ema_fast:.6g} > slow {f.ema_slow:.6g}",
                 regime=f.regime,
             )
@@ -36,8 +39,10 @@ class TrendFollowing:
             and f.regime is Regime.TREND_DOWN
             and f.ema_fast < f.ema_slow
             and bar.open > f.ema_fast > close
-            and close - self.cfg.target_atr * atr > 0
         ):
+            stop, target = close + self.cfg.stop_atr * atr, close - self.cfg.target_atr * atr
+            if not 0.0 < target < close < stop:
+                return None
             return TradePlan(
                 plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
                 ts_ms=bar.ts_ms,
@@ -45,8 +50,8 @@ class TrendFollowing:
                 symbol=bar.symbol,
                 side=Side.SELL,
                 entry=close,
-                stop=close + self.cfg.stop_atr * atr,
-                target=close - self.cfg.target_atr * atr,
+                stop=stop,
+                target=target,
                 reason=f"trend_down: close {close:.6g} crossed below fast EMA {f.ema_fast:.6g} < slow {f.ema_slow:.6g}",
                 regime=f.regime,
             )
