@@ -1,9 +1,10 @@
 """Incremental regime detector.
 
 Volatility regime: short EWMA variance of log returns against a slow baseline that
-tracks the calm level (falls fast, rises slowly). Trend regime: EWMA mean of returns
-relative to their EWMA deviation (a drift-to-noise ratio). Hysteresis keeps the label
-from flickering at the thresholds.
+tracks the calm level (falls fast, rises slowly), with hysteresis. Trend regime: a
+three-state Bayesian filter (flat / drifting up / drifting down by ``trend_drift``
+standard deviations per bar, sticky transitions) over returns standardised by the short
+EWMA volatility and clipped so that one jump cannot flip it. Both are O(1) per bar.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ class RegimeParams:
     vol_halflife: float = 12.0
     base_rise_halflife: float = 1500.0
     base_fall_halflife: float = 60.0
-    vol_enter: float = 1.9  # short vol / baseline vol to enter volatile
+    vol_enter: float = 2.0  # short vol / baseline vol to enter volatile
     vol_exit: float = 1.5
-    trend_enter: float = 0.12  # |EWMA mean / EWMA sd| to enter a trend
-    trend_exit: float = 0.07
+    trend_drift: float = 0.3  # drift of a trend, in standard deviations per bar
+    switch_prob: float = 1.0 / 250.0  # prior probability per bar of leaving a drift state
+    clip_z: float = 3.0  # standardised returns are clipped to +/- this
+    trend_enter_p: float = 0.6  # posterior probability of a drift state to enter a trend
+    trend_exit_p: float = 0.3  # leave the trend when its posterior falls below this
     fast_bars: int = 20
     slow_bars: int = 60
     atr_bars: int = 14
@@ -56,6 +60,9 @@ class Features:
         "regime",
         "vol_ratio",
         "drift_ratio",
+        "p_flat",
+        "p_up",
+        "p_down",
     )
 
     def __init__(self, symbol: str) -> None:
@@ -74,6 +81,9 @@ class Features:
         self.regime = Regime.WARMUP
         self.vol_ratio = 0.0
         self.drift_ratio = 0.0
+        self.p_flat = 1.0
+        self.p_up = 0.0
+        self.p_down = 0.0
 
     @property
     def zscore(self) -> float:
@@ -96,6 +106,9 @@ class RegimeDetector:
         self._a_slow = 2.0 / (p.slow_bars + 1)
         self._a_atr = 1.0 / p.atr_bars
         self._a_mr = 2.0 / (p.mr_bars + 1)
+        self._stay = 1.0 - p.switch_prob
+        self._move = p.switch_prob / 2.0
+        self._half_d2 = 0.5 * p.trend_drift * p.trend_drift
         self._vol_enter2 = p.vol_enter * p.vol_enter
         self._vol_exit2 = p.vol_exit * p.vol_exit
         self.features: dict[str, Features] = {}
@@ -127,8 +140,8 @@ class RegimeDetector:
         vs = f.var_short + self._a_vs * (r2 - f.var_short)
         f.var_short = vs
         base = f.var_base
-        if base == 0.0:
-            base = vs
+        if n < self.params.warmup_bars:
+            base = f.var_long  # warm-up: the baseline is the plain average level
         elif vs < base:
             base += self._a_dn * (vs - base)
         else:
@@ -142,29 +155,53 @@ class RegimeDetector:
         f.mr_mean += self._a_mr * d
         f.mr_var = (1.0 - self._a_mr) * (f.mr_var + self._a_mr * d * d)
         f.last_close = close
+        if vs > 0.0:
+            self._drift_filter(f, r / math.sqrt(vs))
         if f.n < self.params.warmup_bars or base <= 0.0:
             return f
         ratio2 = vs / base
-        sd = math.sqrt(f.var_long) if f.var_long > 0 else 0.0
-        drift = f.mu / sd if sd > 0 else 0.0
         f.vol_ratio = math.sqrt(ratio2)
-        f.drift_ratio = drift
-        f.regime = self._classify(f.regime, ratio2, drift)
+        sd = math.sqrt(f.var_long) if f.var_long > 0 else 0.0
+        f.drift_ratio = f.mu / sd if sd > 0 else 0.0
+        f.regime = self._classify(f, ratio2)
         return f
 
-    def _classify(self, current: Regime, ratio2: float, drift: float) -> Regime:
-        p = self.params
-        if current is Regime.VOLATILE:
+    def _drift_filter(self, f: Features, z: float) -> None:
+        """One forward step of the flat/up/down filter on a standardised return ``z``."""
+        clip = self.params.clip_z
+        if z > clip:
+            z = clip
+        elif z < -clip:
+            z = -clip
+        stay, move = self._stay, self._move
+        flat, up, down = f.p_flat, f.p_up, f.p_down
+        q_flat = stay * flat + move * (up + down)
+        q_up = stay * up + move * (flat + down)
+        q_down = stay * down + move * (flat + up)
+        dz = self.params.trend_drift * z
+        e = math.exp(dz - self._half_d2)
+        q_up *= e
+        q_down *= math.exp(-dz - self._half_d2)
+        total = q_flat + q_up + q_down
+        f.p_flat = q_flat / total
+        f.p_up = q_up / total
+        f.p_down = q_down / total
+
+    def _classify(self, f: Features, ratio2: float) -> Regime:
+        if f.regime is Regime.VOLATILE:
             if ratio2 > self._vol_exit2:
                 return Regime.VOLATILE
         elif ratio2 > self._vol_enter2:
             return Regime.VOLATILE
-        if current is Regime.TREND_UP and drift > p.trend_exit:
+        m = f
+        p = self.params
+        current = f.regime
+        if current is Regime.TREND_UP and m.p_up > p.trend_exit_p:
             return Regime.TREND_UP
-        if current is Regime.TREND_DOWN and drift < -p.trend_exit:
+        if current is Regime.TREND_DOWN and m.p_down > p.trend_exit_p:
             return Regime.TREND_DOWN
-        if drift > p.trend_enter:
+        if m.p_up > p.trend_enter_p:
             return Regime.TREND_UP
-        if drift < -p.trend_enter:
+        if m.p_down > p.trend_enter_p:
             return Regime.TREND_DOWN
         return Regime.CALM

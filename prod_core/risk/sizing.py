@@ -19,6 +19,7 @@ class RiskSnapshot:
     dd_stopped: bool = False
     safe_mode: bool = False
     holds: frozenset[str] = frozenset()
+    feed_ok: bool = True
 
 
 def cost_rate(cfg: GovernanceConfig) -> float:
@@ -45,6 +46,8 @@ def evaluate(plan: TradePlan, snap: RiskSnapshot, cfg: GovernanceConfig) -> Deci
         return _veto(plan, "daily_lock", nominal, f"daily lock: {snap.lock_reason}")
     if snap.dd_stopped or snap.dd_state <= cfg.drawdown.no_entries_at_r:
         return _veto(plan, "drawdown", nominal, f"drawdown stop: dd_state={snap.dd_state:.2f}R")
+    if not snap.feed_ok:
+        return _veto(plan, "feed_degraded", nominal, "feed health is not 1: no new entries on stale data")
     if plan.strategy in snap.holds:
         return _veto(plan, "strategy_hold", nominal, f"strategy {plan.strategy} on hold")
     if nominal <= 0.0:

@@ -6,6 +6,7 @@ import getpass
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -113,6 +114,7 @@ class PaperRunner:
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
                                  live=self.live, notify=self.notify, state=self.state, feed_name=settings.feed)
         self.pipeline.restore_positions(self.storage.open_positions())
+        self._apply_alert_test_overlay()
         self.feed = build_feed(settings, self.symbols, self.args, t_start)
         self.feed.start(time.time())
         self.pipeline.live_from_ms = self.feed.live_from_ms
@@ -140,7 +142,7 @@ class PaperRunner:
         storage = self.storage
         deadline = t_start + self.args.max_seconds if self.args.max_seconds else None
         last_hb = 0.0
-        last_health = 1
+        last_health = self.live.feed_health.get(feed.name, 1)
         while True:
             now = time.time()
             if self.stop_requested:
@@ -151,7 +153,8 @@ class PaperRunner:
             for bar in feed.poll(now):
                 pipeline.on_bar(bar)
             now = time.time()
-            health = feed.health(now)
+            health = self._overlay_health(feed.health(now))
+            pipeline.feed_ok = health == 1
             if health != last_health:
                 live.feed_health[feed.name] = health
                 storage.set_feed_state(self.run_id, feed.name, health, now)
@@ -178,6 +181,31 @@ class PaperRunner:
             delay = wake - time.time()
             if delay > 0:
                 self._wake.wait(delay)
+
+    def _apply_alert_test_overlay(self) -> None:
+        """ALERT_TEST_* drills: a loud, non-persisted overlay on the real gates (paper mode only)."""
+        s = self.settings
+        overlay = {}
+        if s.alert_test_feed_health:
+            overlay["ALERT_TEST_FEED_HEALTH"] = s.alert_test_feed_health
+        if s.alert_test_daily_lock:
+            overlay["ALERT_TEST_DAILY_LOCK"] = s.alert_test_daily_lock
+            self.pipeline.overlay_lock = s.alert_test_daily_lock
+        if s.alert_test_safe_mode:
+            overlay["ALERT_TEST_SAFE_MODE"] = s.alert_test_safe_mode
+            self.pipeline.overlay_safe = s.alert_test_safe_mode == "on"
+        self.live.alert_test.update(overlay)
+        for variable, value in overlay.items():
+            self.notify("alert_test_overlay",
+                        f"ВНИМАНИЕ: тестовый оверлей {variable}={value} активен (не сохраняется; снимите: unset {variable})",
+                        severity="warning", component="runner", fields={"variable": variable, "value": value})
+        self.pipeline._refresh_account()
+
+    def _overlay_health(self, health: int) -> int:
+        test = self.settings.alert_test_feed_health
+        if test is None or health == int(FeedHealth.PAUSED):
+            return health
+        return 0 if test == "bad" else 1
 
     def _save_state(self, now: float) -> None:
         self.state.cash_usd = self.pipeline.broker.cash_usd
@@ -209,10 +237,18 @@ class PaperRunner:
             log.error("report for run %s failed: %s", self.run_id, exc)
         self.storage.close()
         log.info("Paper-loop остановлен (run_id=%s)", self.run_id)
+        self._copy_log()
         self._linger()
         self.exporter.stop()
         self.events_csv.close()
         logging.shutdown()
+
+    def _copy_log(self) -> None:
+        folder = Path(self.settings.reports_dir) / f"run_{self.run_id}"
+        if folder.is_dir():
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            shutil.copyfile(self.log_path, folder / "run.log")
 
     def _linger(self) -> None:
         linger = self.args.linger if self.args.linger is not None else self.settings.exporter_linger_s

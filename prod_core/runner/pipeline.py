@@ -59,6 +59,10 @@ class Pipeline:
         self.live_from_ms = 0
         self.last_ts: dict[str, int] = {}
         self.safe_mode = False
+        self.feed_ok = True
+        # ALERT_TEST_* overlay (never persisted): feeds the same gates as the real state.
+        self.overlay_lock: str | None = None
+        self.overlay_safe: bool | None = None
         self._stage = live.stage_times.record
         self._equity_tick = 0
         self._last_equity_ts = -1
@@ -136,7 +140,7 @@ class Pipeline:
             elif sym not in broker.pending_entries:
                 inst = self.instruments.get(sym)
                 can_short = inst.can_short if inst is not None else False
-                for strat in (self._enabled_safe if self.safe_mode else self._enabled)[regime]:
+                for strat in (self._enabled_safe if self.effective_safe_mode else self._enabled)[regime]:
                     plan = strat.propose(f, bar, can_short)
                     if plan is not None:
                         break
@@ -163,12 +167,13 @@ class Pipeline:
         broker = self.broker
         snap = RiskSnapshot(
             equity_usd=broker.equity_usd,
-            lock_reason=state.lock_reason,
+            lock_reason=self.effective_lock,
             kill_switch=state.kill_switch,
             dd_state=state.dd_state,
             dd_stopped=state.dd_stopped,
-            safe_mode=self.safe_mode,
+            safe_mode=self.effective_safe_mode,
             holds=frozenset(state.holds),
+            feed_ok=self.feed_ok,
         )
         decision = evaluate(plan, snap, self.gov)
         t1 = perf_counter_ns()
@@ -225,6 +230,16 @@ class Pipeline:
             self.live.pending_plans = len(broker.pending_entries)
         rec(5, perf_counter_ns() - t2)
 
+    @property
+    def effective_lock(self) -> str:
+        if self.state.lock_reason != "limits_ok":
+            return self.state.lock_reason
+        return self.overlay_lock or "limits_ok"
+
+    @property
+    def effective_safe_mode(self) -> bool:
+        return self.safe_mode if self.overlay_safe is None else self.overlay_safe
+
     # ------------------------------------------------------------ accounting
     def _mark(self) -> None:
         engaged = mark_open_r(self.state, self.broker.open_r(), self.gov)
@@ -251,8 +266,8 @@ class Pipeline:
         live.max_dd_r = state.max_dd_r
         live.pending_plans = len(broker.pending_entries)
         live.kill_switch_state = 1 if state.kill_switch else 0
-        live.portfolio_safe_mode = 1 if self.safe_mode else 0
-        live.daily_lock_reason = state.lock_reason
+        live.portfolio_safe_mode = 1 if self.effective_safe_mode else 0
+        live.daily_lock_reason = self.effective_lock
         state.cash_usd = broker.cash_usd
 
     def _snapshot_equity(self, ts_ms: int) -> None:
@@ -270,7 +285,7 @@ class Pipeline:
         )
 
     def _lock_engaged(self, reason: str) -> None:
-        self.live.daily_lock_reason = reason
+        self.live.daily_lock_reason = self.effective_lock
         self.notify(
             "lock_engaged",
             f"Дневной лок включён: {reason}",
@@ -287,7 +302,7 @@ class Pipeline:
         if roll_day(state, day_of(ts_ms / 1000.0)) and state.lock_reason != "limits_ok":
             reason = state.lock_reason
             state.lock_reason = "limits_ok"
-            self.live.daily_lock_reason = "limits_ok"
+            self.live.daily_lock_reason = self.effective_lock
             self.notify("lock_reset", f"new simulated day {state.day}: lock {reason} reset", component="risk",
                         fields={"reason": reason, "day": state.day, "automatic": True})
 

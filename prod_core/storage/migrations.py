@@ -72,7 +72,7 @@ CREATE TABLE plans (
     risk_usd       DOUBLE PRECISION NOT NULL,
     nominal_r_usd  DOUBLE PRECISION NOT NULL,
     status         TEXT NOT NULL
-                   CHECK (status IN ('pending', 'filled', 'vetoed', 'cancelled', 'expired')),
+                   CHECK (status IN ('pending', 'filled', 'vetoed', 'cancelled', 'expired', 'rejected')),
     PRIMARY KEY (run_id, plan_id)
 );
 

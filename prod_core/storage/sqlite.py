@@ -48,7 +48,7 @@ EXPORT_TABLES: tuple[str, ...] = (
 )
 
 _RUN_STATUSES = frozenset({"running", "stopped", "failed", "crashed"})
-_PLAN_STATUSES = frozenset({"pending", "filled", "vetoed", "cancelled", "expired"})
+_PLAN_STATUSES = frozenset({"pending", "filled", "vetoed", "cancelled", "expired", "rejected"})
 _COMMAND_FINAL = frozenset({"applied", "refused"})
 
 _SQL_INSERT_PLAN = (

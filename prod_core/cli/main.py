@@ -1,0 +1,31 @@
+"""Dispatcher of the operator CLI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prod_core.cli import status
+from prod_core.configs import ConfigError
+from prod_core.storage import StorageError
+
+COMMANDS = (status,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m prod_core.cli", description="crupto operator commands")
+    parser.add_argument("--db", default=None, help="SQLite path (default: DB_PATH from env/.env, else storage/crupto.db)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
