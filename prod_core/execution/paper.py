@@ -164,6 +164,14 @@ class PaperBroker:
             trades.append(self._close(p, price, reason, ts_ms, self._taker))
         return trades
 
+    def close_at(self, symbol: str, price: float, reason: FillReason, ts_ms: int) -> ClosedTrade | None:
+        """Close a position at a given mark (a carried position whose market is gone)."""
+        p = self.positions.get(symbol)
+        if p is None:
+            return None
+        self.pending_exits.pop(symbol, None)
+        return self._close(p, price, reason, ts_ms, self._taker)
+
     # ------------------------------------------------------------------ bars
     def on_bar(self, bar: Bar) -> None:
         """Fill what is due at this bar, then check stops/targets and mark to market."""

@@ -8,9 +8,17 @@ from prod_core.configs.symbols import SymbolsConfig
 from prod_core.domain import timeframe_to_ms
 from prod_core.feeds.base import Feed
 
+DEFAULT_HISTORY_BARS = 300
+
 
 def build_feed(settings: Settings, symbols: SymbolsConfig, args, now_s: float) -> Feed:
-    """The feed for this run. ``args`` carries the runner's command-line overrides."""
+    """The feed for this run. ``args`` carries the runner's command-line overrides.
+
+    replay: ``args.data`` (list of ``PATH`` or ``SYMBOL=PATH``), ``args.speed``
+    (``max`` | ``realtime`` | ``10x``; default ``max``).
+    ccxt / ccxt_ws: exchange and symbols from ``symbols.exchange`` / ``symbols.symbols``;
+    optional ``args.history_bars``. Any problem is a ``ConfigError`` with a clear message.
+    """
     if settings.feed == "sim":
         from prod_core.feeds.sim import SimFeed
 
@@ -24,4 +32,59 @@ def build_feed(settings: Settings, symbols: SymbolsConfig, args, now_s: float) -
         start_ms = (int(now_s * 1000) // tf_ms - sim.history_bars) * tf_ms
         interval = getattr(args, "bar_interval", None) or settings.sim_bar_interval_s
         return SimFeed(symbols.symbols, sim, start_ms=start_ms, paced=True, bar_interval_s=interval)
-    raise ConfigError(f"FEED={settings.feed}: this feed is not available yet; use FEED=sim")
+    if settings.feed == "replay":
+        return _build_replay(symbols, args)
+    if settings.feed in ("ccxt", "ccxt_ws"):
+        return _build_ccxt(settings, symbols, args)
+    raise ConfigError(f"FEED={settings.feed}: unknown feed; use sim, replay, ccxt or ccxt_ws")
+
+
+def _build_replay(symbols: SymbolsConfig, args) -> Feed:
+    from prod_core.feeds.candles import CandleFormatError
+    from prod_core.feeds.replay import ReplayFeed, parse_speed
+
+    data = list(getattr(args, "data", None) or [])
+    if not data:
+        raise ConfigError("FEED=replay needs --data PATH [PATH...] (CSV/Parquet candles or Binance kline dumps)")
+    speed = getattr(args, "speed", None) or "max"
+    try:
+        parse_speed(speed)
+        return ReplayFeed.from_paths(data, speed=speed, known_symbols=symbols.names)
+    except (CandleFormatError, ValueError) as exc:
+        raise ConfigError(f"replay: {exc}") from None
+
+
+def exchange_kwargs(settings: Settings, symbols: SymbolsConfig) -> dict:
+    """Constructor arguments shared by the ccxt feeds (and fetch-history)."""
+    ex = symbols.exchange
+    key = settings.exchange_api_key.get_secret_value()
+    secret = settings.exchange_api_secret.get_secret_value()
+    return {
+        "exchange_id": ex.id,
+        "api_url": ex.api_url,
+        "sandbox": ex.sandbox,
+        # public market data needs no keys; they are only handed to a sandbox client
+        "api_key": key if (ex.sandbox and key) else None,
+        "secret": secret if (ex.sandbox and secret) else None,
+    }
+
+
+def _build_ccxt(settings: Settings, symbols: SymbolsConfig, args) -> Feed:
+    kwargs = exchange_kwargs(settings, symbols)
+    history = getattr(args, "history_bars", None)
+    common = dict(
+        symbols=symbols.names,
+        timeframe=symbols.exchange.timeframe,
+        history_bars=DEFAULT_HISTORY_BARS if history is None else int(history),
+        **kwargs,
+    )
+    try:
+        if settings.feed == "ccxt":
+            from prod_core.feeds.ccxt_rest import CcxtRestFeed
+
+            return CcxtRestFeed(**common)
+        from prod_core.feeds.ccxt_ws import CcxtWsFeed
+
+        return CcxtWsFeed(**common)
+    except ValueError as exc:
+        raise ConfigError(f"FEED={settings.feed}: {exc}") from None

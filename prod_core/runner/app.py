@@ -85,6 +85,13 @@ class PaperRunner:
         t_start = time.time()
         log.info("Старт paper-loop: run_id=%s mode=%s feed=%s execution=%s", self.run_id, settings.mode,
                  settings.feed, settings.execution)
+        try:
+            self.feed = build_feed(settings, self.symbols, self.args, t_start)
+        except ConfigError as exc:
+            log.error("feed error: %s", exc)
+            return 2
+        self.replay = settings.feed == "replay"
+        self.account = f"replay:{self.run_id}" if self.replay else "paper"
         self.storage = Storage(self.args.db or settings.db_path)
         stale = self.storage.mark_stale_runs(t_start, STALE_RUN_S)
         for rid in stale:
@@ -93,12 +100,15 @@ class PaperRunner:
         instruments = {
             s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in self.symbols.symbols
         }
+        for symbol in self.feed.symbols:  # replayed symbols not in symbols.yaml trade as spot
+            instruments.setdefault(symbol, Instrument(symbol=symbol))
         chash = config_hash(self.gov, self.symbols)
         self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=chash,
                                code_version=__version__, ts=t_start, args=" ".join(sys.argv[1:]))
-        state_dict = self.storage.load_governance_state()
+        # Governance belongs to the paper account; a replay is a fresh account of its own.
+        state_dict = None if self.replay else self.storage.load_governance_state(account=self.account)
         self.state = GovernanceState.from_dict(state_dict) if state_dict else GovernanceState()
-        self.live = LiveMetrics(feeds=[settings.feed], symbols=list(instruments),
+        self.live = LiveMetrics(feeds=[self.feed.name], symbols=list(self.feed.symbols),
                                 strategies=["trend_following", "mean_reversion"])
         self.live.runner_up = 1
         self.live.runner_last_cycle_ts = t_start
@@ -112,10 +122,16 @@ class PaperRunner:
         log.info("Prometheus exporter слушает порт %d (http://%s:%d/metrics)", self.exporter.port,
                  settings.prometheus_bind, self.exporter.port)
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
-                                 live=self.live, notify=self.notify, state=self.state, feed_name=settings.feed)
-        self.pipeline.restore_positions(self.storage.open_positions())
+                                 live=self.live, notify=self.notify, state=self.state, feed_name=self.feed.name,
+                                 clock_mode="bar" if self.replay else "wall",
+                                 timing_every=16 if self.replay else 1)
+        if not self.replay:
+            carried = [p for p in self.storage.open_positions() if not self._is_replay_run(p["run_id"])]
+            if carried:
+                log.info("Счёт: %d открытых позиций из прошлых запусков", len(carried))
+            self.pipeline.restore_positions(carried, flatten_at_mark=settings.feed == "sim",
+                                            ts_ms=int(t_start * 1000))
         self._apply_alert_test_overlay()
-        self.feed = build_feed(settings, self.symbols, self.args, t_start)
         self.feed.start(time.time())
         self.pipeline.live_from_ms = self.feed.live_from_ms
         self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
@@ -126,6 +142,7 @@ class PaperRunner:
         self.notify("run_started", f"run {self.run_id} started", fields={"config_hash": chash,
                     "user": _user(), "max_seconds": self.args.max_seconds}, log=False)
         status = "stopped"
+        self.engine_s = 0.0
         try:
             self._loop(t_start)
         except Exception as exc:  # the loop must stop safely whatever happens
@@ -133,7 +150,14 @@ class PaperRunner:
             self.live.errors_total["runner"] = self.live.errors_total.get("runner", 0) + 1
             log.exception("paper-loop failed: %s", exc)
         self._shutdown(status)
+        if self.replay and status == "stopped":
+            bars = sum(self.live.bars_total.values())
+            print(f"replay: bars={bars} fills={self.pipeline.fills_seen} engine_s={self.engine_s:.3f}", flush=True)
         return 0 if status == "stopped" else 1
+
+    def _is_replay_run(self, run_id: str) -> bool:
+        row = self.storage.get_run(run_id)
+        return bool(row and row.get("feed") == "replay")
 
     def _loop(self, t_start: float) -> None:
         feed = self.feed
@@ -143,6 +167,7 @@ class PaperRunner:
         deadline = t_start + self.args.max_seconds if self.args.max_seconds else None
         last_hb = 0.0
         last_health = self.live.feed_health.get(feed.name, 1)
+        t_engine = time.perf_counter()
         while True:
             now = time.time()
             if self.stop_requested:
@@ -150,7 +175,8 @@ class PaperRunner:
             if deadline is not None and now >= deadline:
                 self.stop_reason = f"--max-seconds {self.args.max_seconds:g}"
                 break
-            for bar in feed.poll(now):
+            bars = feed.poll(now)
+            for bar in bars:
                 pipeline.on_bar(bar)
             now = time.time()
             health = self._overlay_health(feed.health(now))
@@ -171,7 +197,10 @@ class PaperRunner:
             storage.maybe_flush(now)
             if feed.exhausted:
                 self.stop_reason = "end of data"
+                self.engine_s = time.perf_counter() - t_engine
                 break
+            if bars:
+                continue  # more may be ready at once (replay at max speed, catch-up)
             wake = min(now + MAX_SLEEP_S, last_hb + HEARTBEAT_S)
             due = feed.next_due_s()
             if due is not None:
@@ -208,12 +237,15 @@ class PaperRunner:
         return 0 if test == "bad" else 1
 
     def _save_state(self, now: float) -> None:
+        self.pipeline.persist_marks()
         self.state.cash_usd = self.pipeline.broker.cash_usd
-        self.storage.save_governance_state(self.state.to_dict(), ts=now)
+        self.storage.save_governance_state(self.state.to_dict(), ts=now, account=self.account)
 
     def _shutdown(self, status: str) -> None:
         log.info("Остановка paper-loop (%s): завершаю feed и отменяю ожидающие планы", self.stop_reason or status)
         cancelled = self.pipeline.cancel_pending()
+        if self.replay:
+            self.pipeline.flatten_at_end()
         self.storage.cancel_pending_plans(self.run_id)
         self.feed.stop()
         now = time.time()
@@ -251,7 +283,8 @@ class PaperRunner:
             shutil.copyfile(self.log_path, folder / "run.log")
 
     def _linger(self) -> None:
-        linger = self.args.linger if self.args.linger is not None else self.settings.exporter_linger_s
+        default = 0.0 if self.replay else self.settings.exporter_linger_s
+        linger = self.args.linger if self.args.linger is not None else default
         if linger <= 0:
             return
         signals_before = self._signals

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="SQLite path (env DB_PATH)")
     p.add_argument("--config-dir", default=None, help="directory of governance.yaml and symbols.yaml (env CONFIG_DIR)")
     p.add_argument("--bar-interval", type=positive_float, default=None, help="sim: wall seconds between bars")
+    p.add_argument("--data", nargs="+", default=None, metavar="PATH",
+                   help="replay: candle files (CSV/Parquet/Binance dumps), PATH or SYMBOL=PATH")
+    p.add_argument("--speed", default=None, help="replay pace: max (default), realtime or Nx (e.g. 10x)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
     p.add_argument("--linger", type=float, default=None, help="seconds the exporter serves the final state after a stop")
     return p

@@ -45,9 +45,11 @@ class Pipeline:
         clock_mode: str = "wall",
         wall_clock: Callable[[], float] = time.time,
         equity_every: int = 1,
+        timing_every: int = 1,
     ) -> None:
         self.run_id = run_id
         self.instruments = instruments
+        self._can_short = {s: i.can_short for s, i in instruments.items()}
         self.storage = storage
         self.live = live
         self.notify = notify
@@ -56,6 +58,8 @@ class Pipeline:
         self.clock_mode = clock_mode
         self.wall_clock = wall_clock
         self.equity_every = max(1, equity_every)
+        self.timing_every = max(1, timing_every)
+        self._timing_countdown = 1
         self.live_from_ms = 0
         self.last_ts: dict[str, int] = {}
         self.safe_mode = False
@@ -100,13 +104,21 @@ class Pipeline:
 
     # ------------------------------------------------------------------- bar
     def on_bar(self, bar: Bar) -> None:
-        rec = self._stage
-        t0 = perf_counter_ns()
+        """Run one bar through the stages. Stage times are recorded on every
+        ``timing_every``-th bar (every bar in paper mode), so timing costs nothing per bar
+        in a replay."""
+        countdown = self._timing_countdown - 1
+        timed = countdown <= 0
+        self._timing_countdown = self.timing_every if timed else countdown
+        if timed:
+            rec = self._stage
+            t0 = perf_counter_ns()
         sym = bar.symbol
         last = self.last_ts.get(sym, -1)
         if not is_clean(bar, last):
             self._anomaly(bar, last)
-            rec(0, perf_counter_ns() - t0)
+            if timed:
+                rec(0, perf_counter_ns() - t0)
             return
         self.last_ts[sym] = bar.ts_ms
         live = self.live
@@ -114,21 +126,24 @@ class Pipeline:
         bars_total[sym] = bars_total.get(sym, 0) + 1
         if bar.ts_ms >= self._next_day_ms and self.clock_mode == "bar":
             self._new_bar_day(bar.ts_ms)
-        t1 = perf_counter_ns()
-        rec(0, t1 - t0)
+        if timed:
+            t1 = perf_counter_ns()
+            rec(0, t1 - t0)
 
         broker = self.broker
         broker.on_bar(bar)
         if sym in broker.positions:
             self._mark()
-        t2 = perf_counter_ns()
-        rec(5, t2 - t1)
+        if timed:
+            t2 = perf_counter_ns()
+            rec(5, t2 - t1)
 
         f = self.detector.update(bar)
         regime = f.regime
         live.regime[sym] = regime
-        t3 = perf_counter_ns()
-        rec(1, t3 - t2)
+        if timed:
+            t3 = perf_counter_ns()
+            rec(1, t3 - t2)
 
         plan = None
         if bar.ts_ms >= self.live_from_ms:
@@ -138,18 +153,17 @@ class Pipeline:
                 if strat is not None and sym not in broker.pending_exits and strat.should_exit(f, pos):
                     broker.request_exit(sym, FillReason.EXIT_SIGNAL, bar.ts_ms)
             elif sym not in broker.pending_entries:
-                inst = self.instruments.get(sym)
-                can_short = inst.can_short if inst is not None else False
+                can_short = self._can_short.get(sym, False)
                 for strat in (self._enabled_safe if self.effective_safe_mode else self._enabled)[regime]:
                     plan = strat.propose(f, bar, can_short)
                     if plan is not None:
                         break
-        t4 = perf_counter_ns()
-        rec(2, t4 - t3)
+        if timed:
+            t4 = perf_counter_ns()
+            rec(2, t4 - t3)
 
         if plan is not None:
-            self._handle_plan(plan, t4)
-            t4 = perf_counter_ns()
+            self._handle_plan(plan, timed)
 
         if bar.ts_ms != self._last_equity_ts:
             self._last_equity_ts = bar.ts_ms
@@ -157,12 +171,14 @@ class Pipeline:
             if self._equity_tick >= self.equity_every:
                 self._equity_tick = 0
                 self._snapshot_equity(bar.ts_ms)
-        t5 = perf_counter_ns()
-        rec(6, t5 - t4)
-        rec(7, 0)
+        if timed:
+            t5 = perf_counter_ns()
+            rec(6, t5 - t4)
+            rec(7, perf_counter_ns() - t5)
 
-    def _handle_plan(self, plan, t_start: int) -> None:
+    def _handle_plan(self, plan, timed: bool) -> None:
         rec = self._stage
+        t_start = perf_counter_ns()
         state = self.state
         broker = self.broker
         snap = RiskSnapshot(
@@ -381,7 +397,26 @@ class Pipeline:
         self._refresh_account()
         return len(cancelled)
 
-    def restore_positions(self, rows: list[dict]) -> None:
+    def flatten_at_end(self) -> None:
+        """End of replayed data: close what is still open at its last close, like a backtest."""
+        for symbol in list(self.broker.positions):
+            bar = self.broker.last_bar.get(symbol)
+            if bar is not None:
+                self.broker.close_at(symbol, bar.close, FillReason.EXIT_SIGNAL, bar.ts_ms)
+        self._refresh_account()
+
+    def persist_marks(self) -> None:
+        """Write the current marks of open positions (heartbeat and stop), so a restart sees them."""
+        for p in self.broker.positions.values():
+            self.storage.upsert_position(self.run_id, p)
+
+    def restore_positions(self, rows: list[dict], *, flatten_at_mark: bool, ts_ms: int) -> None:
+        """Adopt the account's open positions from storage.
+
+        A simulated market does not continue across runs (a new sim starts its own price
+        path), so with ``flatten_at_mark`` carried positions are closed at their last
+        recorded mark instead of being re-marked on unrelated prices.
+        """
         from prod_core.domain import Side
 
         positions = [
@@ -395,4 +430,7 @@ class Pipeline:
             if r["symbol"] in self.instruments
         ]
         self.broker.restore(positions)
+        if flatten_at_mark:
+            for p in positions:
+                self.broker.close_at(p.symbol, p.last_price, FillReason.EXIT_SIGNAL, ts_ms)
         self._refresh_account()

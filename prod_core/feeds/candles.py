@@ -1,0 +1,445 @@
+"""Candle file readers for the replay feed.
+
+Supported inputs (one symbol per file unless the file has a ``symbol`` column):
+
+- canonical CSV ``ts_ms,open,high,low,close,volume`` (header optional, extra columns
+  ignored, an optional ``symbol`` column), and what ``fetch-history`` writes
+  (the canonical columns plus ``symbol``);
+- Binance public kline dumps: 12 columns ``open_time,open,high,low,close,volume,
+  close_time,...`` with or without a header; open times in milliseconds or microseconds
+  (spot dumps since 2025 use microseconds);
+- Parquet with the same column names (``ts_ms`` may also be a timestamp column).
+
+Timestamps >= 1e14 are taken as microseconds and >= 1e17 as nanoseconds and converted
+to milliseconds, row by row.
+
+The readers never judge prices: unparseable numbers become ``nan`` and travel on as
+bars, so that the pipeline's hygiene rejects and counts them like any other malformed
+bar. Only rows that cannot become a bar at all (too few columns, no usable timestamp)
+are dropped here, counted under ``rejected["malformed"]``.
+
+The symbol of a file comes, in this order, from an explicit ``SYMBOL=PATH`` argument,
+a ``symbol`` column, or the file name (``BTCUSDT-1m-2025-03.csv``,
+``BYBIT_BTCUSDT_5m.csv``, ``BTC_USDT_1h.parquet``). A name that names no symbol, or
+more than one, is a ``CandleFormatError`` that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NAN = math.nan
+
+# Column name aliases (lower case).
+TS_NAMES = ("ts_ms", "timestamp", "open_time", "opentime", "ts", "time", "t")
+OHLCV_NAMES = (
+    ("open", "o"),
+    ("high", "h"),
+    ("low", "l"),
+    ("close", "c"),
+    ("volume", "v", "vol"),
+)
+SYMBOL_NAMES = ("symbol", "pair", "instrument")
+
+# Quote currencies used to split a concatenated pair such as BTCUSDT (longest first).
+QUOTES = (
+    "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "USDE", "DAI", "USD", "EUR", "GBP",
+    "TRY", "BRL", "JPY", "AUD", "BTC", "ETH", "BNB",
+)
+_NOT_SYMBOL_TOKENS = {
+    "KLINES", "KLINE", "CANDLES", "CANDLE", "OHLCV", "DATA", "SPOT", "PERP", "SWAP", "FUTURES",
+    "UM", "CM", "MONTHLY", "DAILY", "HISTORY",
+}
+_TF_TOKEN = re.compile(r"^\d+[SMHDW]$")
+_UNIFIED = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$")
+_DATA_ARG = re.compile(r"^([A-Za-z0-9]+(?:[/_-][A-Za-z0-9]+)?(?::[A-Za-z0-9]+)?)=(.+)$")
+
+US_THRESHOLD = 100_000_000_000_000  # 1e14: above this an epoch timestamp is in microseconds
+NS_THRESHOLD = 100_000_000_000_000_000  # 1e17: nanoseconds
+
+
+class CandleFormatError(ValueError):
+    """A candle file that cannot be read, or whose symbol cannot be told."""
+
+
+@dataclass(slots=True)
+class CandleSeries:
+    """The rows of one symbol from one file, in file order (not sorted, not validated)."""
+
+    symbol: str
+    source: str
+    ts: np.ndarray  # int64 epoch ms of the bar open
+    ohlcv: np.ndarray  # float64, shape (n, 5)
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+
+# ----------------------------------------------------------------- symbols
+def _split_pair(raw: str) -> str | None:
+    """'BTCUSDT' -> 'BTC/USDT' by a known quote suffix; None when no quote fits."""
+    for quote in QUOTES:
+        if raw.endswith(quote) and len(raw) > len(quote):
+            base = raw[: -len(quote)]
+            if base.isalnum() and not base.isdigit():
+                return f"{base}/{quote}"
+    return None
+
+
+def normalize_symbol(raw: str, known: Sequence[str] = ()) -> str | None:
+    """A unified symbol ('BTC/USDT') for 'BTC/USDT', 'BTCUSDT', 'btc-usdt', 'BTC_USDT'...
+
+    When ``known`` (configured symbols) contains a match it wins, so ``BTCUSDT`` maps to a
+    configured ``BTC/USDT:USDT`` too. None when nothing fits.
+    """
+    text = raw.strip().upper()
+    if not text:
+        return None
+    flat = re.sub(r"[/_\-:]", "", text.split(":")[0])
+    for sym in known:
+        if sym.upper() == text:
+            return sym
+    for sym in known:
+        if re.sub(r"[/_\-]", "", sym.upper().split(":")[0]) == flat:
+            return sym
+    if _UNIFIED.match(text):
+        return text
+    m = re.match(r"^([A-Z0-9]+)[_\-]([A-Z0-9]+)$", text)
+    if m:
+        return f"{m.group(1)}/{m.group(2)}"
+    if text.isalnum():
+        return _split_pair(text)
+    return None
+
+
+def symbol_from_filename(path: str | Path, known: Sequence[str] = ()) -> str:
+    """The symbol a file name names, or a ``CandleFormatError`` (none, or ambiguous)."""
+    name = Path(path).name
+    stem = name
+    for suffix in (".csv.gz", ".csv", ".parquet", ".pq", ".txt"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    tokens = [t for t in re.split(r"[-_.\s]+", stem.upper()) if t]
+    candidates: list[str] = []
+
+    def add(sym: str | None) -> None:
+        if sym is not None and sym not in candidates:
+            candidates.append(sym)
+
+    for i, tok in enumerate(tokens):
+        if tok.isdigit() or _TF_TOKEN.match(tok) or tok in _NOT_SYMBOL_TOKENS or tok in QUOTES:
+            # a bare quote may still pair with the token before it: BTC_USDT_1m.csv
+            if tok in QUOTES and i > 0:
+                prev = tokens[i - 1]
+                if prev.isalnum() and not prev.isdigit() and not _TF_TOKEN.match(prev):
+                    add(normalize_symbol(f"{prev}/{tok}", known))
+            continue
+        add(normalize_symbol(tok, known))
+    if known:
+        in_config = [c for c in candidates if c in known]
+        if in_config:
+            candidates = in_config
+    # a pair token 'BTC/USDT' and a single token that is only a base ('BTC') do not conflict
+    if len(candidates) == 1:
+        return candidates[0]
+    hint = "add a 'symbol' column, pass SYMBOL=PATH (e.g. BTC/USDT=data.csv), or name the file like BTCUSDT-1m-2025-03.csv"
+    if not candidates:
+        raise CandleFormatError(f"{path}: cannot tell the symbol from the file name; {hint}")
+    raise CandleFormatError(
+        f"{path}: ambiguous file name, it could be any of {', '.join(candidates)}; {hint}"
+    )
+
+
+def parse_data_arg(arg: str) -> tuple[str | None, str]:
+    """Split ``SYMBOL=PATH`` (``BTC/USDT=x.csv``, ``BTCUSDT=x.csv``) from a plain PATH."""
+    m = _DATA_ARG.match(arg)
+    if m and not Path(arg).exists():
+        return m.group(1), m.group(2)
+    return None, arg
+
+
+# ----------------------------------------------------------------- columns
+def _find(names: Sequence[str], aliases: Iterable[str]) -> int | None:
+    for alias in aliases:
+        if alias in names:
+            return names.index(alias)
+    return None
+
+
+def _column_map(header: Sequence[str], path: str | Path) -> tuple[list[int], int | None]:
+    """Indices of ts, open, high, low, close, volume (and symbol or None) in a header."""
+    names = [h.strip().strip('"').lower() for h in header]
+    ts = _find(names, TS_NAMES)
+    cols = [ts] + [_find(names, aliases) for aliases in OHLCV_NAMES]
+    if any(c is None for c in cols):
+        missing = [n for n, c in zip(("ts_ms", "open", "high", "low", "close", "volume"), cols) if c is None]
+        raise CandleFormatError(
+            f"{path}: header {','.join(names)} lacks column(s) {', '.join(missing)}; expected "
+            "ts_ms,open,high,low,close,volume (or a Binance 12-column kline dump)"
+        )
+    return [int(c) for c in cols], _find(names, SYMBOL_NAMES)  # type: ignore[arg-type]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def normalize_ts(ts: np.ndarray) -> np.ndarray:
+    """Convert microsecond / nanosecond epoch values to milliseconds, element-wise."""
+    ts = ts.astype(np.int64, copy=True)
+    big = ts >= US_THRESHOLD
+    if big.any():
+        huge = ts >= NS_THRESHOLD
+        ts[big & ~huge] //= 1000
+        ts[huge] //= 1_000_000
+    return ts
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return NAN
+
+
+def _to_ts(text: str) -> int | None:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    return int(value)
+
+
+# --------------------------------------------------------------------- CSV
+def _read_csv_fast(
+    path: Path, has_header: bool, cols: list[int], sym_col: int | None, ncols: int
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, int] | None:
+    """pyarrow's CSV reader for well-formed files; None when the file needs the row-by-row path."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"c{i}" for i in range(ncols)]
+    wanted = cols + ([sym_col] if sym_col is not None else [])
+    types = {names[cols[0]]: pa.float64()}
+    for c in cols[1:]:
+        types[names[c]] = pa.float64()
+    if sym_col is not None:
+        types[names[sym_col]] = pa.string()
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=[names[c] for c in wanted], strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        return None
+    ts_f = np.asarray(table.column(names[cols[0]]).to_numpy(zero_copy_only=False), dtype=np.float64)
+    valid = np.isfinite(ts_f)
+    bad = int((~valid).sum())
+    if bad and np.any(np.abs(ts_f[valid]) >= 2**53):
+        return None  # precision: let the slow path parse integers exactly
+    if not valid.all():
+        ts_f = ts_f[valid]
+    if ts_f.size and np.any(ts_f >= 2**53):
+        return None
+    ohlcv = np.column_stack(
+        [np.asarray(table.column(names[c]).to_numpy(zero_copy_only=False), dtype=np.float64) for c in cols[1:]]
+    ) if table.num_rows else np.empty((0, 5))
+    if bad:
+        ohlcv = ohlcv[valid]
+    syms = None
+    if sym_col is not None:
+        raw = table.column(names[sym_col]).to_pylist()
+        syms = [(s or "").strip() for s, ok in zip(raw, valid) if ok]
+    return ts_f.astype(np.int64), ohlcv, syms, bad
+
+
+def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """(ts int64, ohlcv float64 (n,5), per-row symbols or None) of a CSV file."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        first: list[str] | None = None
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                first = row
+                break
+        if first is None:
+            return np.empty(0, np.int64), np.empty((0, 5)), None
+        has_header = not _is_number(first[0].strip())
+        if has_header:
+            cols, sym_col = _column_map(first, path)
+            pending: list[list[str]] = []
+        else:
+            if len(first) < 6:
+                raise CandleFormatError(
+                    f"{path}: first row has {len(first)} columns; expected ts_ms,open,high,low,close,volume"
+                )
+            cols, sym_col = [0, 1, 2, 3, 4, 5], None
+            pending = [first]
+        need = max(cols + ([sym_col] if sym_col is not None else [])) + 1
+        fast = _read_csv_fast(path, has_header, cols, sym_col, len(first)) if len(first) >= need else None
+        if fast is not None:
+            ts, ohlcv, syms, bad = fast
+            if bad:
+                rejected["malformed"] = rejected.get("malformed", 0) + bad
+            return normalize_ts(ts), ohlcv, syms
+        ts_list: list[int] = []
+        rows: list[tuple[float, float, float, float, float]] = []
+        syms: list[str] | None = [] if sym_col is not None else None
+        c_ts, c_o, c_h, c_l, c_c, c_v = cols
+        malformed = 0
+
+        def take(row: list[str]) -> None:
+            nonlocal malformed
+            if len(row) < need:
+                if row and any(cell.strip() for cell in row):
+                    malformed += 1
+                return
+            ts = _to_ts(row[c_ts])
+            if ts is None:
+                malformed += 1
+                return
+            ts_list.append(ts)
+            rows.append((_to_float(row[c_o]), _to_float(row[c_h]), _to_float(row[c_l]),
+                         _to_float(row[c_c]), _to_float(row[c_v])))
+            if syms is not None:
+                syms.append(row[sym_col].strip())
+
+        for row in pending:
+            take(row)
+        for row in reader:
+            take(row)
+    if malformed:
+        rejected["malformed"] = rejected.get("malformed", 0) + malformed
+    ts = normalize_ts(np.asarray(ts_list, dtype=np.int64)) if ts_list else np.empty(0, np.int64)
+    ohlcv = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    return ts, ohlcv, syms
+
+
+# ----------------------------------------------------------------- Parquet
+def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
+    cols, sym_col = _column_map(table.column_names, path)
+    ts_arr = table.column(cols[0])
+    if pa.types.is_timestamp(ts_arr.type):
+        ts_arr = pc.cast(ts_arr, pa.timestamp("ms")).cast(pa.int64())
+    elif not pa.types.is_integer(ts_arr.type):
+        try:
+            ts_arr = pc.cast(ts_arr, pa.float64())
+        except pa.ArrowInvalid:
+            ts_arr = pa.chunked_array([[_to_ts(str(x)) if x is not None else None for x in ts_arr.to_pylist()]],
+                                      type=pa.float64())
+    ts_np = np.asarray(ts_arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+    valid = np.isfinite(ts_np)
+    bad = int((~valid).sum())
+    if bad:
+        rejected["malformed"] = rejected.get("malformed", 0) + bad
+    values = []
+    for c in cols[1:]:
+        arr = table.column(c)
+        if not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)):
+            arr = pa.chunked_array([[_to_float(str(x)) if x is not None else NAN for x in arr.to_pylist()]],
+                                   type=pa.float64())
+        values.append(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64))
+    ohlcv = np.column_stack(values) if values and len(values[0]) else np.empty((0, 5))
+    ts = normalize_ts(ts_np[valid].astype(np.int64))
+    ohlcv = ohlcv[valid] if len(ohlcv) else ohlcv
+    syms = None
+    if sym_col is not None:
+        raw = table.column(sym_col).to_pylist()
+        syms = [str(s) if s is not None else "" for s, ok in zip(raw, valid) if ok]
+    return ts, ohlcv, syms
+
+
+# ------------------------------------------------------------------ public
+def read_candles(
+    path: str | Path,
+    symbol: str | None = None,
+    known_symbols: Sequence[str] = (),
+    rejected: dict[str, int] | None = None,
+) -> list[CandleSeries]:
+    """Read one candle file into one series per symbol (file order kept within a symbol).
+
+    ``symbol`` (from ``SYMBOL=PATH``) overrides any symbol column or file name.
+    Rows that cannot become a bar are counted in ``rejected["malformed"]``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CandleFormatError(f"{path}: no such file")
+    rejected = {} if rejected is None else rejected
+    suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        ts, ohlcv, syms = _read_parquet(p, rejected)
+    else:
+        ts, ohlcv, syms = _read_csv(p, rejected)
+    if symbol is not None:
+        resolved = normalize_symbol(symbol, known_symbols)
+        if resolved is None:
+            raise CandleFormatError(f"{path}: {symbol!r} is not a symbol (expected e.g. BTC/USDT or BTCUSDT)")
+        return [CandleSeries(resolved, str(p), ts, ohlcv)]
+    if syms is not None:
+        unique: dict[str, str] = {}
+        for raw in dict.fromkeys(syms):
+            resolved = normalize_symbol(raw, known_symbols)
+            if resolved is None:
+                raise CandleFormatError(f"{path}: symbol column value {raw!r} is not a symbol (expected e.g. BTC/USDT)")
+            unique[raw] = resolved
+        if len(set(unique.values())) == 1:
+            return [CandleSeries(next(iter(unique.values())), str(p), ts, ohlcv)]
+        labels = np.asarray([unique[s] for s in syms], dtype=object)
+        out = []
+        for sym in dict.fromkeys(unique.values()):
+            mask = labels == sym
+            out.append(CandleSeries(sym, str(p), ts[mask], ohlcv[mask]))
+        return out
+    return [CandleSeries(symbol_from_filename(p, known_symbols), str(p), ts, ohlcv)]
+
+
+def load_data_args(
+    data: Sequence[str], known_symbols: Sequence[str] = ()
+) -> tuple[list[CandleSeries], dict[str, int]]:
+    """Read every ``--data`` argument (``PATH`` or ``SYMBOL=PATH``); directories are expanded."""
+    if not data:
+        raise CandleFormatError("replay needs at least one --data PATH (CSV or Parquet candles)")
+    rejected: dict[str, int] = {}
+    series: list[CandleSeries] = []
+    for arg in data:
+        sym, path = parse_data_arg(arg)
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".csv", ".parquet", ".pq"))
+            if not files:
+                raise CandleFormatError(f"{path}: directory has no .csv or .parquet files")
+        else:
+            files = [p]
+        for f in files:
+            series.extend(read_candles(f, sym, known_symbols, rejected))
+    return series, rejected

@@ -1,0 +1,212 @@
+"""The ccxt REST feed with the real ccxt client against a local fake Binance (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from prod_core.feeds.base import Feed, FeedHealth
+from prod_core.feeds.ccxt_rest import Backoff, CcxtRestFeed, FeedFatalError, classify_error, rewrite_urls
+from prod_core.testing.fake_exchange import running_fake
+
+TF_MS = 1000
+ORDER_PATHS = ("/api/v3/order", "/api/v3/order/test", "/api/v3/orderList", "/sapi/v1/margin/order", "/fapi/v1/order")
+
+
+@pytest.fixture
+def fake():
+    with running_fake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=90.0) as server:
+        yield server
+
+
+def make_feed(fake, symbols=("BTC/USDT", "ETH/USDT"), **kw) -> CcxtRestFeed:
+    kw.setdefault("history_bars", 5)
+    kw.setdefault("stale_after_s", 2.0)
+    kw.setdefault("backoff", Backoff(base_s=0.1, max_s=1.0, jitter=0.2, rng=random.Random(7)))
+    return CcxtRestFeed("binance", symbols, "1s", api_url=fake.url, enable_rate_limit=False,
+                        start_timeout_s=10.0, timeout_ms=3000, **kw)
+
+
+def collect(feed, seconds: float, until=None) -> list:
+    bars = []
+    end = time.time() + seconds
+    while time.time() < end:
+        bars.extend(feed.poll(time.time()))
+        if until is not None and until(bars):
+            break
+        time.sleep(0.05)
+    return bars
+
+
+def assert_exact(fake, bars, symbol):
+    """Contiguous closed bars with the exact final values: nothing missing, doubled or forming."""
+    mine = [b for b in bars if b.symbol == symbol]
+    assert mine, f"no bars for {symbol}"
+    ts = [b.ts_ms for b in mine]
+    assert ts == list(range(ts[0], ts[-1] + TF_MS, TF_MS)), "missing or doubled bars"
+    for b in mine:
+        assert [b.ts_ms, b.open, b.high, b.low, b.close, b.volume] == fake.candle(symbol, b.ts_ms, TF_MS)
+
+
+def test_markets_history_and_closed_bars(fake):
+    feed = make_feed(fake)
+    assert isinstance(feed, Feed)
+    t0 = time.time()
+    feed.start(t0)
+    try:
+        inst = feed.instruments()["BTC/USDT"]
+        assert (inst.price_tick, inst.qty_step, inst.min_qty, inst.min_notional_usd) == (0.01, 1e-05, 1e-05, 5.0)
+        assert feed.fees()["BTC/USDT"][1] > 0
+        bars = collect(feed, 2.5)
+        for sym in ("BTC/USDT", "ETH/USDT"):
+            assert_exact(fake, bars, sym)
+            mine = [b for b in bars if b.symbol == sym]
+            # 5 warm-up bars, minus any that closed after start() (those are live)
+            assert 4 <= sum(b.ts_ms < feed.live_from_ms for b in mine) <= 5
+            assert mine[-1].ts_ms + TF_MS <= time.time() * 1000  # never a forming bar
+        assert feed.health(time.time()) == FeedHealth.HEALTHY
+        snap = feed.ticker("BTC/USDT")
+        assert snap["bid"] < snap["ask"]
+        book = feed.order_book("ETH/USDT", 5)
+        assert book["bids"][0][0] < book["asks"][0][0]
+    finally:
+        feed.stop()
+    assert feed.health(time.time()) == FeedHealth.PAUSED
+    assert set(fake.paths()) <= {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/depth"}
+
+
+def test_silent_exchange_turns_health_to_zero_and_back(fake):
+    feed = make_feed(fake, stale_after_s=1.5)
+    feed.start(time.time())
+    try:
+        bars = collect(feed, 2.0)
+        assert feed.health(time.time()) == FeedHealth.HEALTHY
+        fake.set_silent(True)
+        silent_at = time.time()
+        while feed.health(time.time()) != FeedHealth.DEGRADED:
+            bars.extend(feed.poll(time.time()))
+            assert time.time() - silent_at < 1.5 + 1.5, "health did not drop within the staleness threshold"
+            time.sleep(0.05)
+        fake.set_silent(False)
+        back_at = time.time()
+        while feed.health(time.time()) != FeedHealth.HEALTHY:
+            bars.extend(feed.poll(time.time()))
+            assert time.time() - back_at < 3.0, "health did not recover"
+            time.sleep(0.05)
+        bars.extend(collect(feed, 1.2))
+        for sym in ("BTC/USDT", "ETH/USDT"):
+            assert_exact(fake, bars, sym)  # the silent stretch was backfilled exactly
+    finally:
+        feed.stop()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_rate_limit_and_server_errors_back_off(fake, status):
+    feed = make_feed(fake, symbols=("BTC/USDT",))
+    feed.start(time.time())
+    try:
+        collect(feed, 1.5)
+        fake.fail(status, count=4, path="/api/v3/klines")
+        bars = collect(feed, 6.0, until=lambda b: feed.stats["rate_limited"] + feed.stats["network_errors"] >= 4
+                       and feed.state == "ok" and len(b) >= 1)
+        key = "rate_limited" if status == 429 else "network_errors"
+        assert feed.stats[key] == 4
+        failed = [r.ts for r in fake.requests if r.path == "/api/v3/klines"]
+        gaps = [b - a for a, b in zip(failed, failed[1:])]
+        # exponential: the waits after the failures grow (0.1, 0.2, 0.4, 0.8 s minus jitter)
+        tail = gaps[-4:]
+        assert tail[-1] > tail[0] * 2.5, gaps
+        bars.extend(collect(feed, 1.1))
+        assert_exact(fake, bars, "BTC/USDT")
+        assert feed.health(time.time()) == FeedHealth.HEALTHY
+    finally:
+        feed.stop()
+
+
+def test_degraded_while_rate_limited(fake):
+    feed = make_feed(fake, symbols=("BTC/USDT",), backoff=Backoff(base_s=1.0, max_s=1.0, jitter=0.0))
+    feed.start(time.time())
+    try:
+        fake.fail(429, count=3, path="/api/v3/klines")
+        end = time.time() + 4
+        seen = set()
+        while time.time() < end and not ("rate_limited" in seen and feed.state == "ok"):
+            seen.add(feed.state)
+            if feed.state == "rate_limited":
+                assert feed.health(time.time()) == FeedHealth.DEGRADED
+            feed.poll(time.time())
+            time.sleep(0.05)
+        assert "rate_limited" in seen and feed.state == "ok"
+    finally:
+        feed.stop()
+
+
+def test_bad_symbol_fails_fast_with_a_clear_message(fake):
+    feed = make_feed(fake, symbols=("BTC/USDT", "DOGE/USDT"))
+    t0 = time.time()
+    with pytest.raises(FeedFatalError, match=r"DOGE/USDT.*not listed on binance"):
+        feed.start(t0)
+    assert time.time() - t0 < 3
+    assert feed.health(time.time()) == FeedHealth.PAUSED
+    feed.stop()
+
+
+def test_markets_load_retries_through_server_errors(fake):
+    fake.fail(503, count=2, path="/api/v3/exchangeInfo")
+    feed = make_feed(fake, symbols=("BTC/USDT",))
+    feed.start(time.time())
+    try:
+        assert feed.state == "ok" and feed.stats["network_errors"] == 2
+        assert fake.count("/api/v3/exchangeInfo") == 3
+    finally:
+        feed.stop()
+
+
+def test_restart_backfills_without_duplicates(fake):
+    feed = make_feed(fake, symbols=("BTC/USDT",))
+    feed.start(time.time())
+    try:
+        bars = collect(feed, 1.0)
+        feed.stop()
+        time.sleep(1.2)  # bars close while the feed is down
+        feed.restart()
+        bars.extend(collect(feed, 1.2))
+        assert_exact(fake, bars, "BTC/USDT")
+        assert feed.stats["reconnects"] == 1
+    finally:
+        feed.stop()
+
+
+def test_classify_error():
+    import ccxt
+
+    assert classify_error(ccxt.RateLimitExceeded("x")) == "rate_limit"
+    assert classify_error(ccxt.DDoSProtection("x")) == "rate_limit"
+    assert classify_error(ccxt.ExchangeNotAvailable("x")) == "network"
+    assert classify_error(ccxt.RequestTimeout("x")) == "network"
+    assert classify_error(ccxt.AuthenticationError("x")) == "fatal"
+    assert classify_error(ccxt.BadSymbol("x")) == "fatal"
+    assert classify_error(ccxt.ExchangeError("x")) == "other"
+
+
+def test_backoff_grows_with_jitter_and_caps():
+    b = Backoff(base_s=1.0, max_s=8.0, factor=2.0, jitter=0.5, rng=random.Random(1))
+    delays = [b.next() for _ in range(6)]
+    for d, nominal in zip(delays, (1, 2, 4, 8, 8, 8)):
+        assert nominal * 0.5 <= d <= nominal
+    b.reset()
+    assert b.next() <= 1.0
+
+
+def test_rewrite_urls_keeps_paths():
+    urls = {"public": "https://api.binance.com/api/v3", "sapi": "https://api.binance.com/sapi/v1",
+            "ws": {"spot": "wss://stream.binance.com:9443/ws", "linear": "wss://fstream.binance.com/ws",
+                   "ws-api": {"spot": "wss://ws-api.binance.com:443/ws-api/v3"}}}
+    rewrite_urls(urls, "http://127.0.0.1:8080")
+    assert urls["public"] == "http://127.0.0.1:8080/api/v3"
+    assert urls["sapi"] == "http://127.0.0.1:8080/sapi/v1"
+    assert urls["ws"]["spot"] == "ws://127.0.0.1:8080/stream/ws"  # '/stream' keeps it a spot stream for ccxt
+    assert urls["ws"]["linear"] == "ws://127.0.0.1:8080/fstream/ws"
+    assert urls["ws"]["ws-api"]["spot"] == "ws://127.0.0.1:8080/ws-api/ws-api/v3"
