@@ -58,7 +58,7 @@ class PortfolioConfig(Section):
     correlation_baseline_bars: int = Field(2880, ge=10, description="EWMA span (bars) of the correlation's own slow baseline.")
     safe_mode_corr_excess: float = Field(0.165, gt=0, le=2, description="Engage safe mode when mean correlation exceeds its baseline by this.")
     safe_mode_release_corr_excess: float = Field(0.08, ge=0, le=2, description="Release safe mode below this excess.")
-    safe_mode_min_hold_bars: int = Field(12, ge=0, description="Bars safe mode stays engaged at least.")
+    safe_mode_min_hold_bars: int = Field(48, ge=0, description="Bars safe mode stays engaged at least.")
     safe_mode_risk_multiplier: float = Field(0.5, gt=0, le=1, description="Risk multiplier in safe mode.")
 
     @model_validator(mode="after")

@@ -44,9 +44,11 @@ class PortfolioController:
             return "equity <= 0"
         gross_pct = gross_usd / equity_usd * 100.0
         net_pct = abs(net_usd) / equity_usd * 100.0
-        if gross_pct > self.cfg.max_gross_exposure_pct:
+        # 0.5% tolerance: entries are sized up to the limits at plan prices, so a position
+        # sitting exactly at a limit is not a breach; a price move beyond it is.
+        if gross_pct > self.cfg.max_gross_exposure_pct * 1.005:
             return f"gross exposure {gross_pct:.1f}% > {self.cfg.max_gross_exposure_pct}%"
-        if net_pct > self.cfg.max_net_exposure_pct:
+        if net_pct > self.cfg.max_net_exposure_pct * 1.005:
             return f"net exposure {net_pct:.1f}% > {self.cfg.max_net_exposure_pct}%"
         return ""
 

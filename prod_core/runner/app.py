@@ -82,7 +82,8 @@ class PaperRunner:
         self.events_csv.write(ts=ts, run_id=self.run_id, kind=kind, severity=severity, component=component,
                               message=message, fields=fields)
         if log:
-            level = logging.WARNING if severity in ("warning", "error") else logging.INFO
+            level = {"warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}.get(
+                severity, logging.INFO)
             globals()["log"].log(level, message)
 
     # --------------------------------------------------------------------- run
@@ -278,7 +279,9 @@ class PaperRunner:
         now = time.time()
         self.live.feed_health[self.feed.name] = int(FeedHealth.PAUSED)
         self.live.pending_plans = 0
-        self.live.runner_up = 0
+        # runner_up 0 marks a PLANNED stop (alerts stay quiet); a failed loop keeps 1 so
+        # that the disappearing exporter pages (RunnerHeartbeatLost / MetricsDeadman).
+        self.live.runner_up = 0 if status == "stopped" else 1
         self.live.runner_last_cycle_ts = now
         self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")
         self._save_state(now)
