@@ -32,7 +32,7 @@ from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 log = logging.getLogger("prod_core.runner")
 
 HEARTBEAT_S = 1.0
-STALE_RUN_S = 30.0
+STALE_RUN_S = 3.0  # three missed heartbeats: that runner is gone
 MAX_SLEEP_S = 0.2
 COMMAND_POLL_S = 0.5
 

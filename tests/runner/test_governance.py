@@ -1,0 +1,261 @@
+"""Governance in the running system: locks, ladder, kill-switch, safe mode, reload, restarts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from prod_core.storage import Storage
+from tests.runner.helpers import REPO, PaperProcess, cli
+
+
+def _configs(tmp_path: Path, gov: dict | None = None, sim: dict | None = None) -> Path:
+    configs = tmp_path / "configs"
+    if not configs.exists():
+        shutil.copytree(REPO / "configs", configs)
+    for name, edits in (("governance.yaml", gov), ("symbols.yaml", sim)):
+        if edits:
+            path = configs / name
+            data = yaml.safe_load(path.read_text())
+            for dotted, value in edits.items():
+                section, key = dotted.split(".")
+                data[section][key] = value
+            path.write_text(yaml.safe_dump(data))
+    return configs
+
+
+def _wait(predicate, timeout: float, what: str, step: float = 0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _sigkill(run: PaperProcess) -> None:
+    os.killpg(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(timeout=10)
+    time.sleep(3.2)  # past the stale-heartbeat limit, so the next start marks the run crashed
+
+
+def _events(db: Path, kind: str) -> list[dict]:
+    with Storage(str(db)) as storage:
+        rows = []
+        for r in storage.list_runs(limit=20):
+            rows += [e for e in storage.events(r["run_id"]) if e["kind"] == kind]
+        return rows
+
+
+def test_crash_engages_daily_lock_max_daily_loss_and_ladder_stops_entries(tmp_path: Path) -> None:
+    """In the crash scenario the daily lock engages with reason max_daily_loss and the drawdown ladder reaches no-entries."""
+    configs = _configs(tmp_path, gov={"daily_lock.max_daily_loss_r": 1.0},
+                       sim={"sim.scenario_start_bar": 150, "sim.scenario_bars": 40})
+    run = PaperProcess(tmp_path, "--scenario", "crash", "--seed", "1", "--bar-interval", "0.005", "--linger", "0",
+                       "--max-seconds", "8", env={"CONFIG_DIR": str(configs)})
+    try:
+        run.wait_for_line("Дневной лок включён: max_daily_loss", timeout=30)
+        assert run.sample("daily_lock_state", reason="max_daily_loss") == 1
+        assert run.sample("daily_lock_state", reason="limits_ok") == 0
+        assert run.wait(timeout=30) == 0
+    finally:
+        run.kill()
+    with Storage(str(run.db)) as storage:
+        state = storage.load_governance_state()
+        plans = storage.plans(storage.list_runs(1)[0]["run_id"])
+    assert state["lock_reason"] == "max_daily_loss"
+    assert any(p["decision"] == "vetoed_daily_lock" for p in plans) or state["dd_stopped"]
+    assert _events(run.db, "lock_engaged")[0]["fields"]["reason"] == "max_daily_loss"
+
+
+def test_drawdown_ladder_steps_to_no_entries_and_survives_sigkill_until_reset_dd(tmp_path: Path) -> None:
+    """dd_state past no_entries_at_r stops entries; after SIGKILL and a new run_id it holds until `reset-dd --comment`."""
+    configs = _configs(tmp_path, gov={"drawdown.throttle_at_r": -0.1, "drawdown.no_entries_at_r": -0.2,
+                                      "daily_lock.max_daily_loss_r": 1000.0,
+                                      "daily_lock.max_consecutive_losses": 1000})
+    env = {"CONFIG_DIR": str(configs)}
+    run = PaperProcess(tmp_path, "--bar-interval", "0.005", "--linger", "0", "--run-id", "dd-1", env=env)
+    try:
+        run.wait_for_line("Drawdown-стоп", timeout=40)
+        time.sleep(1.5)  # the heartbeat persists the account at least once a second
+        _sigkill(run)
+    finally:
+        run.kill()
+    run2 = PaperProcess(tmp_path, "--bar-interval", "0.01", "--linger", "0", "--run-id", "dd-2", env=env)
+    try:
+        run2.wait_for_line("Фид sim зарегистрирован")
+        status = cli(run2.db, "status").stdout
+        assert "drawdown_stop=on" in status, status
+        _wait(lambda: _plan_decisions(run2.db, "dd-2") & {"vetoed_drawdown"}, 30, "a plan vetoed by the drawdown stop")
+        refused = cli(run2.db, "reset-dd", "--comment", " ")
+        assert refused.returncode == 2 and "needs a non-empty --comment" in refused.stderr
+        done = cli(run2.db, "reset-dd", "--comment", "reviewed the drawdown")
+        assert done.returncode == 0 and "applied" in done.stdout, done.stdout + done.stderr
+        _wait(lambda: _plan_decisions(run2.db, "dd-2") & {"approved", "resized"}, 30, "entries resuming after reset-dd")
+        run2.interrupt()
+        assert run2.wait(timeout=20) == 0
+    finally:
+        run2.kill()
+    with Storage(str(run2.db)) as storage:
+        runs = {r["run_id"]: r["status"] for r in storage.list_runs(5)}
+        audit = storage.audit_log(10)
+    assert runs["dd-1"] == "crashed" and runs["dd-2"] == "stopped"
+    with Storage(str(run2.db)) as storage:
+        assert storage.load_governance_state()["dd_epoch"] >= 1
+    row = next(a for a in audit if a["action"] == "reset-dd" and a["details"]["status"] == "applied")
+    assert row["comment"] == "reviewed the drawdown" and row["actor"]
+
+
+def _plan_decisions(db: Path, run_id: str) -> set[str]:
+    with Storage(str(db)) as storage:
+        return {p["decision"] for p in storage.plans(run_id)}
+
+
+def test_daily_lock_survives_sigkill_and_restart_until_unlock(tmp_path: Path) -> None:
+    """A max_trades lock engaged in one run is still engaged after SIGKILL and a restart, until `unlock --comment`."""
+    configs = _configs(tmp_path, gov={"daily_lock.max_trades": 1})
+    env = {"CONFIG_DIR": str(configs)}
+    run = PaperProcess(tmp_path, "--bar-interval", "0.01", "--linger", "0", env=env)
+    try:
+        run.wait_for_line("Дневной лок включён: max_trades", timeout=40)
+        _sigkill(run)  # the lock is persisted when it engages, not only at the heartbeat
+    finally:
+        run.kill()
+    _configs(tmp_path, gov={"daily_lock.max_trades": 1000})  # the lock is account state, not config
+    run2 = PaperProcess(tmp_path, "--bar-interval", "0.01", "--linger", "0", env=env)
+    try:
+        run2.wait_for_line("Фид sim зарегистрирован")
+        assert run2.sample("daily_lock_state", reason="max_trades") == 1
+        out = cli(run2.db, "unlock", "--comment", "reviewed: sim trades are fine")
+        assert out.returncode == 0 and "applied" in out.stdout, out.stdout + out.stderr
+        assert run2.sample("daily_lock_state", reason="limits_ok") == 1
+        run2.interrupt()
+        assert run2.wait(timeout=20) == 0
+    finally:
+        run2.kill()
+    with Storage(str(run2.db)) as storage:
+        audit = [a for a in storage.audit_log(10) if a["action"] == "unlock"]
+    assert audit and audit[0]["comment"] == "reviewed: sim trades are fine" and audit[0]["ts"] > 0
+
+
+def test_kill_switch_flattens_within_two_seconds_and_survives_restart(tmp_path: Path) -> None:
+    """`kill-switch on` closes every position (fills reason kill_switch) within 2 s; it stays on after SIGKILL + restart."""
+    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0", "--seed", "42")
+    try:
+        run.wait_for_line("Фид sim зарегистрирован")
+        _wait(lambda: run.sample("open_positions_count") >= 1, 40, "an open position", step=0.2)
+        t0 = time.time()
+        out = cli(run.db, "kill-switch", "on", "--comment", "drill")
+        assert out.returncode == 0, out.stdout + out.stderr
+        _wait(lambda: run.sample("open_positions_count") == 0, 2.0, "flat book", step=0.05)
+        assert time.time() - t0 <= 2.5
+        fams = run.scrape()
+        killed = sum(s.value for s in fams["fills"].samples if s.labels.get("reason") == "kill_switch")
+        assert killed >= 1
+        assert run.sample("kill_switch_state") == 1
+        _sigkill(run)
+    finally:
+        run.kill()
+    run2 = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0")
+    try:
+        run2.wait_for_line("Фид sim зарегистрирован")
+        assert run2.sample("kill_switch_state") == 1
+        time.sleep(2)
+        assert run2.sample("open_positions_count") == 0
+        assert cli(run2.db, "kill-switch", "off", "--comment", "drill over").returncode == 0
+        assert run2.sample("kill_switch_state") == 0
+        run2.interrupt()
+        assert run2.wait(timeout=20) == 0
+    finally:
+        run2.kill()
+
+
+def test_command_issued_while_down_is_applied_at_start(tmp_path: Path) -> None:
+    """A hold issued with no runner up is queued and applied when the next run starts, audited."""
+    db = tmp_path / "crupto.db"
+    Storage(str(db)).close()
+    out = cli(db, "hold", "trend_following", "--comment", "news ahead")
+    assert out.returncode == 0 and "applied when the next run starts" in out.stdout
+    run = PaperProcess(tmp_path, "--bar-interval", "0.05", "--linger", "0", "--max-seconds", "3")
+    try:
+        run.wait_for_line("Команда оператора #1 hold")
+        assert run.wait(timeout=30) == 0
+    finally:
+        run.kill()
+    with Storage(str(db)) as storage:
+        assert storage.load_governance_state()["holds"] == ["trend_following"]
+        assert storage.get_command(1)["status"] == "applied"
+        assert storage.audit_log(5)[0]["comment"] == "news ahead"
+
+
+def test_safe_mode_engages_and_releases_in_corr_spike(tmp_path: Path) -> None:
+    """The corr_spike scenario engages safe mode on the correlation jump and releases it afterwards."""
+    configs = _configs(tmp_path, sim={"sim.scenario_start_bar": 400, "sim.scenario_bars": 150})
+    run = PaperProcess(tmp_path, "--scenario", "corr_spike", "--seed", "3", "--bar-interval", "0.004",
+                       "--linger", "0", "--max-seconds", "8", env={"CONFIG_DIR": str(configs)})
+    try:
+        assert run.wait(timeout=40) == 0
+    finally:
+        run.kill()
+    engaged = _events(run.db, "safe_mode_engaged")
+    released = _events(run.db, "safe_mode_released")
+    assert engaged and released
+    assert any(e["fields"]["mean_corr"] > 0.8 for e in engaged), engaged
+
+
+def test_invalid_governance_edit_is_refused_and_valid_edit_applies_within_two_seconds(tmp_path: Path) -> None:
+    """A broken edit of governance.yaml is refused with a clear log line (trading goes on); a valid one applies in <= 2 s."""
+    configs = _configs(tmp_path)
+    path = configs / "governance.yaml"
+    original = path.read_text()
+    run = PaperProcess(tmp_path, "--bar-interval", "0.05", "--linger", "0", env={"CONFIG_DIR": str(configs)})
+    try:
+        run.wait_for_line("Фид sim зарегистрирован")
+        assert run.sample("drawdown_critical_threshold_r") == 1.5
+        path.write_text(original.replace("critical_max_dd_r: 1.5", "critical_max_dd_r: -4"))
+        line = run.wait_for_line("Новая конфигурация governance отклонена", timeout=3)
+        assert "drawdown.critical_max_dd_r=-4" in line
+        bars = run.sample("bars_total", symbol="BTC/USDT")
+        time.sleep(0.6)
+        assert run.sample("bars_total", symbol="BTC/USDT") > bars
+        assert run.sample("drawdown_critical_threshold_r") == 1.5
+        t0 = time.time()
+        path.write_text(original.replace("critical_max_dd_r: 1.5", "critical_max_dd_r: 0.7"))
+        _wait(lambda: run.sample("drawdown_critical_threshold_r") == 0.7, 2.0, "new threshold", step=0.05)
+        assert time.time() - t0 <= 2.0
+        run.interrupt()
+        assert run.wait(timeout=20) == 0
+    finally:
+        run.kill()
+    assert "Конфигурация governance применена" in run.output
+
+
+def test_sighup_and_cli_reload_force_a_reload(tmp_path: Path) -> None:
+    """SIGHUP and `cli reload` re-read governance.yaml even when its mtime did not change."""
+    configs = _configs(tmp_path)
+    path = configs / "governance.yaml"
+    run = PaperProcess(tmp_path, "--bar-interval", "0.05", "--linger", "0", env={"CONFIG_DIR": str(configs)})
+    try:
+        run.wait_for_line("Фид sim зарегистрирован")
+        stat = path.stat()
+        path.write_text(path.read_text().replace("stage_latency_ms: 50.0", "stage_latency_ms: 40.0"))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: the watch cannot see it
+        time.sleep(1.2)
+        assert run.sample("stage_latency_sla_seconds") == 0.05
+        os.kill(run.proc.pid, signal.SIGHUP)
+        _wait(lambda: run.sample("stage_latency_sla_seconds") == 0.04, 2.0, "reload on SIGHUP", step=0.05)
+        path.write_text(path.read_text().replace("stage_latency_ms: 40.0", "stage_latency_ms: 30.0"))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        out = cli(run.db, "reload")
+        assert out.returncode == 0 and "applied" in out.stdout, out.stdout
+        assert run.sample("stage_latency_sla_seconds") == 0.03
+        run.interrupt()
+        assert run.wait(timeout=20) == 0
+    finally:
+        run.kill()
