@@ -67,6 +67,10 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
+    def clone(self) -> "Backoff":
+        """A fresh backoff with the same parameters (one per stream)."""
+        return Backoff(self.base_s, self.max_s, self.factor, self.jitter, random.Random(self.rng.random()))
+
 
 def classify_error(exc: BaseException) -> str:
     """'rate_limit', 'network', 'fatal' or 'other' for a ccxt (or asyncio) exception."""
@@ -223,6 +227,8 @@ class CcxtFeedBase:
         self.stats = {"rate_limited": 0, "network_errors": 0, "other_errors": 0, "reconnects": 0,
                       "backfills": 0, "backfilled_bars": 0, "bars": 0}
         self._queue: deque[Bar] = deque()
+        self._trouble: dict[str, str] = {}  # stream -> 'reconnecting' | 'rate_limited'
+        self._last_bar_s: dict[str, float] = {}
         self._state = "stopped"
         self._fatal: FeedFatalError | None = None
         self._last_progress_s = 0.0
@@ -243,6 +249,8 @@ class CcxtFeedBase:
         if self.live_from_ms == 0:
             self.live_from_ms = int(now_s * 1000) // self.tf_ms * self.tf_ms
         self._last_progress_s = self.clock()
+        self._last_bar_s = {s: self._last_progress_s for s in self.symbols}
+        self._trouble.clear()
         self._fatal = None
         self._state = "starting"
         self._ready.clear()
@@ -275,7 +283,7 @@ class CcxtFeedBase:
         state = self._state
         if state in ("stopped", "fatal"):
             return int(FeedHealth.PAUSED)
-        if state != "ok":
+        if state != "ok" or self._trouble:
             return int(FeedHealth.DEGRADED)
         if self.clock() - self._last_progress_s > self.stale_after_s:
             return int(FeedHealth.DEGRADED)
@@ -284,6 +292,9 @@ class CcxtFeedBase:
     @property
     def state(self) -> str:
         """starting, ok, reconnecting, rate_limited, fatal or stopped (stale is ``health``'s job)."""
+        if self._state == "ok" and self._trouble:
+            reasons = set(self._trouble.values())
+            return "rate_limited" if "rate_limited" in reasons else "reconnecting"
         return self._state
 
     @property
@@ -462,7 +473,7 @@ class CcxtFeedBase:
         if n:
             self.last_ts[symbol] = last
             self.stats["bars"] += n
-            self._last_progress_s = self.clock()
+            self._last_progress_s = self._last_bar_s[symbol] = self.clock()
         return n
 
     async def _history(self, symbol: str) -> None:

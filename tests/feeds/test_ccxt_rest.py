@@ -126,11 +126,11 @@ def test_rate_limit_and_server_errors_back_off(fake, status):
 
 
 def test_degraded_while_rate_limited(fake):
-    feed = make_feed(fake, symbols=("BTC/USDT",), backoff=Backoff(base_s=1.0, max_s=1.0, jitter=0.0))
+    feed = make_feed(fake, symbols=("BTC/USDT",), backoff=Backoff(base_s=0.6, max_s=0.6, jitter=0.0))
     feed.start(time.time())
     try:
-        fake.fail(429, count=3, path="/api/v3/klines")
-        end = time.time() + 4
+        fake.fail(429, count=2, path="/api/v3/klines")
+        end = time.time() + 8
         seen = set()
         while time.time() < end and not ("rate_limited" in seen and feed.state == "ok"):
             seen.add(feed.state)
