@@ -123,6 +123,7 @@ def make_exchange(
     exchange_id: str,
     *,
     pro: bool = False,
+    sync: bool = False,
     symbols: Sequence[str] = (),
     api_url: str | None = None,
     ws_url: str | None = None,
@@ -133,14 +134,16 @@ def make_exchange(
     timeout_ms: int = 10_000,
     options: dict | None = None,
 ):
-    """An async ccxt (or ccxt.pro) exchange configured for public market data."""
+    """An async ccxt (``pro``: ccxt.pro; ``sync``: plain ccxt) exchange for public market data."""
     if pro:
         import ccxt.pro as module
+    elif sync:
+        import ccxt as module
     else:
         import ccxt.async_support as module
     cls = getattr(module, exchange_id, None)
     if cls is None or not isinstance(cls, type):
-        raise FeedFatalError(f"unknown exchange id {exchange_id!r} for ccxt{'.pro' if pro else ''}")
+        raise FeedFatalError(f"unknown exchange id {exchange_id!r} (not a ccxt{'.pro' if pro else ''} exchange)")
     opts: dict = {"enableRateLimit": enable_rate_limit, "timeout": timeout_ms, "options": {}}
     if exchange_id.startswith("binance"):
         types = ["spot"] + (["linear"] if any(":" in s for s in symbols) else [])
