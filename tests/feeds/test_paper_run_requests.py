@@ -30,7 +30,7 @@ def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed):
             "LOGS_DIR": str(tmp_path / "logs"), "EXCHANGE_API_KEY": "", "EXCHANGE_API_SECRET": "",
         })
         proc = subprocess.run(
-            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "4", "--linger", "0",
+            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "2.5", "--linger", "0",
              "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
         )
