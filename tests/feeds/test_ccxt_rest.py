@@ -209,3 +209,50 @@ def test_rewrite_urls_keeps_paths():
     assert urls["ws"]["spot"] == "ws://127.0.0.1:8080/stream/ws"  # '/stream' keeps it a spot stream for ccxt
     assert urls["ws"]["linear"] == "ws://127.0.0.1:8080/fstream/ws"
     assert urls["ws"]["ws-api"]["spot"] == "ws://127.0.0.1:8080/ws-api/ws-api/v3"
+
+
+def test_sandbox_urls_can_be_overridden_too(fake):
+    import asyncio
+
+    from prod_core.feeds.ccxt_rest import make_exchange
+
+    async def go():
+        ex = make_exchange("binance", sandbox=True, api_url=fake.url, enable_rate_limit=False, symbols=("BTC/USDT",))
+        try:
+            assert ex.urls["api"]["public"] == fake.url + "/api/v3"
+            markets = await ex.load_markets()
+            return markets["BTC/USDT"]["precision"]["price"], await ex.fetch_ohlcv("BTC/USDT", "1s", limit=2)
+        finally:
+            await ex.close()
+
+    tick, rows = asyncio.run(go())
+    assert tick == 0.01 and len(rows) == 2
+    assert set(fake.paths()) == {"/api/v3/exchangeInfo", "/api/v3/klines"}
+
+
+def test_factory_builds_ccxt_feeds_from_config(tmp_path):
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    from prod_core.configs import ConfigLoader, load_settings
+    from prod_core.feeds.ccxt_ws import CcxtWsFeed
+    from prod_core.feeds.factory import build_feed, exchange_kwargs
+
+    repo = Path(__file__).resolve().parents[2]
+    symbols = ConfigLoader(repo / "configs").load_symbols()
+    symbols = symbols.model_copy(update={"exchange": symbols.exchange.model_copy(
+        update={"api_url": "http://127.0.0.1:9", "sandbox": False, "timeframe": "5m"})})
+    env = {"EXCHANGE_API_KEY": "k-123", "EXCHANGE_API_SECRET": "s-456"}
+    for name, cls in (("ccxt", CcxtRestFeed), ("ccxt_ws", CcxtWsFeed)):
+        settings = load_settings(flags={"feed": name}, environ=env, env_file=tmp_path / "none")
+        feed = build_feed(settings, symbols, object(), 0.0)  # not started: no network
+        assert isinstance(feed, cls) and feed.name == name
+        assert feed.symbols == symbols.names and feed.timeframe == "5m"
+        assert feed._ex_kwargs["api_url"] == "http://127.0.0.1:9"
+        # public market data needs no keys: they go only to a sandbox client
+        assert feed._ex_kwargs["api_key"] is None and feed._ex_kwargs["secret"] is None
+    sandbox = symbols.model_copy(update={"exchange": symbols.exchange.model_copy(update={"sandbox": True})})
+    settings = load_settings(flags={"feed": "ccxt"}, environ=env, env_file=tmp_path / "none")
+    assert exchange_kwargs(settings, sandbox)["api_key"] == "k-123"
+    assert "k-123" not in repr(settings) and isinstance(settings.exchange_api_key, SecretStr)
