@@ -214,19 +214,22 @@ def _to_float(text: str) -> float:
         return NAN
 
 
+TS_LIMIT = 2**62  # beyond any epoch nanosecond; larger values are garbage
+
+
 def _to_ts(text: str) -> int | None:
     text = text.strip()
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    if not math.isfinite(value):
-        return None
-    return int(value)
+        try:
+            f = float(text)
+        except ValueError:
+            return None
+        if not math.isfinite(f):
+            return None
+        value = int(f)
+    return value if -TS_LIMIT < value < TS_LIMIT else None
 
 
 # --------------------------------------------------------------------- CSV
@@ -358,7 +361,7 @@ def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.
             ts_arr = pa.chunked_array([[_to_ts(str(x)) if x is not None else None for x in ts_arr.to_pylist()]],
                                       type=pa.float64())
     ts_np = np.asarray(ts_arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-    valid = np.isfinite(ts_np)
+    valid = np.isfinite(ts_np) & (np.abs(np.nan_to_num(ts_np)) < TS_LIMIT)
     bad = int((~valid).sum())
     if bad:
         rejected["malformed"] = rejected.get("malformed", 0) + bad

@@ -67,6 +67,10 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
+    def clone(self) -> "Backoff":
+        """A fresh backoff with the same parameters (one per stream)."""
+        return Backoff(self.base_s, self.max_s, self.factor, self.jitter, random.Random(self.rng.random()))
+
 
 def classify_error(exc: BaseException) -> str:
     """'rate_limit', 'network', 'fatal' or 'other' for a ccxt (or asyncio) exception."""
@@ -119,6 +123,7 @@ def make_exchange(
     exchange_id: str,
     *,
     pro: bool = False,
+    sync: bool = False,
     symbols: Sequence[str] = (),
     api_url: str | None = None,
     ws_url: str | None = None,
@@ -129,14 +134,16 @@ def make_exchange(
     timeout_ms: int = 10_000,
     options: dict | None = None,
 ):
-    """An async ccxt (or ccxt.pro) exchange configured for public market data."""
+    """An async ccxt (``pro``: ccxt.pro; ``sync``: plain ccxt) exchange for public market data."""
     if pro:
         import ccxt.pro as module
+    elif sync:
+        import ccxt as module
     else:
         import ccxt.async_support as module
     cls = getattr(module, exchange_id, None)
     if cls is None or not isinstance(cls, type):
-        raise FeedFatalError(f"unknown exchange id {exchange_id!r} for ccxt{'.pro' if pro else ''}")
+        raise FeedFatalError(f"unknown exchange id {exchange_id!r} (not a ccxt{'.pro' if pro else ''} exchange)")
     opts: dict = {"enableRateLimit": enable_rate_limit, "timeout": timeout_ms, "options": {}}
     if exchange_id.startswith("binance"):
         types = ["spot"] + (["linear"] if any(":" in s for s in symbols) else [])
@@ -223,6 +230,8 @@ class CcxtFeedBase:
         self.stats = {"rate_limited": 0, "network_errors": 0, "other_errors": 0, "reconnects": 0,
                       "backfills": 0, "backfilled_bars": 0, "bars": 0}
         self._queue: deque[Bar] = deque()
+        self._trouble: dict[str, str] = {}  # stream -> 'reconnecting' | 'rate_limited'
+        self._last_bar_s: dict[str, float] = {}
         self._state = "stopped"
         self._fatal: FeedFatalError | None = None
         self._last_progress_s = 0.0
@@ -243,6 +252,8 @@ class CcxtFeedBase:
         if self.live_from_ms == 0:
             self.live_from_ms = int(now_s * 1000) // self.tf_ms * self.tf_ms
         self._last_progress_s = self.clock()
+        self._last_bar_s = {s: self._last_progress_s for s in self.symbols}
+        self._trouble.clear()
         self._fatal = None
         self._state = "starting"
         self._ready.clear()
@@ -275,7 +286,7 @@ class CcxtFeedBase:
         state = self._state
         if state in ("stopped", "fatal"):
             return int(FeedHealth.PAUSED)
-        if state != "ok":
+        if state != "ok" or self._trouble:
             return int(FeedHealth.DEGRADED)
         if self.clock() - self._last_progress_s > self.stale_after_s:
             return int(FeedHealth.DEGRADED)
@@ -284,6 +295,9 @@ class CcxtFeedBase:
     @property
     def state(self) -> str:
         """starting, ok, reconnecting, rate_limited, fatal or stopped (stale is ``health``'s job)."""
+        if self._state == "ok" and self._trouble:
+            reasons = set(self._trouble.values())
+            return "rate_limited" if "rate_limited" in reasons else "reconnecting"
         return self._state
 
     @property
@@ -462,7 +476,7 @@ class CcxtFeedBase:
         if n:
             self.last_ts[symbol] = last
             self.stats["bars"] += n
-            self._last_progress_s = self.clock()
+            self._last_progress_s = self._last_bar_s[symbol] = self.clock()
         return n
 
     async def _history(self, symbol: str) -> None:

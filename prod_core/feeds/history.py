@@ -1,0 +1,258 @@
+"""fetch-history: download closed candles from an exchange into a file replay can read.
+
+Paginated (``limit`` bars per request), resumable (an existing output file is continued
+after its last bar; every page is flushed, so an interrupted run leaves a valid file),
+with a progress bar when stderr is a terminal. Rate limits and network errors are
+retried with exponential backoff; a bad symbol is a clear ``HistoryError``.
+
+Output: CSV ``ts_ms,open,high,low,close,volume,symbol`` (canonical columns plus the
+unified symbol) or Parquet with the same columns when the name ends in ``.parquet``.
+Only closed bars with ``since <= ts_ms < until`` are written.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prod_core.domain import timeframe_to_ms
+from prod_core.feeds.ccxt_rest import Backoff, FeedFatalError, classify_error, make_exchange
+
+COLUMNS = ("ts_ms", "open", "high", "low", "close", "volume", "symbol")
+
+
+class HistoryError(RuntimeError):
+    """fetch-history cannot continue (bad symbol, unreadable output file, too many failures)."""
+
+
+@dataclass
+class HistoryResult:
+    path: Path
+    written: int
+    total: int
+    first_ts: int | None
+    last_ts: int | None
+    resumed_from: int | None
+    requests: int
+
+
+def parse_time(text: str | int | None, *, now_ms: int | None = None) -> int:
+    """Epoch ms from an ISO date/datetime (UTC unless it says otherwise), epoch ms digits, or 'now'."""
+    if text is None or (isinstance(text, str) and text.strip().lower() == "now"):
+        return now_ms if now_ms is not None else int(time.time() * 1000)
+    if isinstance(text, int):
+        return text
+    t = text.strip()
+    if t.isdigit():
+        return int(t)
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"expected a date like 2025-03-01, 2025-03-01T12:00:00Z or epoch ms, got {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _fmt_ts(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def terminal_progress(stream=None) -> Callable[[int, int, int, int], None] | None:
+    """A progress bar printer for a terminal; None when ``stream`` is not a TTY."""
+    stream = stream or sys.stderr
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+
+    def show(done_ms: int, start_ms: int, end_ms: int, bars: int) -> None:
+        frac = 1.0 if end_ms <= start_ms else min(1.0, max(0.0, (done_ms - start_ms) / (end_ms - start_ms)))
+        width = 30
+        fill = int(frac * width)
+        stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% {bars:,} bars  {_fmt_ts(done_ms)} ")
+        if frac >= 1.0:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _existing_csv(path: Path, symbol: str) -> tuple[int | None, int]:
+    """(last ts, rows) of an existing output file; checks it is fetch-history's format and symbol."""
+    last, rows = None, 0
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return None, 0
+        if tuple(h.strip() for h in header) != COLUMNS:
+            raise HistoryError(f"{path}: exists but is not a fetch-history file (header {','.join(header)}); "
+                               "choose another --out or delete it")
+        for row in reader:
+            if len(row) < 7:
+                continue
+            if row[6] != symbol:
+                raise HistoryError(f"{path}: holds {row[6]}, not {symbol}; choose another --out")
+            last = int(row[0])
+            rows += 1
+    return last, rows
+
+
+def fetch_history(
+    exchange_id: str,
+    symbol: str,
+    timeframe: str,
+    since_ms: int,
+    until_ms: int | None,
+    out: str | Path,
+    *,
+    api_url: str | None = None,
+    sandbox: bool = False,
+    limit: int = 1000,
+    progress: Callable[[int, int, int, int], None] | None = None,
+    enable_rate_limit: bool = True,
+    backoff: Backoff | None = None,
+    max_retries: int = 8,
+    timeout_ms: int = 15_000,
+    exchange=None,
+) -> HistoryResult:
+    """Download closed ``timeframe`` bars of ``symbol`` for [since_ms, until_ms) into ``out``."""
+    tf_ms = timeframe_to_ms(timeframe)
+    path = Path(out)
+    now_ms = int(time.time() * 1000)
+    end_ms = min(until_ms if until_ms is not None else now_ms, now_ms)
+    if since_ms >= end_ms:
+        raise HistoryError(f"--since ({_fmt_ts(since_ms)}) must be before --until ({_fmt_ts(end_ms)})")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    resumed_from = None
+    existing_rows: list[list] = []
+    total_before = 0
+    if path.exists() and path.stat().st_size > 0:
+        if parquet:
+            from prod_core.feeds.candles import read_candles
+
+            try:
+                [series] = read_candles(path, symbol=symbol)
+            except Exception as exc:
+                raise HistoryError(f"{path}: cannot resume from it: {exc}") from None
+            existing_rows = [[int(t), *map(float, v)] for t, v in zip(series.ts.tolist(), series.ohlcv.tolist())]
+            last = existing_rows[-1][0] if existing_rows else None
+            total_before = len(existing_rows)
+        else:
+            last, total_before = _existing_csv(path, symbol)
+        if last is not None:
+            resumed_from = last
+            since_ms = max(since_ms, last + tf_ms)
+    own = exchange is None
+    if own:
+        try:
+            exchange = make_exchange(exchange_id, sync=True, symbols=(symbol,), api_url=api_url, sandbox=sandbox,
+                                     enable_rate_limit=enable_rate_limit, timeout_ms=timeout_ms)
+        except FeedFatalError as exc:
+            raise HistoryError(str(exc)) from None
+    backoff = backoff or Backoff(base_s=1.0, max_s=60.0)
+    requests = 0
+
+    def call(fn, *args):
+        nonlocal requests
+        failures = 0
+        while True:
+            requests += 1
+            try:
+                result = fn(*args)
+                backoff.reset()
+                return result
+            except Exception as exc:
+                kind = classify_error(exc)
+                if kind == "fatal":
+                    raise HistoryError(f"{exchange_id} {symbol}: {type(exc).__name__}: {exc}") from None
+                failures += 1
+                if failures > max_retries:
+                    raise HistoryError(f"{exchange_id} {symbol}: giving up after {failures} failures: "
+                                       f"{type(exc).__name__}: {exc}") from None
+                time.sleep(backoff.next())
+
+    written = 0
+    first_ts = last_ts = None
+    try:
+        markets = call(exchange.load_markets)
+        if symbol not in markets:
+            raise HistoryError(f"symbol {symbol} is not listed on {exchange_id} ({len(markets)} markets loaded)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new_rows: list[list] = []
+        fh = None
+        writer = None
+        if not parquet:
+            fresh = not path.exists() or path.stat().st_size == 0
+            fh = open(path, "a", newline="")
+            writer = csv.writer(fh)
+            if fresh:
+                writer.writerow(COLUMNS)
+                fh.flush()
+        try:
+            cursor = since_ms
+            prev = resumed_from
+            while cursor < end_ms:
+                rows = call(exchange.fetch_ohlcv, symbol, timeframe, cursor, limit)
+                now_ms = int(time.time() * 1000)
+                page = [r for r in rows if r[0] is not None and cursor <= int(r[0]) < end_ms
+                        and int(r[0]) + tf_ms <= now_ms and (prev is None or int(r[0]) > prev)]
+                for r in page:
+                    ts = int(r[0])
+                    row = [ts, r[1], r[2], r[3], r[4], r[5]]
+                    if writer is not None:
+                        writer.writerow(row + [symbol])
+                    else:
+                        new_rows.append(row)
+                    prev = ts
+                    first_ts = ts if first_ts is None else first_ts
+                    last_ts = ts
+                written += len(page)
+                if fh is not None:
+                    fh.flush()
+                if not rows or int(rows[-1][0]) + tf_ms <= cursor:
+                    break  # nothing more from the exchange
+                cursor = int(rows[-1][0]) + tf_ms
+                if progress is not None:
+                    progress(min(cursor, end_ms), since_ms, end_ms, total_before + written)
+                if len(rows) < limit and cursor + tf_ms > now_ms:
+                    break
+        finally:
+            if fh is not None:
+                fh.close()
+        if parquet:
+            _write_parquet(path, existing_rows + new_rows, symbol)
+        if progress is not None:
+            progress(end_ms, since_ms, end_ms, total_before + written)
+    finally:
+        if own:
+            close = getattr(exchange, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+    return HistoryResult(path, written, total_before + written, first_ts, last_ts, resumed_from, requests)
+
+
+def _write_parquet(path: Path, rows: list[list], symbol: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = list(zip(*rows)) if rows else [[] for _ in range(6)]
+    table = pa.table({
+        "ts_ms": pa.array(cols[0], pa.int64()),
+        "open": pa.array(cols[1], pa.float64()),
+        "high": pa.array(cols[2], pa.float64()),
+        "low": pa.array(cols[3], pa.float64()),
+        "close": pa.array(cols[4], pa.float64()),
+        "volume": pa.array(cols[5], pa.float64()),
+        "symbol": pa.array([symbol] * len(rows), pa.string()),
+    })
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)

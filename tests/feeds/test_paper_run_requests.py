@@ -1,0 +1,44 @@
+"""A whole paper run on the ccxt feeds against the fake exchange never calls an order endpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prod_core.testing.fake_exchange import running_fake
+
+REPO = Path(__file__).resolve().parents[2]
+PUBLIC = {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/depth"}
+
+
+@pytest.mark.parametrize("feed", ["ccxt", "ccxt_ws"])
+def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed):
+    with running_fake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0) as fake:
+        sym_path = config_dir / "symbols.yaml"
+        cfg = yaml.safe_load(sym_path.read_text())
+        cfg["exchange"].update({"id": "binance", "timeframe": "1s", "sandbox": False, "api_url": fake.url})
+        cfg["symbols"] = [s for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
+        sym_path.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if k not in ("FEED", "EXECUTION", "MODE")}
+        env.update({
+            "PYTHONPATH": str(REPO), "ENV_FILE": str(tmp_path / "no.env"), "REPORTS_DIR": str(tmp_path / "reports"),
+            "LOGS_DIR": str(tmp_path / "logs"), "EXCHANGE_API_KEY": "", "EXCHANGE_API_SECRET": "",
+        })
+        proc = subprocess.run(
+            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "2.5", "--linger", "0",
+             "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        paths = fake.paths()
+    assert "/api/v3/klines" in paths
+    rest = {p for p in paths if not p.startswith("/stream/")}
+    assert rest <= PUBLIC, f"non market-data endpoints called: {rest - PUBLIC}"
+    assert not any("order" in p.lower() and p != "/api/v3/depth" for p in paths)
+    if feed == "ccxt_ws":
+        assert any(p.startswith("/stream/ws") for p in paths)
