@@ -32,3 +32,13 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required under CI (.ci/run installs it)")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def shared_data_dir() -> Path:
+    """`../shared/data` beside the checkout: skip on a laptop without it, fail under CI."""
+    path = REPO.parent / "shared" / "data"
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is required under CI (shared/ is checked out beside the repo)")
+        pytest.skip(f"{path} not present")
+    return path

@@ -3,7 +3,7 @@
 A market factor runs through Markov regime segments (calm, trend up, trend down,
 volatile; 200-600 bars each, starting calm) that set every symbol's volatility, drift,
 jump rate and volume; symbol log-returns load on the factor with a slowly drifting
-correlation (an OU process mapped into roughly 0.2-0.6) plus idiosyncratic noise and
+correlation (a slow OU process mapped into roughly 0.45-0.75, like crypto majors) plus idiosyncratic noise and
 rare Poisson jumps, and OHLCV bars are built from them with open = previous close.
 Bars are generated in fixed chunks of ``CHUNK_BARS`` timestamps, each from its own
 ``numpy.random.default_rng`` stream keyed by (seed, chunk), with only the price level
@@ -49,7 +49,7 @@ _MARKOV_REGIMES = (Regime.CALM, Regime.TREND_UP, Regime.TREND_DOWN, Regime.VOLAT
 _SEGMENT_MIN_BARS, _SEGMENT_MAX_BARS = 200, 600
 _TREND_BALANCE_SIGMAS = 150.0  # scale of the pull of trend direction towards zero net drift
 
-_RHO_MEAN, _RHO_AMP, _RHO_HALF_LIFE_BARS = 0.4, 0.2, 300.0
+_RHO_MEAN, _RHO_AMP, _RHO_HALF_LIFE_BARS = 0.6, 0.15, 2000.0
 _RHO_SPIKE = 0.95
 _INTRABAR_RANGE = 0.6  # mean high/low excursion beyond the body, in current sigmas
 _VOLUME_NOISE = 0.35  # lognormal volume noise

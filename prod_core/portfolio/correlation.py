@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 
 class CorrelationMonitor:
-    def __init__(self, symbols: Sequence[str], window_bars: int, baseline_bars: int) -> None:
+    def __init__(self, symbols: Sequence[str], window_bars: int, baseline_bars: int, clip_sd: float = 3.0) -> None:
+        self.clip_sd = clip_sd
         self.symbols = tuple(symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
         n = len(self.symbols)
@@ -35,8 +36,17 @@ class CorrelationMonitor:
         cov = self._cov
         present = [i for i, r in enumerate(returns) if r is not None]
         dev = {}
+        clip = self.clip_sd
         for i in present:
             d = returns[i] - mean[i]
+            var = cov[i][i]
+            if var > 0.0 and self.samples > self.warmup:
+                # winsorise: one jump of the whole market must not read as a correlation regime
+                lim = clip * math.sqrt(var)
+                if d > lim:
+                    d = lim
+                elif d < -lim:
+                    d = -lim
             mean[i] += a * d
             dev[i] = d
         keep = 1.0 - a

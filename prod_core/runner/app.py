@@ -144,7 +144,18 @@ class PaperRunner:
         self._apply_alert_test_overlay()
         if not self.replay:
             self.control.poll()  # commands issued while no runner was up
-        self.feed.start(time.time())
+        try:
+            self.feed.start(time.time())
+        except Exception as exc:  # bad symbol, auth, unreachable exchange: a clear fatal error
+            log.error("feed %s failed to start: %s", self.feed.name, exc)
+            self.live.runner_up = 0
+            self.storage.end_run(self.run_id, status="failed", ts=time.time())
+            self.storage.close()
+            self.exporter.stop()
+            return 2
+        rejected = getattr(self.feed, "rejected", None) or {}
+        for kind, count in rejected.items():  # rows that could not even become a bar
+            self.live.anomalies_total[(self.feed.name, kind)] = count
         self.pipeline.live_from_ms = self.feed.live_from_ms
         self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
         self.storage.set_feed_state(self.run_id, self.feed.name, 1, time.time(), "registered")

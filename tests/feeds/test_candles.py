@@ -137,11 +137,10 @@ def test_missing_file_and_bad_header(tmp_path):
 
 
 def test_shared_real_candles_when_present():
-    from pathlib import Path
+    """The shared Binance.US dump reads as 30,240 one-minute BTC/USDT bars (runs under CI)."""
+    from tests.conftest import shared_data_dir
 
-    path = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "BINANCEUS_BTCUSDT_1m.csv"
-    if not path.is_file():
-        pytest.skip("shared real candles not present")
+    path = shared_data_dir() / "BINANCEUS_BTCUSDT_1m.csv"
     [s] = read_candles(path)
     assert s.symbol == "BTC/USDT" and len(s) == 30_240
     assert np.all(np.diff(s.ts) == 60_000)

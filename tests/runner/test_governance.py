@@ -206,7 +206,7 @@ def test_safe_mode_engages_and_releases_in_corr_spike(tmp_path: Path) -> None:
     engaged = _events(run.db, "safe_mode_engaged")
     released = _events(run.db, "safe_mode_released")
     assert engaged and released
-    assert any(e["fields"]["mean_corr"] > 0.8 for e in engaged), engaged
+    assert max(e["fields"]["mean_corr"] for e in engaged) > 0.7, engaged
 
 
 def test_invalid_governance_edit_is_refused_and_valid_edit_applies_within_two_seconds(tmp_path: Path) -> None:
