@@ -200,6 +200,8 @@ class PaperRunner:
                 self.stop_reason = f"--max-seconds {self.args.max_seconds:g}"
                 break
             bars = feed.poll(now)
+            if bars:
+                live.feed_last_bar_ts[feed.name] = now
             for bar in bars:
                 pipeline.on_bar(bar)
             now = time.time()
@@ -298,7 +300,9 @@ class PaperRunner:
         self._save_state(now)
         self.notify("run_stopped", f"run {self.run_id} {status}: {self.stop_reason}", component="runner",
                     fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen,
-                            "fills": self.pipeline.fills_seen}, log=False)
+                            "fills": self.pipeline.fills_seen, "bars": sum(self.live.bars_total.values()),
+                            "anomalies": {f"{feed}:{kind}": n for (feed, kind), n in self.live.anomalies_total.items()}},
+                    log=False)
         self.storage.end_run(self.run_id, status=status, ts=now)
         try:
             from prod_core.reports import write_run_report

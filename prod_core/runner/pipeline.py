@@ -26,6 +26,7 @@ from prod_core.strategies import build_strategies
 from prod_core.strategies.base import Strategy
 
 Notify = Callable[..., None]
+ANOMALY_LOG_EVERY_S = 5.0
 _REGIME_KEYS = {Regime.CALM: "calm", Regime.TREND_UP: "trend_up", Regime.TREND_DOWN: "trend_down", Regime.VOLATILE: "volatile"}
 
 
@@ -79,6 +80,8 @@ class Pipeline:
         self._last_equity_ts = -1
         self._next_day_ms = -1
         self._outcomes: deque[int] = deque()
+        self._anomaly_logged_at = float("-inf")
+        self._anomaly_burst = 0
         self.plans_seen = 0
         self.fills_seen = 0
         if state.cash_usd is None:
@@ -423,6 +426,16 @@ class Pipeline:
         key = (self.feed_name, kind)
         anomalies = self.live.anomalies_total
         anomalies[key] = anomalies.get(key, 0) + 1
+        self._anomaly_burst += 1
+        now = self.wall_clock()
+        if now - self._anomaly_logged_at >= ANOMALY_LOG_EVERY_S:  # once per burst, never per bar
+            self.notify("data_anomaly",
+                        f"Фид {self.feed_name}: отклонено баров {self._anomaly_burst} (последний: {kind}, "
+                        f"{bar.symbol} ts_ms={bar.ts_ms}); повторы {ANOMALY_LOG_EVERY_S:.0f} с не логируются",
+                        severity="warning", component="feed",
+                        fields={"kind": kind, "symbol": bar.symbol, "ts_ms": bar.ts_ms, "burst": self._anomaly_burst})
+            self._anomaly_logged_at = now
+            self._anomaly_burst = 0
 
     def tick(self, now_s: float) -> None:
         """Once-a-second housekeeping in paper mode: roll the UTC day of the counters."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -86,6 +87,18 @@ class TelemetryCollector(Collector):
         for feed, value in feed_health.items():
             g.add_metric([feed], value)
         yield g
+
+        last_bar = dict(live.feed_last_bar_ts)
+        g = GaugeMetricFamily("feed_last_bar_ts", "Wall-clock unix seconds when the feed last delivered a bar.",
+                              labels=["feed"])
+        lag = GaugeMetricFamily("feed_lag_seconds", "Seconds since the feed last delivered a bar (-1 before the first).",
+                                labels=["feed"])
+        now = time.time()
+        for feed, ts in last_bar.items():
+            g.add_metric([feed], ts)
+            lag.add_metric([feed], now - ts if ts > 0 else -1.0)
+        yield g
+        yield lag
 
         active = live.daily_lock_reason
         g = GaugeMetricFamily(

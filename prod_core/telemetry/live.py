@@ -82,7 +82,7 @@ class LiveMetrics:
 
     __slots__ = (
         "feeds", "symbols", "strategies", "stages", "feed_symbols",
-        "feed_health", "daily_lock_reason", "dd_state", "max_dd_r", "dd_critical_r",
+        "feed_health", "feed_last_bar_ts", "daily_lock_reason", "dd_state", "max_dd_r", "dd_critical_r",
         "regime", "equity_usd", "pnl_cum_r", "open_positions_count",
         "exposure_gross_pct", "exposure_net_pct", "portfolio_safe_mode", "kill_switch_state",
         "runner_last_cycle_ts", "runner_up", "execution_reject_rate", "pending_plans",
@@ -108,6 +108,8 @@ class LiveMetrics:
 
         # gauges
         self.feed_health: dict[str, int] = {f: -1 for f in self.feeds}
+        # wall-clock unix seconds of the last bar each feed delivered (0 = none yet)
+        self.feed_last_bar_ts: dict[str, float] = {f: 0.0 for f in self.feeds}
         self.daily_lock_reason: str = "limits_ok"
         self.dd_state: float = 0.0
         self.max_dd_r: float = 0.0
