@@ -23,7 +23,10 @@ class CorrelationMonitor:
         self._a = 2.0 / (window_bars + 1.0)
         self._ab = 2.0 / (baseline_bars + 1.0)
         self._mean = [0.0] * n
-        self._cov = [[0.0] * n for _ in range(n)]
+        self._var = [0.0] * n
+        self._pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        self._cov = [0.0] * len(self._pairs)
+        self._dev: list[float | None] = [None] * n
         self.samples = 0
         self.warmup = window_bars
         self.mean_corr = 0.0
@@ -32,43 +35,41 @@ class CorrelationMonitor:
     def update(self, returns: Sequence[float | None]) -> float:
         """Add one timestamp of returns (None where a symbol had no bar). Returns mean pairwise corr."""
         a = self._a
+        keep = 1.0 - a
         mean = self._mean
-        cov = self._cov
-        present = [i for i, r in enumerate(returns) if r is not None]
-        dev = {}
-        clip = self.clip_sd
-        for i in present:
-            d = returns[i] - mean[i]
-            var = cov[i][i]
-            if var > 0.0 and self.samples > self.warmup:
+        var = self._var
+        dev = self._dev
+        clip = self.clip_sd if self.samples > self.warmup else 0.0
+        for i, r in enumerate(returns):
+            if r is None:
+                dev[i] = None
+                continue
+            d = r - mean[i]
+            v = var[i]
+            if clip and v > 0.0:
                 # winsorise: one jump of the whole market must not read as a correlation regime
-                lim = clip * math.sqrt(var)
+                lim = clip * math.sqrt(v)
                 if d > lim:
                     d = lim
                 elif d < -lim:
                     d = -lim
             mean[i] += a * d
+            var[i] = keep * (v + a * d * d)
             dev[i] = d
-        keep = 1.0 - a
-        for x, i in enumerate(present):
-            di = dev[i]
-            row = cov[i]
-            for j in present[x:]:
-                row[j] = keep * (row[j] + a * di * dev[j])
-        self.samples += 1
+        cov = self._cov
+        sd = [math.sqrt(v) if v > 0.0 else 0.0 for v in var]
         total = 0.0
         pairs = 0
-        n = len(self.symbols)
-        for i in range(n):
-            vi = cov[i][i]
-            if vi <= 0.0:
-                continue
-            for j in range(i + 1, n):
-                vj = cov[j][j]
-                if vj <= 0.0:
-                    continue
-                total += cov[i][j] / math.sqrt(vi * vj)
+        for k, (i, j) in enumerate(self._pairs):
+            di = dev[i]
+            dj = dev[j]
+            if di is not None and dj is not None:
+                cov[k] = keep * (cov[k] + a * di * dj)
+            s = sd[i] * sd[j]
+            if s > 0.0:
+                total += cov[k] / s
                 pairs += 1
+        self.samples += 1
         self.mean_corr = total / pairs if pairs else 0.0
         if self.samples <= self.warmup:
             self.baseline = self.mean_corr

@@ -60,8 +60,6 @@ class Features:
         "mr_mean",
         "mr_var",
         "regime",
-        "vol_ratio",
-        "drift_ratio",
         "p_flat",
         "p_up",
         "p_down",
@@ -81,11 +79,19 @@ class Features:
         self.mr_mean = 0.0
         self.mr_var = 0.0
         self.regime = Regime.WARMUP
-        self.vol_ratio = 0.0
-        self.drift_ratio = 0.0
         self.p_flat = 1.0
         self.p_up = 0.0
         self.p_down = 0.0
+
+    @property
+    def vol_ratio(self) -> float:
+        """Short-run volatility over the calm baseline."""
+        return math.sqrt(self.var_short / self.var_base) if self.var_base > 0 else 0.0
+
+    @property
+    def drift_ratio(self) -> float:
+        """EWMA mean return over its EWMA root mean square."""
+        return self.mu / math.sqrt(self.var_long) if self.var_long > 0 else 0.0
 
     @property
     def zscore(self) -> float:
@@ -114,6 +120,11 @@ class RegimeDetector:
         self._vol_enter2 = p.vol_enter * p.vol_enter
         self._vol_exit2 = p.vol_exit * p.vol_exit
         self._vol_clip2 = p.vol_clip_z * p.vol_clip_z
+        self._warmup = p.warmup_bars
+        self._clip_z = p.clip_z
+        self._drift = p.trend_drift
+        # exp(-dz - d^2/2) = exp(-d^2) / exp(dz - d^2/2): one exp per bar instead of two
+        self._exp_d2 = math.exp(-2.0 * self._half_d2)
         self.features: dict[str, Features] = {}
 
     def get(self, symbol: str) -> Features:
@@ -137,7 +148,8 @@ class RegimeDetector:
         prev = f.last_close
         r = math.log(close / prev)
         r2 = r * r
-        if n >= self.params.warmup_bars:
+        warm = n >= self._warmup
+        if warm:
             # Winsorise against the calm baseline so that one jump (news spike, bad tick
             # that passed hygiene) cannot flip the volatility regime: a 10-sigma return counts
             # as vol_clip_z sigmas. A sustained 3x volatility still lifts the short variance
@@ -146,12 +158,13 @@ class RegimeDetector:
             if cap > 0.0 and r2 > cap:
                 r2 = cap
         f.n = n + 1
-        f.mu += self._a_mu * (r - f.mu)
-        f.var_long += self._a_mu * (r2 - f.var_long)
+        a_mu = self._a_mu
+        f.mu += a_mu * (r - f.mu)
+        f.var_long += a_mu * (r2 - f.var_long)
         vs = f.var_short + self._a_vs * (r2 - f.var_short)
         f.var_short = vs
         base = f.var_base
-        if n < self.params.warmup_bars:
+        if not warm:
             base = f.var_long  # warm-up: the baseline is the plain average level
         elif vs < base:
             base += self._a_dn * (vs - base)
@@ -160,43 +173,39 @@ class RegimeDetector:
         f.var_base = base
         f.ema_fast += self._a_fast * (close - f.ema_fast)
         f.ema_slow += self._a_slow * (close - f.ema_slow)
-        tr = max(bar.high, prev) - min(bar.low, prev)
-        f.atr += self._a_atr * (tr - f.atr)
+        high = bar.high
+        low = bar.low
+        f.atr += self._a_atr * ((high if high > prev else prev) - (low if low < prev else prev) - f.atr)
+        a_mr = self._a_mr
         d = close - f.mr_mean
-        f.mr_mean += self._a_mr * d
-        f.mr_var = (1.0 - self._a_mr) * (f.mr_var + self._a_mr * d * d)
+        f.mr_mean += a_mr * d
+        f.mr_var = (1.0 - a_mr) * (f.mr_var + a_mr * d * d)
         f.last_close = close
         if vs > 0.0:
-            self._drift_filter(f, r / math.sqrt(vs))
-        if f.n < self.params.warmup_bars or base <= 0.0:
+            # One forward step of the flat/up/down drift filter on the standardised return.
+            z = r / math.sqrt(vs)
+            clip = self._clip_z
+            if z > clip:
+                z = clip
+            elif z < -clip:
+                z = -clip
+            stay = self._stay
+            move = self._move
+            flat = f.p_flat
+            up = f.p_up
+            down = f.p_down
+            e_up = math.exp(self._drift * z - self._half_d2)
+            q_flat = stay * flat + move * (up + down)
+            q_up = (stay * up + move * (flat + down)) * e_up
+            q_down = (stay * down + move * (flat + up)) * self._exp_d2 / e_up
+            total = q_flat + q_up + q_down
+            f.p_flat = q_flat / total
+            f.p_up = q_up / total
+            f.p_down = q_down / total
+        if n + 1 < self._warmup or base <= 0.0:
             return f
-        ratio2 = vs / base
-        f.vol_ratio = math.sqrt(ratio2)
-        sd = math.sqrt(f.var_long) if f.var_long > 0 else 0.0
-        f.drift_ratio = f.mu / sd if sd > 0 else 0.0
-        f.regime = self._classify(f, ratio2)
+        f.regime = self._classify(f, vs / base)
         return f
-
-    def _drift_filter(self, f: Features, z: float) -> None:
-        """One forward step of the flat/up/down filter on a standardised return ``z``."""
-        clip = self.params.clip_z
-        if z > clip:
-            z = clip
-        elif z < -clip:
-            z = -clip
-        stay, move = self._stay, self._move
-        flat, up, down = f.p_flat, f.p_up, f.p_down
-        q_flat = stay * flat + move * (up + down)
-        q_up = stay * up + move * (flat + down)
-        q_down = stay * down + move * (flat + up)
-        dz = self.params.trend_drift * z
-        e = math.exp(dz - self._half_d2)
-        q_up *= e
-        q_down *= math.exp(-dz - self._half_d2)
-        total = q_flat + q_up + q_down
-        f.p_flat = q_flat / total
-        f.p_up = q_up / total
-        f.p_down = q_down / total
 
     def _classify(self, f: Features, ratio2: float) -> Regime:
         if f.regime is Regime.VOLATILE:

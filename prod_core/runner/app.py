@@ -250,16 +250,15 @@ class PaperRunner:
             overlay["ALERT_TEST_FEED_HEALTH"] = s.alert_test_feed_health
         if s.alert_test_daily_lock:
             overlay["ALERT_TEST_DAILY_LOCK"] = s.alert_test_daily_lock
-            self.pipeline.overlay_lock = s.alert_test_daily_lock
         if s.alert_test_safe_mode:
             overlay["ALERT_TEST_SAFE_MODE"] = s.alert_test_safe_mode
-            self.pipeline.overlay_safe = s.alert_test_safe_mode == "on"
+        self.pipeline.set_overlay(lock=s.alert_test_daily_lock,
+                                  safe=None if s.alert_test_safe_mode is None else s.alert_test_safe_mode == "on")
         self.live.alert_test.update(overlay)
         for variable, value in overlay.items():
             self.notify("alert_test_overlay",
                         f"ВНИМАНИЕ: тестовый оверлей {variable}={value} активен (не сохраняется; снимите: unset {variable})",
                         severity="warning", component="runner", fields={"variable": variable, "value": value})
-        self.pipeline._refresh_account()
 
     def _overlay_health(self, health: int) -> int:
         test = self.settings.alert_test_feed_health

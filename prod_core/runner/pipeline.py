@@ -102,6 +102,7 @@ class Pipeline:
         self.strategies: dict[str, Strategy] = build_strategies(gov.strategies)
         self._enabled = self._enable_table(gov.enable_map)
         self._enabled_safe = self._enable_table(gov.safe_mode_enable_map)
+        self._sync_enable()
         self.broker.cfg = gov.execution
         if getattr(self, "portfolio", None) is not None:
             self.portfolio.reconfigure(gov.portfolio)
@@ -174,7 +175,7 @@ class Pipeline:
                     broker.request_exit(sym, FillReason.EXIT_SIGNAL, bar.ts_ms)
             elif sym not in broker.pending_entries:
                 can_short = self._can_short.get(sym, False)
-                for strat in (self._enabled_safe if self.effective_safe_mode else self._enabled)[regime]:
+                for strat in self._enabled_now[regime]:
                     plan = strat.propose(f, bar, can_short)
                     if plan is not None:
                         break
@@ -270,6 +271,17 @@ class Pipeline:
     def safe_mode(self) -> bool:
         return self.portfolio.safe_mode
 
+    def _sync_enable(self) -> None:
+        """Pick the enable map in force (safe mode or not) once, not per bar."""
+        self._enabled_now = self._enabled_safe if self.effective_safe_mode else self._enabled
+
+    def set_overlay(self, *, lock: str | None = None, safe: bool | None = None) -> None:
+        """ALERT_TEST_* overlay: never persisted, fed to the same gates as the real state."""
+        self.overlay_lock = lock
+        self.overlay_safe = safe
+        self._sync_enable()
+        self._refresh_account()
+
     def _portfolio_tick(self, timed: bool) -> None:
         """Once per timestamp: feed the correlation monitor and the safe-mode switch."""
         t0 = perf_counter_ns() if timed else 0
@@ -287,6 +299,7 @@ class Pipeline:
         for i in range(len(rets)):
             rets[i] = None
         if flip is not None:
+            self._sync_enable()
             m = self.portfolio.monitor
             self.notify(
                 "safe_mode_" + flip,
