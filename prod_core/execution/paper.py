@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from prod_core.configs.governance import ExecutionConfig
@@ -144,7 +144,7 @@ class PaperBroker:
         """Cancel every pending entry (stop, kill-switch). Returns the cancelled orders."""
         cancelled = []
         for symbol, (_, order) in list(self.pending_entries.items()):
-            c = Order(**{**_order_fields(order), "status": OrderStatus.CANCELLED})
+            c = replace(order, status=OrderStatus.CANCELLED)
             cancelled.append(c)
             self.sink.on_order(c)
             del self.pending_entries[symbol]
@@ -225,7 +225,7 @@ class PaperBroker:
         if reject:
             self.active.discard(plan.symbol)
             self.sink.on_order(
-                Order(**{**_order_fields(order), "status": OrderStatus.REJECTED, "reject_reason": reject})
+                replace(order, status=OrderStatus.REJECTED, reject_reason=reject)
             )
             return
         fill = Fill(
@@ -257,7 +257,7 @@ class PaperBroker:
         )
         self.positions[plan.symbol] = position
         self.sink.on_fill(fill)
-        self.sink.on_order(Order(**{**_order_fields(order), "status": OrderStatus.FILLED}))
+        self.sink.on_order(replace(order, status=OrderStatus.FILLED))
         self.sink.on_open(position, decision)
 
     def _check_exits(self, p: Position, bar: Bar) -> None:
@@ -309,7 +309,7 @@ class PaperBroker:
         trade = ClosedTrade(position=p, exit_fill=fill, pnl_usd=pnl, trade_r=pnl / p.nominal_r_usd)
         self.sink.on_order(order)
         self.sink.on_fill(fill)
-        self.sink.on_order(Order(**{**_order_fields(order), "status": OrderStatus.FILLED}))
+        self.sink.on_order(replace(order, status=OrderStatus.FILLED))
         self.sink.on_close(trade)
         return trade
 
@@ -318,7 +318,3 @@ class PaperBroker:
         for p in positions:
             self.positions[p.symbol] = p
             self.active.add(p.symbol)
-
-
-def _order_fields(order: Order) -> dict:
-    return {name: getattr(order, name) for name in Order.__dataclass_fields__}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prod_core.configs.governance import MeanReversionConfig
 from prod_core.domain import Bar, Position, Regime, Side, TradePlan
 from prod_core.regime import Features
+from prod_core.strategies.base import atr_plan
 
 
 class MeanReversion:
@@ -18,39 +19,13 @@ class MeanReversion:
         if f.regime is not Regime.CALM or atr <= 0.0:
             return None
         z = f.zscore
-        close = bar.close
-        if z <= -self.cfg.entry_z:
-            stop, target = close - self.cfg.stop_atr * atr, close + self.cfg.target_atr * atr
-            if not 0.0 < stop < close < target:
-                return None  # degenerate ATR (stop at or below zero, or lost in rounding): no plan
-            return TradePlan(
-                plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
-                ts_ms=bar.ts_ms,
-                strategy=self.name,
-                symbol=bar.symbol,
-                side=Side.BUY,
-                entry=close,
-                stop=stop,
-                target=target,
-                reason=f"calm: z={z:.2f} <= -{self.cfg.entry_z}",
-                regime=f.regime,
-            )
-        if can_short and z >= self.cfg.entry_z:
-            stop, target = close + self.cfg.stop_atr * atr, close - self.cfg.target_atr * atr
-            if not 0.0 < target < close < stop:
-                return None
-            return TradePlan(
-                plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
-                ts_ms=bar.ts_ms,
-                strategy=self.name,
-                symbol=bar.symbol,
-                side=Side.SELL,
-                entry=close,
-                stop=stop,
-                target=target,
-                reason=f"calm: z={z:.2f} >= {self.cfg.entry_z}",
-                regime=f.regime,
-            )
+        cfg = self.cfg
+        if z <= -cfg.entry_z:
+            return atr_plan(self.name, bar, Side.BUY, atr, cfg.stop_atr, cfg.target_atr,
+                            f"calm: z={z:.2f} <= -{cfg.entry_z}", f.regime)
+        if can_short and z >= cfg.entry_z:
+            return atr_plan(self.name, bar, Side.SELL, atr, cfg.stop_atr, cfg.target_atr,
+                            f"calm: z={z:.2f} >= {cfg.entry_z}", f.regime)
         return None
 
     def should_exit(self, f: Features, position: Position) -> bool:

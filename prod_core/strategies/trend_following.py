@@ -5,6 +5,7 @@ from __future__ import annotations
 from prod_core.configs.governance import TrendFollowingConfig
 from prod_core.domain import Bar, Position, Regime, Side, TradePlan
 from prod_core.regime import Features
+from prod_core.strategies.base import atr_plan
 
 
 class TrendFollowing:
@@ -18,43 +19,15 @@ class TrendFollowing:
         if atr <= 0.0:
             return None
         close = bar.close
+        cfg = self.cfg
         if f.regime is Regime.TREND_UP and f.ema_fast > f.ema_slow and bar.open < f.ema_fast < close:
-            stop, target = close - self.cfg.stop_atr * atr, close + self.cfg.target_atr * atr
-            if not 0.0 < stop < close < target:
-                return None  # degenerate ATR (stop at or below zero, or lost in rounding): no plan
-            return TradePlan(
-                plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
-                ts_ms=bar.ts_ms,
-                strategy=self.name,
-                symbol=bar.symbol,
-                side=Side.BUY,
-                entry=close,
-                stop=stop,
-                target=target,
-                reason=f"trend_up: close {close:.6g} crossed above fast EMA {f.ema_fast:.6g} > slow {f.ema_slow:.6g}",
-                regime=f.regime,
-            )
-        if (
-            can_short
-            and f.regime is Regime.TREND_DOWN
-            and f.ema_fast < f.ema_slow
-            and bar.open > f.ema_fast > close
-        ):
-            stop, target = close + self.cfg.stop_atr * atr, close - self.cfg.target_atr * atr
-            if not 0.0 < target < close < stop:
-                return None
-            return TradePlan(
-                plan_id=f"{self.name}-{bar.symbol}-{bar.ts_ms}",
-                ts_ms=bar.ts_ms,
-                strategy=self.name,
-                symbol=bar.symbol,
-                side=Side.SELL,
-                entry=close,
-                stop=stop,
-                target=target,
-                reason=f"trend_down: close {close:.6g} crossed below fast EMA {f.ema_fast:.6g} < slow {f.ema_slow:.6g}",
-                regime=f.regime,
-            )
+            return atr_plan(self.name, bar, Side.BUY, atr, cfg.stop_atr, cfg.target_atr,
+                            f"trend_up: close {close:.6g} crossed above fast EMA {f.ema_fast:.6g} "
+                            f"> slow {f.ema_slow:.6g}", f.regime)
+        if can_short and f.regime is Regime.TREND_DOWN and f.ema_fast < f.ema_slow and bar.open > f.ema_fast > close:
+            return atr_plan(self.name, bar, Side.SELL, atr, cfg.stop_atr, cfg.target_atr,
+                            f"trend_down: close {close:.6g} crossed below fast EMA {f.ema_fast:.6g} "
+                            f"< slow {f.ema_slow:.6g}", f.regime)
         return None
 
     def should_exit(self, f: Features, position: Position) -> bool:
