@@ -144,21 +144,32 @@ def test_daily_lock_survives_sigkill_and_restart_until_unlock(tmp_path: Path) ->
     assert audit and audit[0]["comment"] == "reviewed: sim trades are fine" and audit[0]["ts"] > 0
 
 
+def _kill_fills(run: PaperProcess) -> float:
+    fams = run.scrape()
+    return sum(s.value for s in fams["fills"].samples if s.labels.get("reason") == "kill_switch")
+
+
 def test_kill_switch_flattens_within_two_seconds_and_survives_restart(tmp_path: Path) -> None:
     """`kill-switch on` closes every position (fills reason kill_switch) within 2 s; it stays on after SIGKILL + restart."""
-    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0", "--seed", "42")
+    run = PaperProcess(tmp_path, "--bar-interval", "0.1", "--linger", "0", "--seed", "42")
     try:
         run.wait_for_line("Фид sim зарегистрирован")
-        _wait(lambda: run.sample("open_positions_count") >= 1, 40, "an open position", step=0.2)
-        t0 = time.time()
-        out = cli(run.db, "kill-switch", "on", "--comment", "drill")
-        assert out.returncode == 0, out.stdout + out.stderr
-        _wait(lambda: run.sample("open_positions_count") == 0, 2.0, "flat book", step=0.05)
-        assert time.time() - t0 <= 2.5
-        fams = run.scrape()
-        killed = sum(s.value for s in fams["fills"].samples if s.labels.get("reason") == "kill_switch")
-        assert killed >= 1
-        assert run.sample("kill_switch_state") == 1
+        for _attempt in range(3):
+            # A position may close on its own stop/target between our scrape and the command;
+            # then the switch had nothing to flatten: switch it off and try again.
+            _wait(lambda: run.sample("open_positions_count") >= 1, 60, "an open position", step=0.1)
+            t0 = time.time()
+            out = cli(run.db, "kill-switch", "on", "--comment", "drill")
+            assert out.returncode == 0, out.stdout + out.stderr
+            _wait(lambda: run.sample("open_positions_count") == 0, 2.0, "flat book", step=0.05)
+            assert time.time() - t0 <= 2.5
+            assert run.sample("kill_switch_state") == 1
+            if _kill_fills(run) >= 1:
+                break
+            assert cli(run.db, "kill-switch", "off", "--comment", "retry").returncode == 0
+        assert _kill_fills(run) >= 1
+        time.sleep(1.0)
+        assert run.sample("open_positions_count") == 0  # entries stay blocked
         _sigkill(run)
     finally:
         run.kill()
