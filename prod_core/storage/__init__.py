@@ -9,6 +9,6 @@ durable before it returns. Every failure surfaces as ``StorageError`` with the p
 """
 
 from prod_core.storage.migrations import LATEST_VERSION, MIGRATIONS, StorageError
-from prod_core.storage.sqlite import EXPORT_TABLES, Storage, resolve_sqlite_path
+from prod_core.storage.sqlite import EXPORT_TABLES, RUN_TABLES, Storage, resolve_sqlite_path
 
-__all__ = ["EXPORT_TABLES", "LATEST_VERSION", "MIGRATIONS", "Storage", "StorageError", "resolve_sqlite_path"]
+__all__ = ["EXPORT_TABLES", "LATEST_VERSION", "MIGRATIONS", "RUN_TABLES", "Storage", "StorageError", "resolve_sqlite_path"]

@@ -199,9 +199,26 @@ CREATE INDEX idx_audit_ts ON audit (ts);
 CREATE INDEX idx_commands_status ON commands (status, id);
 """
 
+# v3: where each run's rows were exported (``scripts/export_run.py``: kind ``report``) or
+# archived before rotation deleted them (``scripts/vacuum_and_rotate.py``: kind ``archive``).
+# No foreign key on purpose: the record outlives the rotated run and says where its rows went.
+_V3_EXPORTS = """
+CREATE TABLE exports (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id    TEXT NOT NULL,
+    ts        DOUBLE PRECISION NOT NULL,
+    kind      TEXT NOT NULL CHECK (kind IN ('report', 'archive')),
+    path      TEXT NOT NULL,
+    rows      INTEGER NOT NULL DEFAULT 0,
+    actor     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX idx_exports_run ON exports (run_id, ts);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
+    (3, "exports table: report exports and rotation archives of runs", _V3_EXPORTS),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

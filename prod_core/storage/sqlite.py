@@ -31,7 +31,7 @@ from typing import Any
 from prod_core.domain.types import Fill, Order, Position
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
 
-__all__ = ["EXPORT_TABLES", "Storage", "StorageError", "resolve_sqlite_path"]
+__all__ = ["EXPORT_TABLES", "RUN_TABLES", "Storage", "StorageError", "resolve_sqlite_path"]
 
 # Tables ``table_rows`` may export, each filtered by its run_id column.
 EXPORT_TABLES: tuple[str, ...] = (
@@ -47,6 +47,11 @@ EXPORT_TABLES: tuple[str, ...] = (
     "commands",
 )
 
+# Tables whose rows belong to ONE run and leave the database with it (``delete_runs``).
+# governance_state, audit, commands and exports are account-level and never deleted.
+RUN_TABLES: tuple[str, ...] = ("runs", "feed_states", "plans", "orders", "fills", "positions", "equity", "events")
+
+_EXPORT_KINDS = frozenset({"report", "archive"})
 _RUN_STATUSES = frozenset({"running", "stopped", "failed", "crashed"})
 _PLAN_STATUSES = frozenset({"pending", "filled", "vetoed", "cancelled", "expired", "rejected"})
 _COMMAND_FINAL = frozenset({"applied", "refused"})
@@ -650,6 +655,111 @@ class Storage:
             raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
         # ``table`` is from the whitelist above, never from user text.
         return self._query(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", (run_id,))  # noqa: S608
+
+    def record_export(self, run_id: str, *, kind: str, path: str, rows: int, ts: float, actor: str = "") -> int:
+        """Record that ``run_id`` was exported (``report``) or archived before deletion (``archive``)."""
+        if kind not in _EXPORT_KINDS:
+            raise StorageError(f"export kind must be report or archive, was {kind!r}")
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO exports (run_id, ts, kind, path, rows, actor) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, ts, kind, str(path), int(rows), actor),
+            )
+            return int(cur.lastrowid or 0)
+
+    def exports(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Export records, oldest first (all runs, or one)."""
+        if run_id is None:
+            return self._query("SELECT * FROM exports ORDER BY ts, id")
+        return self._query("SELECT * FROM exports WHERE run_id = ? ORDER BY ts, id", (run_id,))
+
+    # ------------------------------------------------------------------ rotation
+
+    @staticmethod
+    def _count_run_rows(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
+        # ``table`` comes from RUN_TABLES, never from user text.
+        return {
+            table: int(conn.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id = ?", (run_id,)).fetchone()[0])  # noqa: S608
+            for table in RUN_TABLES
+        }
+
+    def run_row_counts(self, run_id: str) -> dict[str, int]:
+        """Rows ``run_id`` owns in each of ``RUN_TABLES``."""
+        self.flush()
+        return self._count_run_rows(self._db(), run_id)
+
+    def delete_runs(
+        self,
+        run_ids: list[str],
+        *,
+        expected: dict[str, dict[str, int]] | None = None,
+        live_after: float | None = None,
+    ) -> dict[str, dict[str, int]]:
+        """Delete runs and every row they own in ONE transaction; return the rows deleted per run and table.
+
+        Refused with ``StorageError`` (and nothing deleted) when a run is unknown, still owns an
+        open position (positions belong to the account), is ``running`` with a heartbeat at or
+        after ``live_after``, or when ``expected`` (row counts per run and table, e.g. those of
+        an archive just written) differs from what the database holds now. Account-level tables
+        (governance_state, audit, commands, exports) are never touched.
+        """
+        self.flush()
+        deleted: dict[str, dict[str, int]] = {}
+        with self._tx() as conn:
+            for run_id in run_ids:
+                row = conn.execute(
+                    "SELECT status, COALESCE(heartbeat_at, started_at) FROM runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                if row is None:
+                    raise StorageError(f"run {run_id!r} is not in database {self.path}; nothing was deleted")
+                if live_after is not None and row[0] == "running" and row[1] >= live_after:
+                    raise StorageError(
+                        f"run {run_id} is still running (fresh heartbeat); nothing was deleted: "
+                        f"stop it and wait for it to finish before deleting it"
+                    )
+                (open_n,) = conn.execute(
+                    "SELECT COUNT(*) FROM positions WHERE run_id = ? AND status = 'open'", (run_id,)
+                ).fetchone()
+                if open_n:
+                    raise StorageError(
+                        f"run {run_id} still owns {open_n} open position(s), which belong to the account and "
+                        f"are never deleted; nothing was deleted: close them or let a newer run take them over first"
+                    )
+                counts = self._count_run_rows(conn, run_id)
+                if expected is not None:
+                    want = {table: int((expected.get(run_id) or {}).get(table, 0)) for table in RUN_TABLES}
+                    if run_id not in expected or want != counts:
+                        raise StorageError(
+                            f"run {run_id}: the database holds {counts} rows but {want} were expected "
+                            f"(written meanwhile?); nothing was deleted: archive the run again and retry"
+                        )
+                conn.execute("DELETE FROM positions WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))  # the rest cascades
+                left = {t: n for t, n in self._count_run_rows(conn, run_id).items() if n}
+                if left:
+                    raise StorageError(f"run {run_id}: rows left after delete {left}; nothing was deleted")
+                deleted[run_id] = counts
+        return deleted
+
+    def delete_run(
+        self, run_id: str, *, expected: dict[str, int] | None = None, live_after: float | None = None
+    ) -> dict[str, int]:
+        """Delete one run and its rows in one transaction (see ``delete_runs``); return rows per table."""
+        exp = None if expected is None else {run_id: expected}
+        return self.delete_runs([run_id], expected=exp, live_after=live_after)[run_id]
+
+    def vacuum(self) -> None:
+        """Flush, rebuild the file (VACUUM) and truncate the WAL, so freed pages leave the disk."""
+        self.flush()
+        conn = self._db()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"database {self.path}: VACUUM failed: {exc}; stop other writers (the runner) and retry"
+            ) from exc
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"buffered={self._buffered}"
