@@ -446,6 +446,15 @@ class SimFeed:
     def stop(self) -> None:
         self._stopped = True
 
+    def restart(self) -> None:
+        """`cli restart-feed`: re-anchor the pacing at the last poll; the price path goes on
+        where it was (no bar lost or repeated), the next bar is one interval away."""
+        if not self._active() or not self._paced:
+            return
+        live_done = max(0, self._next - self._history)
+        self._t0 = self._last_now - live_done * self._interval_s
+        self._last_arrival_s = self._last_now
+
     def _active(self) -> bool:
         return self._started and not self._stopped
 

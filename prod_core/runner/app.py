@@ -359,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
                 "sim_bar_interval_s": args.bar_interval,
             }
         )
+        if settings.execution != "sim":
+            raise ConfigError(
+                f"EXECUTION={settings.execution}: only the paper fill simulator exists in this build; "
+                "use EXECUTION=sim (no order ever leaves this process)"
+            )
         loader = ConfigLoader(settings.config_dir)
         gov = loader.load_governance()
         symbols = loader.load_symbols()

@@ -288,3 +288,23 @@ def test_iter_bars_is_endless_across_chunks() -> None:
     bars: list[Bar] = [next(it) for _ in range(5 * (CHUNK_BARS + 3))]
     ts = [b.ts_ms for b in bars[::5]]
     assert ts == [START_MS + i * 60_000 for i in range(CHUNK_BARS + 3)]
+
+
+def test_restart_continues_the_path_without_losing_or_repeating_bars() -> None:
+    """restart() after a stall re-anchors pacing: the next bar is the next index, one interval later."""
+    from prod_core.configs import ConfigLoader
+    from prod_core.feeds.sim import SimFeed as _Sim
+
+    sym = ConfigLoader("configs").load_symbols()
+    sim = sym.sim.model_copy(update={"history_bars": 5, "bar_interval_s": 1.0})
+    feed = _Sim(sym.symbols, sim, start_ms=0)
+    feed.start(100.0)
+    first = feed.poll(100.0) + feed.poll(102.0)
+    feed.poll(102.5)
+    feed.restart()
+    assert feed.poll(103.0) == []
+    after = feed.poll(103.6)
+    n = len(sym.symbols)
+    assert len(after) == n
+    reference = list(_Sim(sym.symbols, sim, start_ms=0, paced=False).iter_bars(5 + 3))
+    assert first + after == reference

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 import shutil
 import sys
 import time
@@ -241,3 +242,29 @@ def test_paper_run_trades_and_r_bookkeeping_balances(tmp_path: Path) -> None:
     assert trades, "no closed trade"
     assert abs(sum(t["trade_r"] for t in trades) - state["closed_r"]) < 1e-9
     assert all(f["fee_usd"] > 0 for f in fills)
+
+
+def test_execution_other_than_sim_is_refused(tmp_path: Path) -> None:
+    """EXECUTION=sandbox is refused at start: this build only has the paper fill simulator."""
+    run = PaperProcess(tmp_path, "--max-seconds", "5", env={"EXECUTION": "sandbox"})
+    assert run.wait(timeout=30) == 2
+    assert "EXECUTION=sandbox" in run.lines[-1] and "EXECUTION=sim" in run.lines[-1]
+
+
+def test_secrets_never_reach_logs_reports_metrics_or_database(tmp_path: Path) -> None:
+    """Sandbox keys from the environment appear in no log, report, metric or database byte."""
+    key, secret = "KEYzz81Qw7Lm", "SECRETyy42Pt9Vn"
+    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "1", "--max-seconds", "4",
+                       env={"EXCHANGE_API_KEY": key, "EXCHANGE_API_SECRET": secret, "LOG_LEVEL": "DEBUG"})
+    try:
+        run.wait_for_line("Prometheus exporter слушает порт")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{run.port}/metrics", timeout=5).read().decode()
+        assert run.wait(timeout=30) == 0
+    finally:
+        run.kill()
+    assert key not in metrics and secret not in metrics
+    assert key not in run.output and secret not in run.output
+    for path in [*tmp_path.rglob("*")]:
+        if path.is_file():
+            data = path.read_bytes()
+            assert key.encode() not in data and secret.encode() not in data, path
