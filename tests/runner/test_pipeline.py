@@ -75,3 +75,28 @@ def test_every_stage_gets_timed_in_paper_mode(tmp_path: Path) -> None:
     for stage in STAGES:
         assert snap[stage][2] > 0, stage
     storage.close()
+
+
+def test_automatic_kill_switch_flattens_at_its_max_dd_threshold(tmp_path: Path) -> None:
+    """With kill_switch.auto_at_max_dd_r set, crossing it engages the switch and closes every position."""
+    p, sym, storage, live, events = _pipeline(
+        tmp_path,
+        {"kill_switch": {"auto_at_max_dd_r": 0.3},
+         "drawdown": {"throttle_at_r": -50.0, "no_entries_at_r": -60.0},
+         "daily_lock": {"max_daily_loss_r": 100.0, "max_consecutive_losses": 1000}},
+    )
+    sim = sym.sim.model_copy(update={"seed": 42, "history_bars": 0})
+    for bar in SimFeed(sym.symbols, sim, start_ms=0, paced=False).iter_bars(6000):
+        p.on_bar(bar)
+        if p.state.kill_switch:
+            break
+    assert p.state.kill_switch and p.state.max_dd_r >= 0.3
+    assert p.broker.positions == {} and p.broker.pending_entries == {}
+    assert any(k == "kill_switch" and f.get("auto") for k, f in events)
+    before = p.plans_seen
+    for bar in SimFeed(sym.symbols, sim.model_copy(update={"seed": 43}), start_ms=10**12, paced=False).iter_bars(2000):
+        p.on_bar(bar)
+    assert p.broker.positions == {}  # entries stay blocked while the switch is on
+    decisions = {d for (_, d), n in live.plans_total.items() if n}
+    assert p.plans_seen == before or "vetoed_kill_switch" in decisions
+    storage.close()
