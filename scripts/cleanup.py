@@ -20,7 +20,6 @@ directory present).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sqlite3
 import sys
@@ -29,34 +28,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prod_core.configs.errors import ConfigError  # noqa: E402
-from prod_core.configs.settings import parse_env_file  # noqa: E402
+from prod_core.reports.maintenance import FRESH_HEARTBEAT_S, UsageError, setting  # noqa: E402
 from prod_core.storage import StorageError, resolve_sqlite_path  # noqa: E402
 
-# A ``running`` run whose heartbeat is younger than this is alive (the runner beats every second).
-FRESH_HEARTBEAT_S = 60.0
 # A log written this recently may belong to a run that has not reached the database yet.
 RECENT_LOG_S = 10.0
 # Files in the reports root that cleanup never removes (it only considers run_* folders anyway).
 PROTECTED = frozenset({"archive", "summary_latest.md", "02_acceptance_checklist.md", "telemetry_events.csv"})
 
 
-class UsageError(Exception):
-    """Bad input: the message names the value and what to do; exit code 2."""
 
 
-def setting(flag: str | None, env_key: str, default: str) -> str:
-    """Flag > environment variable > ``.env`` (or ENV_FILE) > default."""
-    if flag:
-        return flag
-    if os.environ.get(env_key):
-        return os.environ[env_key]
-    env_file = Path(os.environ.get("ENV_FILE", ".env"))
-    try:
-        value = parse_env_file(env_file).get(env_key)
-    except ConfigError as exc:
-        raise UsageError(f"{exc}; fix {env_file} or pass the value as a flag") from exc
-    return value or default
 
 
 def non_negative_int(text: str) -> int:

@@ -16,8 +16,6 @@ Exit 0 on success, 2 on bad input (missing database, unknown run id, run still r
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,53 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from prod_core.configs.errors import ConfigError  # noqa: E402
-from prod_core.configs.settings import parse_env_file  # noqa: E402
-from prod_core.reports.run_report import REPORT_TABLES, write_run_report  # noqa: E402
-from prod_core.storage import Storage, StorageError, resolve_sqlite_path  # noqa: E402
-
-# A ``running`` run whose heartbeat is younger than this is alive (the runner beats every second).
-FRESH_HEARTBEAT_S = 60.0
+from prod_core.reports.report import REPORT_TABLES, write_run_report  # noqa: E402
+from prod_core.reports.maintenance import FRESH_HEARTBEAT_S, UsageError, actor, existing_db, setting  # noqa: E402
+from prod_core.storage import Storage, StorageError  # noqa: E402
 
 
-class UsageError(Exception):
-    """Bad input: the message names the value and what to do; exit code 2."""
 
 
-def setting(flag: str | None, env_key: str, default: str) -> str:
-    """Flag > environment variable > ``.env`` (or ENV_FILE) > default."""
-    if flag:
-        return flag
-    if os.environ.get(env_key):
-        return os.environ[env_key]
-    env_file = Path(os.environ.get("ENV_FILE", ".env"))
-    try:
-        value = parse_env_file(env_file).get(env_key)
-    except ConfigError as exc:
-        raise UsageError(f"{exc}; fix {env_file} or pass the value as a flag") from exc
-    return value or default
 
 
-def existing_db(flag: str | None) -> str:
-    """Path of an existing database file (never creates one)."""
-    raw = setting(flag, "DB_PATH", "storage/crupto.db")
-    try:
-        path = resolve_sqlite_path(raw)
-    except StorageError as exc:
-        raise UsageError(str(exc)) from exc
-    if path == ":memory:" or not Path(path).is_file():
-        raise UsageError(
-            f"database {raw} not found (working directory {Path.cwd()}): run from the repo root, "
-            f"or pass --db PATH (or set DB_PATH) to the database the runner wrote"
-        )
-    return path
 
 
-def actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+
 
 
 def pick_run(storage: Storage, run_id: str | None) -> dict:

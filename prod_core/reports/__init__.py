@@ -4,6 +4,6 @@
 function serves the runner at a clean stop and ``scripts/export_run.py`` afterwards.
 """
 
-from prod_core.reports.run_report import run_summary, write_run_report
+from prod_core.reports.report import run_summary, write_run_report
 
 __all__ = ["run_summary", "write_run_report"]

@@ -28,7 +28,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.conftest import require_tool

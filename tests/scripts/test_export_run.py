@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from prod_core.reports.run_report import REPORT_TABLES
+from prod_core.reports.report import REPORT_TABLES
 from prod_core.storage import Storage
 from tests.scripts.conftest import add_run, run_script
 
