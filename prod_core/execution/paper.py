@@ -66,13 +66,18 @@ class PaperBroker:
             eq += p.side.sign * p.qty * p.last_price
         return eq
 
-    def exposure_usd(self) -> tuple[float, float]:
-        """(gross, net) notional of open positions plus pending entries."""
+    def position_exposure_usd(self) -> tuple[float, float]:
+        """(gross, net) notional of open positions at their marks."""
         gross = net = 0.0
         for p in self.positions.values():
             n = p.qty * p.last_price
             gross += n
             net += p.side.sign * n
+        return gross, net
+
+    def exposure_usd(self) -> tuple[float, float]:
+        """(gross, net) notional of open positions plus pending entries."""
+        gross, net = self.position_exposure_usd()
         for decision, _ in self.pending_entries.values():
             n = decision.qty * decision.plan.entry
             gross += n

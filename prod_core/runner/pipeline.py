@@ -288,12 +288,7 @@ class Pipeline:
         broker = self.broker
         breach = ""
         if broker.positions:
-            gross, net = 0.0, 0.0
-            for p in broker.positions.values():
-                n = p.qty * p.last_price
-                gross += n
-                net += p.side.sign * n
-            breach = self.portfolio.exposure_breach(broker.equity_usd, gross, net)
+            breach = self.portfolio.exposure_breach(broker.equity_usd, *broker.position_exposure_usd())
         rets = self._rets
         flip = self.portfolio.on_timestamp(rets, breach)
         for i in range(len(rets)):
@@ -379,11 +374,7 @@ class Pipeline:
         broker = self.broker
         state = self.state
         equity = broker.equity_usd
-        gross, net = 0.0, 0.0
-        for p in broker.positions.values():
-            n = p.qty * p.last_price
-            gross += n
-            net += p.side.sign * n
+        gross, net = broker.position_exposure_usd()
         live.equity_usd = equity
         live.open_positions_count = len(broker.positions)
         live.exposure_gross_pct = gross / equity * 100.0 if equity > 0 else 0.0
