@@ -53,10 +53,15 @@ class PaperBroker:
         self.last_bar: dict[str, Bar] = {}
         self._prefix = id_prefix
         self._seq = 0
+        self.reconfigure(cfg)
+        self.active: set[str] = set()  # symbols with a position or pending order
+
+    def reconfigure(self, cfg: ExecutionConfig) -> None:
+        """Apply new fees/slippage/limits (governance reload) to orders filled from now on."""
+        self.cfg = cfg
         self._taker = cfg.taker_fee_bps / 10_000.0
         self._maker = cfg.maker_fee_bps / 10_000.0
         self._slip = cfg.slippage_bps / 10_000.0
-        self.active: set[str] = set()  # symbols with a position or pending order
 
     # ----------------------------------------------------------------- state
     @property

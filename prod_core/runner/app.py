@@ -241,6 +241,7 @@ class PaperRunner:
             delay = wake - time.time()
             if delay > 0:
                 self._wake.wait(delay)
+                self._wake.clear()  # flags set by signal handlers are re-checked at the top
 
     def _apply_alert_test_overlay(self) -> None:
         """ALERT_TEST_* drills: a loud, non-persisted overlay on the real gates (paper mode only)."""

@@ -87,6 +87,7 @@ class Pipeline:
         if state.cash_usd is None:
             state.cash_usd = gov.account.starting_equity_usd
         self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-")
+        self.detector: RegimeDetector | None = None
         self.apply_config(gov)
         if clock_mode == "wall":
             roll_day(state, day_of(wall_clock()))
@@ -97,15 +98,14 @@ class Pipeline:
         self.gov = gov
         tf, mr = gov.strategies.trend_following, gov.strategies.mean_reversion
         params = RegimeParams(fast_bars=tf.fast_bars, slow_bars=tf.slow_bars, mr_bars=mr.lookback_bars)
-        if getattr(self, "detector", None) is None or self.detector.params != params:
+        if self.detector is None or self.detector.params != params:
             self.detector = RegimeDetector(params)
         self.strategies: dict[str, Strategy] = build_strategies(gov.strategies)
         self._enabled = self._enable_table(gov.enable_map)
         self._enabled_safe = self._enable_table(gov.safe_mode_enable_map)
         self._sync_enable()
-        self.broker.cfg = gov.execution
-        if getattr(self, "portfolio", None) is not None:
-            self.portfolio.reconfigure(gov.portfolio)
+        self.broker.reconfigure(gov.execution)
+        self.portfolio.reconfigure(gov.portfolio)
         self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
         self.live.stage_sla_ms = gov.sla.stage_latency_ms
 
