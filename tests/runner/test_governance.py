@@ -112,6 +112,12 @@ def test_drawdown_ladder_steps_to_no_entries_and_survives_sigkill_until_reset_dd
     assert row["comment"] == "reviewed the drawdown" and row["actor"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _plan_decisions(db: Path, run_id: str) -> set[str]:
     with Storage(str(db)) as storage:
         return {p["decision"] for p in storage.plans(run_id)}
@@ -261,6 +267,10 @@ def test_sighup_and_cli_reload_force_a_reload(tmp_path: Path) -> None:
         assert run.sample("stage_latency_sla_seconds") == 0.05
         os.kill(run.proc.pid, signal.SIGHUP)
         _wait(lambda: run.sample("stage_latency_sla_seconds") == 0.04, 2.0, "reload on SIGHUP", step=0.05)
+        cpu0, t0 = _cpu_seconds(run.proc.pid), time.time()
+        time.sleep(2.0)
+        busy = (_cpu_seconds(run.proc.pid) - cpu0) / (time.time() - t0)
+        assert busy < 0.6, f"runner uses {busy:.0%} CPU after SIGHUP: the loop spins"
         path.write_text(path.read_text().replace("stage_latency_ms: 40.0", "stage_latency_ms: 30.0"))
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         out = cli(run.db, "reload")
