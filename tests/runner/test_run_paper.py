@@ -268,3 +268,26 @@ def test_secrets_never_reach_logs_reports_metrics_or_database(tmp_path: Path) ->
         if path.is_file():
             data = path.read_bytes()
             assert key.encode() not in data and secret.encode() not in data, path
+
+
+def test_busy_exporter_port_is_a_clear_error(tmp_path: Path) -> None:
+    """When PROMETHEUS_PORT is taken the runner exits 2 naming the port and the variable to change."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        run = PaperProcess(tmp_path, "--max-seconds", "5", port=port)
+        assert run.wait(timeout=30) == 2
+    last = run.lines[-1]
+    assert str(port) in last and "PROMETHEUS_PORT" in last, run.output
+    with Storage(str(run.db)) as storage:
+        assert storage.list_runs(1)[0]["status"] == "failed"
+
+
+def test_bad_command_line_value_is_refused_by_name(tmp_path: Path) -> None:
+    """A non-positive --max-seconds is refused with the flag and the value."""
+    run = PaperProcess(tmp_path, "--max-seconds", "-3")
+    assert run.wait(timeout=30) == 2
+    assert "--max-seconds" in run.output and "-3" in run.output
