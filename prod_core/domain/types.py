@@ -48,6 +48,11 @@ class Side(StrEnum):
     def sign(self) -> int:
         return 1 if self is Side.BUY else -1
 
+    @property
+    def opposite(self) -> "Side":
+        """The side that closes a position of this side."""
+        return Side.SELL if self is Side.BUY else Side.BUY
+
 
 class InstrumentKind(StrEnum):
     SPOT = "spot"

@@ -141,7 +141,7 @@ class PaperBroker:
             plan_id=p.plan_id,
             ts_ms=ts_ms,
             symbol=symbol,
-            side=Side.SELL if p.side is Side.BUY else Side.BUY,
+            side=p.side.opposite,
             qty=p.qty,
             kind="market",
             reason=reason,
@@ -285,7 +285,7 @@ class PaperBroker:
                 self._close(p, min(bar.open, p.target), FillReason.TARGET, bar.ts_ms, self._maker)
 
     def _close(self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float) -> ClosedTrade:
-        exit_side = Side.SELL if p.side is Side.BUY else Side.BUY
+        exit_side = p.side.opposite
         notional = p.qty * price
         fee = notional * fee_rate
         order = Order(
