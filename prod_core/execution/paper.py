@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from prod_core.account import cash_delta, close_pnl
 from prod_core.configs.governance import ExecutionConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Side
 
@@ -19,9 +20,14 @@ class ClosedTrade:
 
 
 class BrokerSink(Protocol):
+    """Where the broker reports. ``commit_*`` journal a fill with its consequences BEFORE the
+    broker changes its own state; False means it could not be journaled (nothing changed)."""
+
     def on_order(self, order: Order) -> None: ...
 
-    def on_fill(self, fill: Fill) -> None: ...
+    def commit_open(self, fill: Fill, position: Position, decision: Decision) -> bool: ...
+
+    def commit_close(self, trade: ClosedTrade) -> bool: ...
 
     def on_open(self, position: Position, decision: Decision) -> None: ...
 
@@ -99,11 +105,14 @@ class PaperBroker:
             total += pe[0].qty * pe[0].plan.entry
         return total
 
-    def open_r(self, exit_cost: bool = True) -> float:
-        """Open trades marked to market in R, net of entry fee and the exit cost to flatten now."""
+    def open_r(self, exit_cost: bool = True, exclude: str = "") -> float:
+        """Open trades marked to market in R, net of entry fee and the exit cost to flatten now
+        (``exclude``: a symbol whose position is being closed)."""
         total = 0.0
         rate = self._taker + self._slip if exit_cost else 0.0
         for p in self.positions.values():
+            if p.symbol == exclude:
+                continue
             pnl = p.side.sign * p.qty * (p.last_price - p.entry_price) - p.entry_fee_usd - p.qty * p.last_price * rate
             total += pnl / p.nominal_r_usd
         return total
@@ -163,16 +172,21 @@ class PaperBroker:
         return cancelled
 
     def flatten_now(self, reason: FillReason, ts_ms: int) -> list[ClosedTrade]:
-        """Close every position at the last known price (kill-switch), inside that bar's range."""
+        """Close every position at the last known price (kill-switch), inside that bar's range.
+
+        A close that cannot be journaled stays a pending exit, filled at the next bar's open."""
         trades = []
         for symbol in list(self.positions):
             bar = self.last_bar.get(symbol)
+            p = self.positions[symbol]
             if bar is None:
+                self.request_exit(symbol, reason, ts_ms)  # no price yet: the first bar's open
                 continue
             self.pending_exits.pop(symbol, None)
-            p = self.positions[symbol]
             price = self._market_price(p.side is Side.SELL, bar.close, bar)
-            trades.append(self._close(p, price, reason, ts_ms, self._taker))
+            trade = self._close(p, price, reason, ts_ms, self._taker)
+            if trade is not None:
+                trades.append(trade)
         return trades
 
     def close_at(self, symbol: str, price: float, reason: FillReason, ts_ms: int) -> ClosedTrade | None:
@@ -249,9 +263,8 @@ class PaperBroker:
             fee_usd=fee,
             reason=FillReason.ENTRY,
         )
-        self.cash_usd += (-notional if buying else notional) - fee
         position = Position(
-            position_id=plan.plan_id,
+            position_id=self._prefix + plan.plan_id,  # unique for the life of the DB: run prefix + plan
             plan_id=plan.plan_id,
             strategy=plan.strategy,
             symbol=plan.symbol,
@@ -265,8 +278,14 @@ class PaperBroker:
             entry_fee_usd=fee,
             last_price=price,
         )
+        if not self.sink.commit_open(fill, position, decision):
+            self.active.discard(plan.symbol)
+            self.sink.on_order(
+                replace(order, status=OrderStatus.REJECTED, reject_reason="storage: the fill could not be journaled")
+            )
+            return
+        self.cash_usd += cash_delta(plan.side, qty, price, fee)
         self.positions[plan.symbol] = position
-        self.sink.on_fill(fill)
         self.sink.on_order(replace(order, status=OrderStatus.FILLED))
         self.sink.on_open(position, decision)
 
@@ -284,10 +303,11 @@ class PaperBroker:
             elif bar.low <= p.target:
                 self._close(p, min(bar.open, p.target), FillReason.TARGET, bar.ts_ms, self._maker)
 
-    def _close(self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float) -> ClosedTrade:
+    def _close(self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float) -> ClosedTrade | None:
+        """Close ``p`` once the fill is journaled; if it cannot be, the exit stays pending and is
+        filled at the next bar's open (a stop is never silently dropped)."""
         exit_side = p.side.opposite
-        notional = p.qty * price
-        fee = notional * fee_rate
+        fee = p.qty * price * fee_rate
         order = Order(
             order_id=self._next_id("o"),
             plan_id=p.plan_id,
@@ -310,15 +330,18 @@ class PaperBroker:
             reason=reason,
             liquidity="maker" if reason is FillReason.TARGET else "taker",
         )
-        self.cash_usd += (notional if p.side is Side.BUY else -notional) - fee
-        pnl = p.side.sign * p.qty * (price - p.entry_price) - p.entry_fee_usd - fee
+        pnl = close_pnl(p, price, fee)
+        trade = ClosedTrade(position=p, exit_fill=fill, pnl_usd=pnl, trade_r=pnl / p.nominal_r_usd)
+        self.sink.on_order(order)
+        if not self.sink.commit_close(trade):
+            self.pending_exits[p.symbol] = (reason, order)
+            self.active.add(p.symbol)
+            return None
+        self.cash_usd += cash_delta(exit_side, p.qty, price, fee)
         p.last_price = price
         del self.positions[p.symbol]
         if p.symbol not in self.pending_entries:
             self.active.discard(p.symbol)
-        trade = ClosedTrade(position=p, exit_fill=fill, pnl_usd=pnl, trade_r=pnl / p.nominal_r_usd)
-        self.sink.on_order(order)
-        self.sink.on_fill(fill)
         self.sink.on_order(replace(order, status=OrderStatus.FILLED))
         self.sink.on_close(trade)
         return trade

@@ -33,6 +33,7 @@ class GovernanceState:
     lock_reason: str = LIMITS_OK
     kill_switch: bool = False
     holds: list[str] = field(default_factory=list)
+    config_hash: str = ""  # governance config in force (journaled when it changes)
     cash_usd: float | None = None
 
     @property

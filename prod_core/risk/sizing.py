@@ -20,6 +20,7 @@ class RiskSnapshot:
     safe_mode: bool = False
     holds: frozenset[str] = frozenset()
     feed_ok: bool = True
+    storage_ok: bool = True
 
 
 def cost_rate(cfg: GovernanceConfig) -> float:
@@ -48,6 +49,8 @@ def evaluate(plan: TradePlan, snap: RiskSnapshot, cfg: GovernanceConfig) -> Deci
         return _veto(plan, "drawdown", nominal, f"drawdown stop: dd_state={snap.dd_state:.2f}R")
     if not snap.feed_ok:
         return _veto(plan, "feed_degraded", nominal, "feed health is not 1: no new entries on stale data")
+    if not snap.storage_ok:
+        return _veto(plan, "storage", nominal, "storage is failing: no new entries until fills can be journaled")
     if plan.strategy in snap.holds:
         return _veto(plan, "strategy_hold", nominal, f"strategy {plan.strategy} on hold")
     if nominal <= 0.0:

@@ -21,12 +21,19 @@ from prod_core.configs.symbols import SymbolsConfig
 from prod_core.domain import Instrument, InstrumentKind
 from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.factory import build_feed
-from prod_core.risk import GovernanceState
+from prod_core.runner.account import (
+    host_name,
+    open_book,
+    owner_message,
+    reconcile_at_start,
+    restored_positions,
+    takeover_reason,
+)
 from prod_core.runner.cli_args import build_parser
 from prod_core.runner.control import OperatorControl
 from prod_core.runner.logs import setup_logging
 from prod_core.runner.pipeline import Pipeline
-from prod_core.storage import Storage
+from prod_core.storage import LeaseLost, Storage, StorageError
 from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 
 log = logging.getLogger("prod_core.runner")
@@ -38,7 +45,7 @@ COMMAND_POLL_S = 0.5
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 class PaperRunner:
@@ -53,6 +60,8 @@ class PaperRunner:
         self.stop_reason = ""
         self._wake = threading.Event()
         self._signals = 0
+        self.storage_degraded = False
+        self.lease_lost = False
 
     # ---------------------------------------------------------------- signals
     def _on_signal(self, signum: int, _frame) -> None:
@@ -102,22 +111,21 @@ class PaperRunner:
             return 2
         self.replay = settings.feed == "replay"
         self.account = f"replay:{self.run_id}" if self.replay else "paper"
-        self.storage = Storage(self.args.db or settings.db_path)
-        stale = self.storage.mark_stale_runs(t_start, STALE_RUN_S)
-        for rid in stale:
-            log.warning("run %s had no heartbeat for %.0f s: marked crashed", rid, STALE_RUN_S)
+        try:
+            code = self._open_account(settings, t_start)
+        except StorageError as exc:
+            log.error("storage error: %s", exc)
+            if getattr(self, "storage", None) is not None:
+                self.storage.close_quietly()
+            return 2
+        if code:
+            return code
         self.events_csv = EventsCsv(Path(settings.reports_dir) / "telemetry_events.csv")
         instruments = {
             s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in self.symbols.symbols
         }
         for symbol in self.feed.symbols:  # replayed symbols not in symbols.yaml trade as spot
             instruments.setdefault(symbol, Instrument(symbol=symbol))
-        chash = config_hash(self.gov, self.symbols)
-        self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=chash,
-                               code_version=__version__, ts=t_start, args=" ".join(sys.argv[1:]))
-        # Governance belongs to the paper account; a replay is a fresh account of its own.
-        state_dict = None if self.replay else self.storage.load_governance_state(account=self.account)
-        self.state = GovernanceState.from_dict(state_dict) if state_dict else GovernanceState()
         self.live = LiveMetrics(feeds=[self.feed.name], symbols=list(self.feed.symbols),
                                 strategies=["trend_following", "mean_reversion"])
         self.live.runner_up = 1
@@ -126,24 +134,33 @@ class PaperRunner:
             self.exporter = start_exporter(self.live, port=settings.prometheus_port, bind=settings.prometheus_bind)
         except OSError as exc:
             log.error("%s", exc)
-            self.storage.end_run(self.run_id, status="failed", ts=time.time())
-            self.storage.close()
+            self._end_run_quietly("failed")
             return 2
         log.info("Prometheus exporter слушает порт %d (http://%s:%d/metrics)", self.exporter.port,
                  settings.prometheus_bind, self.exporter.port)
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
                                  live=self.live, notify=self.notify, state=self.state, feed_name=self.feed.name,
                                  clock_mode="bar" if self.replay else "wall",
-                                 timing_every=16 if self.replay else 1, persist=self.persist_state)
-        if not self.replay:
-            carried = [p for p in self.storage.open_positions() if not self._is_replay_run(p["run_id"])]
+                                 timing_every=16 if self.replay else 1, account=self.account,
+                                 immediate=not self.replay, on_storage_error=self._storage_error)
+        self.pipeline.mark_journaled()
+        try:
+            if self.state.config_hash != self.chash:
+                self.state.config_hash = self.chash
+                self.pipeline.journal_governance("config", {"hash": self.chash, "trigger": "start"})
+            carried = restored_positions(self.storage, self.book)
             if carried:
                 log.info("Счёт: %d открытых позиций из прошлых запусков", len(carried))
             self.pipeline.restore_positions(carried, flatten_at_mark=settings.feed == "sim",
                                             ts_ms=int(t_start * 1000))
+        except LeaseLost as exc:
+            log.error("%s", exc)
+            self._end_run_quietly("failed")
+            self.exporter.stop()
+            return 2
         self._apply_alert_test_overlay()
         if not self.replay:
-            self.control.poll()  # commands issued while no runner was up
+            self._guard(self.control.poll)  # commands issued while no runner was up
         try:
             self.feed.start(time.time())
         except Exception as exc:  # bad symbol, auth, unreachable exchange: a clear fatal error
@@ -162,25 +179,114 @@ class PaperRunner:
         self.notify("feed_registered",
                     f"Фид {self.feed.name} зарегистрирован: {', '.join(self.feed.symbols)}",
                     component="feed", fields={"feed": self.feed.name, "symbols": list(self.feed.symbols)})
-        self.notify("run_started", f"run {self.run_id} started", fields={"config_hash": chash,
+        self.notify("run_started", f"run {self.run_id} started", fields={"config_hash": self.chash,
                     "user": _user(), "max_seconds": self.args.max_seconds}, log=False)
         status = "stopped"
         self.engine_s = 0.0
         try:
             self._loop(t_start)
+        except LeaseLost as exc:  # another runner owns the account now: stop writing at once
+            status = "failed"
+            self.lease_lost = True
+            self.stop_reason = "lease lost"
+            log.error("%s", exc)
         except Exception as exc:  # the loop must stop safely whatever happens
             status = "failed"
             self.live.errors_total["runner"] = self.live.errors_total.get("runner", 0) + 1
             log.exception("paper-loop failed: %s", exc)
-        self._shutdown(status)
+        status = self._shutdown(status)
         if self.replay and status == "stopped":
             bars = sum(self.live.bars_total.values())
-            print(f"replay: bars={bars} fills={self.pipeline.fills_seen} engine_s={self.engine_s:.3f}", flush=True)
+            print(f"replay: bars={bars} fills={self.pipeline.fills_seen} engine_s={self.engine_s:.3f} "
+                  f"equity={self.pipeline.broker.cash_usd:.2f}", flush=True)
         return 0 if status == "stopped" else 1
 
-    def _is_replay_run(self, run_id: str) -> bool:
-        row = self.storage.get_run(run_id)
-        return bool(row and row.get("feed") == "replay")
+    def _open_account(self, settings: Settings, t_start: float) -> int:
+        """Open the DB, become the account's one writer, record the run, fold and reconcile the journal.
+
+        Returns an exit code to stop with (2), or 0 to go on. A replay trades a fresh account of
+        its own (``replay:<run_id>``) and never touches the paper account.
+        """
+        self.storage = Storage(self.args.db or settings.db_path)
+        self.storage.on_retry = self._on_storage_retry
+        if not self.replay:
+            acquired, holder, why = self.storage.acquire_lease(
+                self.account, self.run_id, pid=os.getpid(), host=host_name(), now=t_start,
+                takeover=lambda h: takeover_reason(h, host=host_name(), now=time.time()))
+            if not acquired:
+                log.error("%s", owner_message(self.account, holder or {}, time.time()))
+                self.storage.close_quietly()
+                return 2
+            if holder is not None and why:
+                log.warning("Счёт %s: lease перехвачен у run %s: %s", self.account, holder["run_id"], why)
+                self.storage.add_audit(ts=t_start, actor=_user(), action="lease_takeover", comment=why,
+                                       run_id=self.run_id, account=self.account, details={"previous": holder})
+        for rid, age in self.storage.mark_stale_runs(t_start, STALE_RUN_S):
+            log.warning("run %s had no heartbeat for %.0f s: marked crashed", rid, age)
+        for rid, count in self.storage.cancel_orphan_plans().items():
+            log.warning("run %s: %d pending plan(s) left by a stopped or crashed run cancelled", rid, count)
+            self.storage.add_audit(ts=t_start, actor=_user(), action="cancel_orphan_plans", comment="",
+                                   run_id=self.run_id, account=self.account,
+                                   details={"run_id": rid, "cancelled": count})
+        self.chash = config_hash(self.gov, self.symbols)
+        self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=self.chash,
+                               code_version=__version__, ts=t_start, args=" ".join(sys.argv[1:]))
+        self.book = open_book(self.storage, self.account, self.run_id,
+                              starting_cash=self.gov.account.starting_equity_usd, actor=_user())
+        diffs = reconcile_at_start(self.storage, self.book, self.run_id, actor=_user())
+        if not diffs:
+            log.info("Сверка счёта %s: журнал и сохранённое состояние совпадают (seq %d, сделок %d)",
+                     self.account, self.book.last_seq, self.book.fills)
+        self.state = self.book.state
+        self.state.cash_usd = self.book.cash_usd
+        return 0
+
+    def _end_run_quietly(self, status: str) -> None:
+        try:
+            self.storage.end_run(self.run_id, status=status, ts=time.time())
+            if not self.replay:
+                self.storage.release_lease(self.account, self.run_id)
+        except StorageError as exc:
+            log.error("storage error while stopping: %s", exc)
+        self.storage.close_quietly()
+
+    # ---------------------------------------------------------- storage faults
+    def _on_storage_retry(self, attempt: int, waited_s: float, error: str) -> None:
+        live = getattr(self, "live", None)
+        if live is not None:
+            live.storage_retries = self.storage.retries
+        if attempt == 1:
+            log.warning("База %s занята другим процессом (%s): повторяю запись с паузами до %.0f с",
+                        self.storage.path, error, self.storage.retry_window_s)
+
+    def _storage_error(self, exc: Exception) -> None:
+        """A write failed after its retries: entries halt, exits keep being tried, an alert fires."""
+        live = self.live
+        live.errors_total["storage"] = live.errors_total.get("storage", 0) + 1
+        live.storage_write_failing = 1
+        self.pipeline.storage_ok = False
+        if not self.storage_degraded:
+            self.storage_degraded = True
+            log.error("Хранилище не принимает запись: %s — новые входы остановлены, выходы повторяются на каждом "
+                      "баре до восстановления (алерт StorageWriteFailing)", exc)
+
+    def _storage_recovered(self) -> None:
+        if self.storage_degraded:
+            self.storage_degraded = False
+            log.warning("Хранилище снова принимает запись: входы разрешены")
+        self.live.storage_write_failing = 0
+        self.pipeline.storage_ok = True
+
+    def _guard(self, fn, *args) -> bool:
+        """Run one storage write of the loop; a failure degrades instead of stopping the loop."""
+        try:
+            fn(*args)
+        except LeaseLost:
+            raise
+        except StorageError as exc:
+            self._storage_error(exc)
+            return False
+        return True
 
     def _loop(self, t_start: float) -> None:
         feed = self.feed
@@ -209,7 +315,7 @@ class PaperRunner:
             pipeline.feed_ok = health == 1
             if health != last_health:
                 live.feed_health[feed.name] = health
-                storage.set_feed_state(self.run_id, feed.name, health, now)
+                self._guard(storage.set_feed_state, self.run_id, feed.name, health, now)
                 self.notify("feed_health", f"feed {feed.name} health {last_health} -> {health}",
                             severity="warning" if health == 0 else "info", component="feed",
                             fields={"feed": feed.name, "health": health})
@@ -217,15 +323,22 @@ class PaperRunner:
             live.runner_last_cycle_ts = now
             if now - last_cmd >= COMMAND_POLL_S or self.control.reload_requested:
                 last_cmd = now
-                if not self.replay:
-                    self.control.poll()
+                if not self.replay and not self.storage_degraded:
+                    self._guard(self.control.poll)
                     self.control.watch()
             if now - last_hb >= HEARTBEAT_S:
                 last_hb = now
-                storage.heartbeat(self.run_id, now)
                 pipeline.tick(now)
-                self._save_state(now)
-            storage.maybe_flush(now)
+                if self._guard(self._save_state, now) and self._guard(storage.heartbeat, self.run_id, now):
+                    self._storage_recovered()
+                live.storage_retries = storage.retries
+                if storage.mark_misses:
+                    live.errors_total["storage"] = live.errors_total.get("storage", 0) + 1
+                    log.error("marks of positions %s matched no open row: run `python -m prod_core.cli reconcile`",
+                              ", ".join(storage.mark_misses))
+                    storage.mark_misses.clear()
+            elif not self.storage_degraded:
+                self._guard(storage.maybe_flush, now)
             if feed.exhausted:
                 self.stop_reason = "end of data"
                 self.engine_s = time.perf_counter() - t_engine
@@ -267,58 +380,87 @@ class PaperRunner:
             return health
         return 0 if test == "bad" else 1
 
-    def persist_state(self) -> None:
-        """Write the account's governance state now (locks, kill-switch, commands)."""
-        self._save_state(time.time())
+    def journal_command(self, cmd: dict, status: str, result: str) -> None:
+        """Journal the governance state an operator command left (even a refused one is on record)."""
+        self.pipeline.journal_governance(f"command:{cmd['command']}", {
+            "command_id": cmd["id"], "actor": cmd["actor"], "comment": cmd.get("comment") or "",
+            "status": status, "result": result}, force=status == "applied")
 
     def apply_governance(self, gov: GovernanceConfig) -> None:
-        """Install a validated governance config between two bars."""
+        """Install a validated governance config between two bars and journal the hash in force."""
         self.gov = gov
         self.pipeline.apply_config(gov)
+        self.chash = config_hash(gov, self.symbols)
+        self.state.config_hash = self.chash
+        self.pipeline.journal_governance("config", {"hash": self.chash, "trigger": "reload"})
         self.pipeline.refresh()
 
     def _save_state(self, now: float) -> None:
-        self.pipeline.persist_marks()
-        self.state.cash_usd = self.pipeline.broker.cash_usd
-        self.storage.save_governance_state(self.state.to_dict(), ts=now, account=self.account)
+        """Heartbeat save: marks, then the snapshot (journaling any transition not yet journaled)."""
+        if not self.replay:
+            self.pipeline.persist_marks()
+        self.pipeline.save_snapshot()
 
-    def _shutdown(self, status: str) -> None:
+    def _shutdown(self, status: str) -> str:
+        """Stop safely; returns the final status (``failed`` when the account could not be saved)."""
         log.info("Остановка paper-loop (%s): завершаю feed и отменяю ожидающие планы", self.stop_reason or status)
         cancelled = self.pipeline.cancel_pending()
-        if self.replay:
-            self.pipeline.flatten_at_end()
-        self.storage.cancel_pending_plans(self.run_id)
         self.feed.stop()
         now = time.time()
         self.live.feed_health[self.feed.name] = int(FeedHealth.PAUSED)
         self.live.pending_plans = 0
+        saved = True
+        if not self.lease_lost:  # after a takeover the account belongs to the other runner
+            try:
+                if self.replay:
+                    self.pipeline.flatten_at_end()
+                self.storage.cancel_pending_plans(self.run_id)
+                self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")
+                self._save_state(now)
+                if self.pipeline.broker.pending_exits:
+                    log.error("При остановке %d выход(ов) не записаны в журнал (хранилище недоступно): позиции "
+                              "остаются открытыми в журнале и будут подхвачены при следующем старте",
+                              len(self.pipeline.broker.pending_exits))
+            except StorageError as exc:
+                saved = False
+                log.error("storage error while stopping: %s; the journal keeps what was committed, the next start "
+                          "reconciles", exc)
+        if not saved or self.storage_degraded:
+            status = "failed"
         # runner_up 0 marks a PLANNED stop (alerts stay quiet); a failed loop keeps 1 so
         # that the disappearing exporter pages (RunnerHeartbeatLost / MetricsDeadman).
         self.live.runner_up = 0 if status == "stopped" else 1
         self.live.runner_last_cycle_ts = now
-        self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")
-        self._save_state(now)
         self.notify("run_stopped", f"run {self.run_id} {status}: {self.stop_reason}", component="runner",
                     fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen,
                             "fills": self.pipeline.fills_seen, "bars": sum(self.live.bars_total.values()),
                             "anomalies": {f"{feed}:{kind}": n for (feed, kind), n in self.live.anomalies_total.items()}},
                     log=False)
-        self.storage.end_run(self.run_id, status=status, ts=now)
         try:
-            from prod_core.reports import write_run_report
+            self.storage.end_run(self.run_id, status=status, ts=now)
+            if not self.replay and not self.lease_lost:
+                self.storage.release_lease(self.account, self.run_id)
+        except StorageError as exc:
+            status = "failed"
+            log.error("storage error while stopping: %s; the run stays 'running' until the next start marks it "
+                      "crashed", exc)
+        if status != "failed" or self.storage_degraded is False:
+            try:
+                from prod_core.reports import write_run_report
 
-            folder = write_run_report(self.storage, self.run_id, Path(self.settings.reports_dir), self.log_path)
-            log.info("Отчёт: %s", folder)
-        except Exception as exc:  # a failed report must not lose the run
-            self.live.errors_total["reports"] = self.live.errors_total.get("reports", 0) + 1
-            log.error("report for run %s failed: %s", self.run_id, exc)
-        self.storage.close()
+                folder = write_run_report(self.storage, self.run_id, Path(self.settings.reports_dir), self.log_path)
+                log.info("Отчёт: %s", folder)
+            except Exception as exc:  # a failed report must not lose the run
+                self.live.errors_total["reports"] = self.live.errors_total.get("reports", 0) + 1
+                log.error("report for run %s failed: %s", self.run_id, exc)
+        self.storage.close_quietly()
         log.info("Paper-loop остановлен (run_id=%s)", self.run_id)
         self._copy_log()
         self._linger()
         self.exporter.stop()
         self.events_csv.close()
         logging.shutdown()
+        return status
 
     def _copy_log(self) -> None:
         folder = Path(self.settings.reports_dir) / f"run_{self.run_id}"

@@ -35,6 +35,9 @@ class OperatorControl:
         storage = self.runner.storage
         for cmd in storage.pending_commands():
             status, result = self._apply(cmd)
+            # The state it left is journaled first: a crash before the command row is marked
+            # re-applies it at the next start, where it is refused as already in force.
+            self.runner.journal_command(cmd, status, result)
             now = time.time()
             storage.mark_command(cmd["id"], status=status, result=result, ts=now, run_id=self.runner.run_id)
             storage.add_audit(ts=now, actor=cmd["actor"], action=cmd["command"], comment=cmd["comment"] or "",
@@ -46,7 +49,6 @@ class OperatorControl:
                                severity="warning" if status == "refused" else "info", component="operator",
                                fields={"command": cmd["command"], "args": cmd["args"], "status": status,
                                        "comment": cmd["comment"], "actor": cmd["actor"]})
-            self.runner.persist_state()
 
     def _apply(self, cmd: dict) -> tuple[str, str]:
         name = cmd["command"]

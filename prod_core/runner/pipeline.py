@@ -12,8 +12,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from time import perf_counter_ns
 
+from prod_core.account import TRANSITION_FIELDS, cash_delta, lot_body, state_body
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime
 from prod_core.execution import ClosedTrade, PaperBroker
@@ -22,6 +24,7 @@ from prod_core.portfolio import BookSnapshot, PortfolioController, fit
 from prod_core.regime import RegimeDetector, RegimeParams
 from prod_core.risk import GovernanceState, RiskSnapshot, day_of, evaluate, mark_open_r, on_entry_filled, on_trade_closed
 from prod_core.risk.ledger import roll_day
+from prod_core.storage import AccountWrite, LeaseLost, StorageError, journal_fill_row, journal_row
 from prod_core.strategies import build_strategies
 from prod_core.strategies.base import Strategy
 
@@ -48,9 +51,19 @@ class Pipeline:
         wall_clock: Callable[[], float] = time.time,
         equity_every: int = 1,
         timing_every: int = 1,
-        persist: Callable[[], None] = lambda: None,
+        account: str = "paper",
+        immediate: bool = True,
+        on_storage_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.run_id = run_id
+        self.account = account
+        # Paper mode commits every fill and transition at once; a replay batches them.
+        self.immediate = immediate
+        self.on_storage_error = on_storage_error
+        self.storage_ok = True
+        self._journaled_key: tuple | None = None
+        self._gov_dirty = False
+        self._close_info: tuple | None = None
         self.instruments = instruments
         self._can_short = {s: i.can_short for s, i in instruments.items()}
         self.storage = storage
@@ -65,7 +78,6 @@ class Pipeline:
         self._timing_countdown = 1
         self.live_from_ms = 0
         self.last_ts: dict[str, int] = {}
-        self.persist = persist
         self.portfolio = PortfolioController(tuple(instruments), gov.portfolio)
         self._sym_index = {s: i for i, s in enumerate(instruments)}
         self._rets: list[float | None] = [None] * len(instruments)
@@ -211,6 +223,7 @@ class Pipeline:
             safe_mode=self.effective_safe_mode,
             holds=frozenset(state.holds),
             feed_ok=self.feed_ok,
+            storage_ok=self.storage_ok,
         )
         decision = evaluate(plan, snap, self.gov)
         t1 = perf_counter_ns()
@@ -321,8 +334,17 @@ class Pipeline:
 
     # ------------------------------------------------------------ accounting
     def _mark(self) -> None:
-        ladder = (self.state.throttled, self.state.dd_stopped)
-        engaged = mark_open_r(self.state, self.broker.open_r(), self.gov)
+        st = self.state
+        peak, max_dd, lock = st.peak_r, st.max_dd_r, st.lock_reason
+        ladder = (st.throttled, st.dd_stopped)
+        engaged = mark_open_r(st, self.broker.open_r(), self.gov)
+        if (st.throttled, st.dd_stopped) != ladder or st.lock_reason != lock:
+            self.journal_governance("lock_engaged" if engaged else "drawdown_ladder")
+        elif st.peak_r != peak or st.max_dd_r != max_dd:
+            if self.immediate:
+                self.journal_governance("peak")
+            else:
+                self._gov_dirty = True  # a replay journals the peak with its next checkpoint
         if engaged:
             self._lock_engaged(engaged)
         self._ladder_events(ladder)
@@ -336,7 +358,6 @@ class Pipeline:
                         f"{self.gov.drawdown.no_entries_at_r}R, новые входы запрещены до `cli reset-dd --comment`",
                         severity="critical", component="risk",
                         fields={"dd_state": round(state.dd_state, 4), "max_dd_r": round(state.max_dd_r, 4)})
-            self.persist()
         elif state.throttled != before[0] and not state.dd_stopped:
             self.notify("drawdown_throttle", f"Drawdown-ladder: {'throttled' if state.throttled else 'normal'} "
                         f"(dd_state={state.dd_state:.2f}R)", component="risk",
@@ -347,10 +368,76 @@ class Pipeline:
         state = self.state
         if limit is not None and not state.kill_switch and state.max_dd_r >= limit:
             state.kill_switch = True
+            self.journal_governance("kill_switch", {"auto": True, "max_dd_r": state.max_dd_r})
             self.notify("kill_switch", f"Kill-switch включён автоматически: max_dd_r={state.max_dd_r:.2f} >= {limit}",
                         severity="critical", component="risk", fields={"max_dd_r": state.max_dd_r, "auto": True})
             self.flatten_all(self.now_ms())
-            self.persist()
+
+    # ------------------------------------------------------------- journal
+    def _transition_key(self) -> tuple:
+        st = self.state
+        return (st.peak_r, st.max_dd_r, st.dd_epoch, st.dd_stopped, st.throttled, st.lock_reason, st.kill_switch,
+                tuple(st.holds), st.config_hash, st.day, st.day_start_closed_r, st.trades_today,
+                st.consecutive_losses)
+
+    def snapshot(self, state=None, cash_usd: float | None = None) -> dict:
+        """The account's saved state: governance state plus cash (what reconcile compares)."""
+        data = (state or self.state).to_dict()
+        data["cash_usd"] = self.broker.cash_usd if cash_usd is None else cash_usd
+        return data
+
+    def _commit(self, write: AccountWrite) -> bool:
+        try:
+            self.storage.commit_account(write, immediate=self.immediate)
+        except LeaseLost:
+            raise
+        except StorageError as exc:
+            self.storage_failed(exc)
+            return False
+        self.storage_ok = True
+        return True
+
+    def storage_failed(self, exc: Exception) -> None:
+        """A write failed: no new entries until storage works again (exits keep being tried)."""
+        self.storage_ok = False
+        if self.on_storage_error is not None:
+            self.on_storage_error(exc)
+
+    def journal_governance(self, event: str, details: dict | None = None, *, force: bool = False) -> bool:
+        """Journal the governance state (a transition that is not a fill) with the saved snapshot.
+
+        Without ``force`` nothing is written unless a journaled field changed. False when the
+        write failed: the change stays in force in memory and is journaled at the next try.
+        """
+        key = self._transition_key()
+        if not force and key == self._journaled_key:
+            return True
+        body = {"state": state_body(self.state, counters=True), "details": details or {}}
+        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                             entries=(journal_row(self.now_ms(), "governance", event, body),),
+                             snapshot=self.snapshot())
+        if not self._commit(write):
+            self._gov_dirty = True
+            return False
+        self._journaled_key = key
+        self._gov_dirty = False
+        return True
+
+    def mark_journaled(self) -> None:
+        """The state in memory is the journal's (after the start-up fold)."""
+        self._journaled_key = self._transition_key()
+        self._gov_dirty = False
+
+    def save_snapshot(self) -> None:
+        """Periodic save: journal what changed (peak, a transition whose write failed), then the
+        snapshot with the marks; raises ``StorageError`` when storage is down."""
+        if self._gov_dirty or self._transition_key() != self._journaled_key:
+            if not self.journal_governance("checkpoint"):
+                raise StorageError("the governance checkpoint could not be journaled")
+            return
+        if self.immediate:
+            self.storage.commit_account(AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                                                     entries=(), snapshot=self.snapshot()))
 
     def now_ms(self) -> int:
         """The pipeline's clock: the last bar's time in replay, the wall clock in paper mode."""
@@ -404,7 +491,6 @@ class Pipeline:
 
     def _lock_engaged(self, reason: str) -> None:
         self.live.daily_lock_reason = self.effective_lock
-        self.persist()
         self.notify(
             "lock_engaged",
             f"Дневной лок включён: {reason}",
@@ -418,9 +504,13 @@ class Pipeline:
         day_ms = 86_400_000
         self._next_day_ms = (ts_ms // day_ms + 1) * day_ms
         state = self.state
-        if roll_day(state, day_of(ts_ms / 1000.0)) and state.lock_reason != "limits_ok":
-            reason = state.lock_reason
+        if not roll_day(state, day_of(ts_ms / 1000.0)):
+            return
+        reason = state.lock_reason
+        if reason != "limits_ok":
             state.lock_reason = "limits_ok"
+        self.journal_governance("day_roll", {"day": state.day, "lock_reset": reason != "limits_ok"})
+        if reason != "limits_ok":
             self.live.daily_lock_reason = self.effective_lock
             self.notify("lock_reset", f"new simulated day {state.day}: lock {reason} reset", component="risk",
                         fields={"reason": reason, "day": state.day, "automatic": True})
@@ -443,8 +533,8 @@ class Pipeline:
 
     def tick(self, now_s: float) -> None:
         """Once-a-second housekeeping in paper mode: roll the UTC day of the counters."""
-        if self.clock_mode == "wall":
-            roll_day(self.state, day_of(now_s))
+        if self.clock_mode == "wall" and roll_day(self.state, day_of(now_s)):
+            self.journal_governance("day_roll", {"day": self.state.day})
 
     # ------------------------------------------------------------ broker sink
     def on_order(self, order: Order) -> None:
@@ -469,8 +559,7 @@ class Pipeline:
             window.popleft()
         self.live.execution_reject_rate = sum(window) / len(window)
 
-    def on_fill(self, fill: Fill) -> None:
-        self.storage.record_fill(self.run_id, fill)  # durable before anything else sees it
+    def _fill_seen(self, fill: Fill) -> None:
         self.fills_seen += 1
         key = (fill.symbol, fill.reason.value)
         fills_total = self.live.fills_total
@@ -480,27 +569,58 @@ class Pipeline:
                     fields={"fill_id": fill.fill_id, "price": fill.price, "qty": fill.qty, "fee_usd": round(fill.fee_usd, 6),
                             "reason": fill.reason.value}, log=False)
 
+    def _adopt(self, new) -> None:
+        state = self.state
+        for name in state.__slots__:
+            setattr(state, name, getattr(new, name))
+
+    def commit_open(self, fill: Fill, position: Position, decision: Decision) -> bool:
+        """Journal an entry fill with every consequence, then (only then) change the state."""
+        new = replace(self.state, holds=list(self.state.holds))
+        engaged = on_entry_filled(new, self.gov)
+        cash = self.broker.cash_usd + cash_delta(fill.side, fill.qty, fill.price, fill.fee_usd)
+        body = {"day": new.day, "lot": lot_body(position), "state": state_body(new, counters=False)}
+        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                             entries=(journal_fill_row(fill, "open", position.position_id, body),),
+                             snapshot=self.snapshot(new, cash), fill=fill, open_position=position)
+        if not self._commit(write):
+            return False
+        self._adopt(new)
+        self.mark_journaled()
+        self._close_info = (engaged,)
+        self._fill_seen(fill)
+        return True
+
+    def commit_close(self, trade: ClosedTrade) -> bool:
+        """Journal an exit fill, the closed position and the R it books, then change the state."""
+        p, fill = trade.position, trade.exit_fill
+        new = replace(self.state, holds=list(self.state.holds))
+        engaged = on_trade_closed(new, trade.trade_r, self.broker.open_r(exclude=p.symbol), self.gov)
+        cash = self.broker.cash_usd + cash_delta(fill.side, fill.qty, fill.price, fill.fee_usd)
+        body = {"day": new.day, "state": state_body(new, counters=False)}
+        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                             entries=(journal_fill_row(fill, "close", p.position_id, body),),
+                             snapshot=self.snapshot(new, cash), fill=fill,
+                             close=(p.position_id, fill.ts_ms, fill.price, fill.reason.value, trade.pnl_usd,
+                                    trade.trade_r))
+        ladder = (self.state.throttled, self.state.dd_stopped)
+        if not self._commit(write):
+            return False
+        self._adopt(new)
+        self.mark_journaled()
+        self._close_info = (engaged, ladder)
+        self._fill_seen(fill)
+        return True
+
     def on_open(self, position: Position, decision: Decision) -> None:
-        self.storage.upsert_position(self.run_id, position)
         self.storage.update_plan_status(self.run_id, position.plan_id, "filled")
-        engaged = on_entry_filled(self.state, self.gov)
+        engaged = self._close_info[0] if self._close_info else None
         if engaged:
             self._lock_engaged(engaged)
         self._mark()
 
     def on_close(self, trade: ClosedTrade) -> None:
-        p = trade.position
-        self.storage.close_position(
-            self.run_id,
-            p.position_id,
-            ts_close_ms=trade.exit_fill.ts_ms,
-            exit_price=trade.exit_fill.price,
-            exit_reason=trade.exit_fill.reason.value,
-            pnl_usd=trade.pnl_usd,
-            trade_r=trade.trade_r,
-        )
-        ladder = (self.state.throttled, self.state.dd_stopped)
-        engaged = on_trade_closed(self.state, trade.trade_r, self.broker.open_r(), self.gov)
+        engaged, ladder = self._close_info or (None, (self.state.throttled, self.state.dd_stopped))
         if engaged:
             self._lock_engaged(engaged)
         self._ladder_events(ladder)
@@ -522,29 +642,18 @@ class Pipeline:
         self._refresh_account()
 
     def persist_marks(self) -> None:
-        """Write the current marks of open positions (heartbeat and stop), so a restart sees them."""
-        for p in self.broker.positions.values():
-            self.storage.upsert_position(self.run_id, p)
+        """Buffer the current marks of open positions (heartbeat and stop), so a restart sees them."""
+        if self.broker.positions:
+            self.storage.mark_positions(self.run_id, list(self.broker.positions.values()))
 
-    def restore_positions(self, rows: list[dict], *, flatten_at_mark: bool, ts_ms: int) -> None:
-        """Adopt the account's open positions from storage.
+    def restore_positions(self, positions: list[Position], *, flatten_at_mark: bool, ts_ms: int) -> None:
+        """Adopt the account's open positions (as the journal has them).
 
         A simulated market does not continue across runs (a new sim starts its own price
         path), so with ``flatten_at_mark`` carried positions are closed at their last
         recorded mark instead of being re-marked on unrelated prices.
         """
-        from prod_core.domain import Side
-
-        positions = [
-            Position(
-                position_id=r["position_id"], plan_id=r["plan_id"], strategy=r["strategy"], symbol=r["symbol"],
-                side=Side(r["side"]), qty=r["qty"], entry_price=r["entry_price"], stop=r["stop"], target=r["target"],
-                ts_open_ms=r["ts_open_ms"], nominal_r_usd=r["nominal_r_usd"], entry_fee_usd=r["entry_fee_usd"],
-                last_price=r["last_price"],
-            )
-            for r in rows
-            if r["symbol"] in self.instruments
-        ]
+        positions = [p for p in positions if p.symbol in self.instruments]
         self.broker.restore(positions)
         if flatten_at_mark:
             for p in positions:

@@ -4,11 +4,32 @@
 WAL mode and upgrades its schema through the versioned, forward-only ``MIGRATIONS``. Runs,
 plans, orders, fills, positions, equity snapshots and telemetry events carry their
 ``run_id``; governance state and audit belong to the paper account. Hot-path writes are
-buffered and flushed in one transaction per interval or N rows, while ``record_fill`` is
-durable before it returns. Every failure surfaces as ``StorageError`` with the path and the fix.
+buffered and flushed in one transaction per interval or N rows, while ``commit_account``
+journals a fill with every consequence in one transaction before it returns. Every failure surfaces as ``StorageError`` with the path and the fix.
 """
 
 from prod_core.storage.migrations import LATEST_VERSION, MIGRATIONS, StorageError
-from prod_core.storage.sqlite import EXPORT_TABLES, RUN_TABLES, Storage, resolve_sqlite_path
+from prod_core.storage.sqlite import (
+    EXPORT_TABLES,
+    RUN_TABLES,
+    AccountWrite,
+    LeaseLost,
+    Storage,
+    journal_fill_row,
+    journal_row,
+    resolve_sqlite_path,
+)
 
-__all__ = ["EXPORT_TABLES", "LATEST_VERSION", "MIGRATIONS", "RUN_TABLES", "Storage", "StorageError", "resolve_sqlite_path"]
+__all__ = [
+    "EXPORT_TABLES",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "RUN_TABLES",
+    "AccountWrite",
+    "LeaseLost",
+    "Storage",
+    "StorageError",
+    "journal_fill_row",
+    "journal_row",
+    "resolve_sqlite_path",
+]

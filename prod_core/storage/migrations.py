@@ -215,10 +215,86 @@ CREATE TABLE exports (
 CREATE INDEX idx_exports_run ON exports (run_id, ts);
 """
 
+# v4: the account is its journal.
+# - journal: every fill (with its consequences) and every governance transition of an account,
+#   sequence-numbered; never deleted with a run (rotation keeps it), so the account can always
+#   be rebuilt. fill_id is unique for the life of the database.
+# - leases: one writer per account (run id, pid, host, heartbeat).
+# - positions gains the account it belongs to and a 'void' status (a saved position the journal
+#   does not know, voided by reconciliation instead of being deleted).
+_V4_JOURNAL = """
+CREATE TABLE journal (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    account      TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    ts_ms        BIGINT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('open', 'fill', 'governance')),
+    event        TEXT NOT NULL,
+    fill_id      TEXT UNIQUE,
+    position_id  TEXT,
+    symbol       TEXT,
+    side         TEXT,
+    qty          DOUBLE PRECISION,
+    price        DOUBLE PRECISION,
+    fee_usd      DOUBLE PRECISION,
+    reason       TEXT,
+    body_json    TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX idx_journal_account ON journal (account, seq);
+
+CREATE TABLE leases (
+    account       TEXT PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    host          TEXT NOT NULL,
+    acquired_at   DOUBLE PRECISION NOT NULL,
+    heartbeat_at  DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE positions_v4 (
+    run_id         TEXT NOT NULL REFERENCES runs(run_id),
+    account        TEXT NOT NULL DEFAULT 'paper',
+    position_id    TEXT PRIMARY KEY,
+    plan_id        TEXT NOT NULL,
+    strategy       TEXT NOT NULL,
+    symbol         TEXT NOT NULL,
+    side           TEXT NOT NULL,
+    qty            DOUBLE PRECISION NOT NULL,
+    entry_price    DOUBLE PRECISION NOT NULL,
+    stop           DOUBLE PRECISION NOT NULL,
+    target         DOUBLE PRECISION NOT NULL,
+    ts_open_ms     BIGINT NOT NULL,
+    nominal_r_usd  DOUBLE PRECISION NOT NULL,
+    entry_fee_usd  DOUBLE PRECISION NOT NULL,
+    last_price     DOUBLE PRECISION NOT NULL,
+    status         TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed', 'void')),
+    ts_close_ms    BIGINT,
+    exit_price     DOUBLE PRECISION,
+    exit_reason    TEXT,
+    pnl_usd        DOUBLE PRECISION,
+    trade_r        DOUBLE PRECISION
+);
+INSERT INTO positions_v4 (run_id, account, position_id, plan_id, strategy, symbol, side, qty, entry_price, stop,
+    target, ts_open_ms, nominal_r_usd, entry_fee_usd, last_price, status, ts_close_ms, exit_price, exit_reason,
+    pnl_usd, trade_r)
+SELECT p.run_id,
+       CASE WHEN r.feed = 'replay' THEN 'replay:' || p.run_id ELSE 'paper' END,
+       p.position_id, p.plan_id, p.strategy, p.symbol, p.side, p.qty, p.entry_price, p.stop, p.target, p.ts_open_ms,
+       p.nominal_r_usd, p.entry_fee_usd, p.last_price, p.status, p.ts_close_ms, p.exit_price, p.exit_reason,
+       p.pnl_usd, p.trade_r
+FROM positions p LEFT JOIN runs r ON r.run_id = p.run_id;
+DROP TABLE positions;
+ALTER TABLE positions_v4 RENAME TO positions;
+CREATE INDEX idx_positions_status ON positions (status);
+CREATE INDEX idx_positions_run ON positions (run_id);
+CREATE INDEX idx_positions_account ON positions (account, status);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
     (3, "exports table: report exports and rotation archives of runs", _V3_EXPORTS),
+    (4, "account journal, writer leases, positions.account and the void status", _V4_JOURNAL),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -6,13 +6,17 @@ and the single writer coexist, and ``busy_timeout`` makes short write overlaps w
 
 Write paths:
 - buffered (hot path): ``add_plan``, ``update_plan_status``, ``add_order``, ``add_equity``,
-  ``add_event``, ``upsert_position`` only append a tuple to a list; ``flush`` writes every
+  ``add_event``, ``mark_positions`` only append a tuple to a list; ``flush`` writes every
   buffer in one transaction, ``maybe_flush`` does so every ``flush_rows`` rows or
   ``flush_interval_s`` seconds.
-- immediate: everything else commits before returning. ``record_fill`` and
-  ``close_position`` commit the pending buffers together with their own row, so a fill is
-  durable before it is reported anywhere else and the buffered rows that led to it are too.
-Reads flush first, so a process always sees its own writes.
+- the account journal: ``commit_account`` writes a fill (or a governance transition) with
+  every consequence (journal entry, fill row, position insert/close, the account's saved
+  snapshot) and the pending buffers in ONE transaction, so a fill is durable before it is
+  reported anywhere else. A replay may pass ``immediate=False`` to batch them into the flush.
+- immediate: everything else commits before returning.
+Reads flush first, so a process always sees its own writes. A busy database (another process
+holds the write lock) is retried with backoff for ``retry_window_s``; any other failure
+raises ``StorageError`` at once and leaves the buffers for the next try.
 
 Failed flush: the transaction is rolled back, the buffers are kept (nothing is lost
 silently) and ``StorageError`` is raised; the next flush retries.
@@ -22,16 +26,70 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from prod_core.domain.types import Fill, Order, Position
+from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
 
-__all__ = ["EXPORT_TABLES", "RUN_TABLES", "Storage", "StorageError", "resolve_sqlite_path"]
+__all__ = [
+    "EXPORT_TABLES",
+    "RUN_TABLES",
+    "AccountWrite",
+    "LeaseLost",
+    "Storage",
+    "StorageError",
+    "journal_fill_row",
+    "journal_row",
+    "resolve_sqlite_path",
+]
+
+# A busy database (another process holds the write lock) is retried with backoff for this
+# long before the write counts as failed. A lease is stale only well after this window.
+RETRY_WINDOW_S = 20.0
+BUSY_TIMEOUT_MS = 500
+
+
+class LeaseLost(StorageError):
+    """Another runner took over this account's lease: this process must stop writing it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountWrite:
+    """One journal commit: entries plus every consequence, written in ONE transaction.
+
+    ``entries`` are ``journal_row``/``journal_fill_row`` tuples. ``fill`` goes to the run's
+    fills table, ``open_position`` is inserted (a duplicate id is an error), ``close`` is
+    ``(position_id, ts_close_ms, exit_price, exit_reason, pnl_usd, trade_r)`` and must close
+    exactly one open row, ``snapshot`` replaces the account's saved state.
+    """
+
+    account: str
+    run_id: str
+    ts: float
+    entries: tuple[tuple[Any, ...], ...]
+    snapshot: dict[str, Any]
+    fill: Fill | None = None
+    open_position: Position | None = None
+    close: tuple[str, int, float, str, float, float] | None = None
+
+
+def journal_row(ts_ms: int, kind: str, event: str, body: dict[str, Any]) -> tuple[Any, ...]:
+    """A journal entry that is not a fill (account opened, governance transition)."""
+    return (int(ts_ms), kind, event, None, None, None, None, None, None, None, None,
+            json.dumps(body, sort_keys=True, default=str))  # fmt: skip
+
+
+def journal_fill_row(fill: Fill, event: str, position_id: str, body: dict[str, Any]) -> tuple[Any, ...]:
+    """A fill's journal entry: ``event`` is ``open`` or ``close`` of ``position_id``."""
+    return (fill.ts_ms, "fill", event, fill.fill_id, position_id, fill.symbol, _val(fill.side), fill.qty,
+            fill.price, fill.fee_usd, _val(fill.reason), json.dumps(body, sort_keys=True, default=str))  # fmt: skip
 
 # Tables ``table_rows`` may export, each filtered by its run_id column.
 EXPORT_TABLES: tuple[str, ...] = (
@@ -69,17 +127,26 @@ _SQL_UPSERT_ORDER = (
     " ON CONFLICT (run_id, order_id) DO UPDATE SET status = excluded.status,"
     " reject_reason = excluded.reject_reason, qty = excluded.qty"
 )
-# The position row belongs to the run that currently manages it (a restart carries it over).
-# A closed position is never reopened by a late upsert.
-_SQL_UPSERT_POSITION = (
-    "INSERT INTO positions (run_id, position_id, plan_id, strategy, symbol, side, qty, entry_price,"
+# Position rows: inserted by the opening fill's commit (a repeated id is an error), marked on
+# the heartbeat, closed by the closing fill's commit. The row belongs to the run that manages
+# it now (a restart adopts it). Each write must hit exactly one open row.
+_SQL_INSERT_POSITION = (
+    "INSERT INTO positions (run_id, account, position_id, plan_id, strategy, symbol, side, qty, entry_price,"
     " stop, target, ts_open_ms, nominal_r_usd, entry_fee_usd, last_price, status)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')"
-    " ON CONFLICT (position_id) DO UPDATE SET run_id = excluded.run_id, qty = excluded.qty,"
-    " entry_price = excluded.entry_price, stop = excluded.stop, target = excluded.target,"
-    " nominal_r_usd = excluded.nominal_r_usd, entry_fee_usd = excluded.entry_fee_usd,"
-    " last_price = excluded.last_price"
-    " WHERE positions.status = 'open'"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')"
+)
+_SQL_MARK_POSITION = "UPDATE positions SET last_price = ?, run_id = ? WHERE position_id = ? AND status = 'open'"
+_SQL_CLOSE_POSITION = (
+    "UPDATE positions SET run_id = ?, status = 'closed', ts_close_ms = ?, exit_price = ?, last_price = ?,"
+    " exit_reason = ?, pnl_usd = ?, trade_r = ? WHERE position_id = ? AND status = 'open'"
+)
+_SQL_INSERT_JOURNAL = (
+    "INSERT INTO journal (account, run_id, ts_ms, kind, event, fill_id, position_id, symbol, side, qty, price,"
+    " fee_usd, reason, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_UPSERT_SNAPSHOT = (
+    "INSERT INTO governance_state (account, state_json, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (account) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at"
 )
 _SQL_INSERT_EQUITY = (
     "INSERT INTO equity (run_id, ts_ms, equity_usd, cash_usd, pnl_cum_r, dd_state, max_dd_r,"
@@ -150,11 +217,19 @@ class Storage:
         self._plans: list[tuple[Any, ...]] = []
         self._plan_updates: list[tuple[str, str, str]] = []
         self._orders: list[tuple[Any, ...]] = []
-        self._positions: dict[str, tuple[Any, ...]] = {}
+        self._marks: list[tuple[Any, ...]] = []
         self._equity: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
+        self._account_writes: list[AccountWrite] = []
         self._buffered = 0
         self._last_flush_s: float | None = None
+        # Busy-database retries: counted (a metric), reported through ``on_retry`` (a log line).
+        self.retry_window_s = RETRY_WINDOW_S
+        self.retries = 0
+        self.on_retry: Callable[[int, float, str], None] | None = None
+        self._lease: tuple[str, str] | None = None  # (account, run_id) this process holds
+        self.mark_misses: list[str] = []  # position ids whose mark matched no open row
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     # ------------------------------------------------------------------ open / close
 
@@ -204,6 +279,18 @@ class Storage:
             self._closed = True
             self._conn.close()
 
+    def close_quietly(self) -> None:
+        """Close after a failure: try to flush, and close the connection whatever happens."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except StorageError:
+            pass
+        finally:
+            self._closed = True
+            self._conn.close()
+
     def __enter__(self) -> Storage:
         return self
 
@@ -227,46 +314,82 @@ class Storage:
 
     # ------------------------------------------------------------------ transactions
 
+    @staticmethod
+    def _is_busy(exc: sqlite3.Error) -> bool:
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried with backoff while another process holds the write lock."""
+        started = time.monotonic()
+        delay = 0.05
+        attempt = 0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.Error as exc:
+                waited = time.monotonic() - started
+                if not self._is_busy(exc) or waited >= self.retry_window_s:
+                    raise StorageError(
+                        f"database {self.path}: cannot start a write transaction"
+                        f"{f' after {waited:.0f} s of retries' if attempt else ''}: {exc}"
+                    ) from exc
+                attempt += 1
+                self.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(attempt, waited, str(exc))
+                time.sleep(min(delay, max(0.0, self.retry_window_s - waited)))
+                delay = min(delay * 2.0, 1.0)
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, wait busy_timeout)."""
+        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, retry while busy)."""
         conn = self._db()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StorageError(f"database {self.path}: cannot start a write transaction: {exc}") from exc
+        self._begin(conn)
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"database {self.path}: write failed and was rolled back: {exc}") from exc
             raise
 
     def _write_buffers(self, conn: sqlite3.Connection) -> None:
-        # Order matters: a plan insert precedes its status updates; orders before fills.
+        # Order matters: a plan insert precedes its status updates; orders before fills;
+        # journal commits keep the order they were made in.
         if self._plans:
             conn.executemany(_SQL_INSERT_PLAN, self._plans)
         if self._plan_updates:
             conn.executemany(_SQL_UPDATE_PLAN, self._plan_updates)
         if self._orders:
             conn.executemany(_SQL_UPSERT_ORDER, self._orders)
-        if self._positions:
-            conn.executemany(_SQL_UPSERT_POSITION, self._positions.values())
+        for mark in self._marks:
+            # A mark that hits no open row is reported (``mark_misses``), never silently dropped; it
+            # does not fail the flush, which would hold every other buffered row hostage.
+            if conn.execute(_SQL_MARK_POSITION, mark).rowcount != 1:
+                self.mark_misses.append(mark[2])
+        crash_point("mid_flush")
         if self._equity:
             conn.executemany(_SQL_INSERT_EQUITY, self._equity)
         if self._events:
             conn.executemany(_SQL_INSERT_EVENT, self._events)
+        for write in self._account_writes:
+            self._write_account(conn, write)
 
     def _clear_buffers(self) -> None:
         self._plans = []
         self._plan_updates = []
         self._orders = []
-        self._positions = {}
+        self._marks = []
         self._equity = []
         self._events = []
+        self._account_writes = []
         self._buffered = 0
 
     @property
@@ -317,6 +440,11 @@ class Storage:
         ts: float,
         args: str = "",
     ) -> None:
+        if self._db().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+            raise StorageError(
+                f"run id {run_id!r} already exists in database {self.path}: run ids are unique for the life of "
+                f"the database; pass another --run-id or omit it for a fresh one"
+            )
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, mode, feed, started_at, heartbeat_at, status, config_hash,"
@@ -325,8 +453,25 @@ class Storage:
             )
 
     def heartbeat(self, run_id: str, ts: float) -> None:
+        """Heartbeat the run (and renew the account lease this process holds); writes the buffers too.
+
+        Raises ``LeaseLost`` when another runner took the lease over meanwhile.
+        """
         with self._tx() as conn:
+            self._write_buffers(conn)
             conn.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (ts, run_id))
+            if self._lease is not None:
+                account, owner = self._lease
+                cur = conn.execute(
+                    "UPDATE leases SET heartbeat_at = ? WHERE account = ? AND run_id = ?", (ts, account, owner)
+                )
+                if cur.rowcount != 1:
+                    row = conn.execute("SELECT run_id, pid, host FROM leases WHERE account = ?", (account,)).fetchone()
+                    raise LeaseLost(
+                        f"account {account}: the writer lease was taken over by "
+                        f"{'run %s (pid %s on %s)' % row if row else 'nobody'}; run {owner} stops writing the account"
+                    )
+        self._clear_buffers()
 
     def end_run(self, run_id: str, *, status: str, ts: float) -> None:
         """Flush everything, then mark the run ``stopped``, ``failed`` or ``crashed``."""
@@ -347,25 +492,40 @@ class Storage:
         """Newest first."""
         return self._query("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (int(limit),))
 
-    def mark_stale_runs(self, now_s: float, max_age_s: float) -> list[str]:
-        """Runs still ``running`` with no heartbeat for ``max_age_s`` become ``crashed``; return their ids."""
+    def mark_stale_runs(self, now_s: float, max_age_s: float, *, keep: str | None = None) -> list[tuple[str, float]]:
+        """Runs still ``running`` with no heartbeat for ``max_age_s`` become ``crashed``.
+
+        Returns ``(run_id, seconds since its last heartbeat)`` for each. ``keep`` (a run id) is
+        never marked. Their pending plans, which no process will fill any more, are cancelled.
+        """
         cutoff = now_s - max_age_s
         with self._tx() as conn:
             stale = [
-                r[0]
+                (r[0], now_s - float(r[1]))
                 for r in conn.execute(
-                    "SELECT run_id FROM runs WHERE status = 'running'"
-                    " AND COALESCE(heartbeat_at, started_at) < ? ORDER BY started_at",
-                    (cutoff,),
+                    "SELECT run_id, COALESCE(heartbeat_at, started_at) FROM runs WHERE status = 'running'"
+                    " AND COALESCE(heartbeat_at, started_at) < ? AND run_id != ? ORDER BY started_at",
+                    (cutoff, keep or ""),
                 )
             ]
-            if stale:
-                conn.executemany(
+            for run_id, _ in stale:
+                conn.execute(
                     "UPDATE runs SET status = 'crashed', ended_at = COALESCE(heartbeat_at, started_at)"
                     " WHERE run_id = ? AND status = 'running'",
-                    [(r,) for r in stale],
+                    (run_id,),
                 )
         return stale
+
+    def cancel_orphan_plans(self) -> dict[str, int]:
+        """Pending plans of runs that are no longer running -> cancelled; return counts per run."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT run_id, COUNT(*) FROM plans WHERE status = 'pending' AND run_id IN"
+                " (SELECT run_id FROM runs WHERE status != 'running') GROUP BY run_id"
+            ).fetchall()
+            for run_id, _ in rows:
+                conn.execute("UPDATE plans SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'", (run_id,))
+        return {r[0]: int(r[1]) for r in rows}
 
     # ------------------------------------------------------------------ feeds
 
@@ -455,62 +615,104 @@ class Storage:
     def orders(self, run_id: str) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM orders WHERE run_id = ? ORDER BY ts_ms, rowid", (run_id,))
 
-    def record_fill(self, run_id: str, fill: Fill) -> None:
-        """Commit the pending buffers and the fill in one transaction before returning."""
-        with self._tx() as conn:
-            self._write_buffers(conn)
-            conn.execute(
-                _SQL_INSERT_FILL,
-                (
-                    run_id, fill.fill_id, fill.order_id, fill.ts_ms, fill.symbol, _val(fill.side),
-                    fill.qty, fill.price, fill.fee_usd, _val(fill.reason), fill.liquidity,
-                ),
-            )  # fmt: skip
-        self._clear_buffers()
-
     def fills(self, run_id: str | None = None) -> list[dict[str, Any]]:
         if run_id is None:
             return self._query("SELECT * FROM fills ORDER BY ts_ms, rowid")
         return self._query("SELECT * FROM fills WHERE run_id = ? ORDER BY ts_ms, rowid", (run_id,))
 
-    # ------------------------------------------------------------------ positions
+    # ------------------------------------------------------------------ the account journal
 
-    def upsert_position(self, run_id: str, pos: Position) -> None:
-        """Buffer the position's current state (only the latest state per position is written)."""
-        self._positions[pos.position_id] = (
-            run_id, pos.position_id, pos.plan_id, pos.strategy, pos.symbol, _val(pos.side), pos.qty,
-            pos.entry_price, pos.stop, pos.target, pos.ts_open_ms, pos.nominal_r_usd, pos.entry_fee_usd,
-            pos.last_price,
-        )  # fmt: skip
-        self._buffered += 1
+    def _write_account(self, conn: sqlite3.Connection, w: AccountWrite) -> None:
+        """Every row of one journal commit; raises (and the caller rolls back) on any mismatch."""
+        if self._lease is not None and self._lease[0] == w.account:
+            row = conn.execute("SELECT run_id FROM leases WHERE account = ?", (w.account,)).fetchone()
+            if row is None or row[0] != self._lease[1]:
+                owner = row[0] if row else "nobody"
+                raise LeaseLost(
+                    f"account {w.account}: the writer lease now belongs to {owner}, not to run {self._lease[1]}; "
+                    f"this runner stops writing the account"
+                )
+        fill = w.fill
+        if fill is not None:
+            conn.execute(
+                _SQL_INSERT_FILL,
+                (
+                    w.run_id, fill.fill_id, fill.order_id, fill.ts_ms, fill.symbol, _val(fill.side),
+                    fill.qty, fill.price, fill.fee_usd, _val(fill.reason), fill.liquidity,
+                ),
+            )  # fmt: skip
+            crash_point("after_fill_insert")
+        conn.executemany(_SQL_INSERT_JOURNAL, [(w.account, w.run_id, *entry) for entry in w.entries])
+        pos = w.open_position
+        if pos is not None:
+            conn.execute(
+                _SQL_INSERT_POSITION,
+                (
+                    w.run_id, w.account, pos.position_id, pos.plan_id, pos.strategy, pos.symbol, _val(pos.side),
+                    pos.qty, pos.entry_price, pos.stop, pos.target, pos.ts_open_ms, pos.nominal_r_usd,
+                    pos.entry_fee_usd, pos.last_price,
+                ),
+            )  # fmt: skip
+        if w.close is not None:
+            position_id, ts_close_ms, exit_price, exit_reason, pnl_usd, trade_r = w.close
+            cur = conn.execute(
+                _SQL_CLOSE_POSITION,
+                (w.run_id, ts_close_ms, exit_price, exit_price, exit_reason, pnl_usd, trade_r, position_id),
+            )
+            if cur.rowcount != 1:
+                raise StorageError(
+                    f"database {self.path}: closing position {position_id} matched no open position; nothing of "
+                    f"this fill was written: run `python -m prod_core.cli reconcile --account {w.account}`"
+                )
+        conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, json.dumps(w.snapshot, sort_keys=True), w.ts))
+        crash_point("before_commit")
 
-    def close_position(
-        self,
-        run_id: str,
-        position_id: str,
-        *,
-        ts_close_ms: int,
-        exit_price: float,
-        exit_reason: Any,
-        pnl_usd: float,
-        trade_r: float,
-    ) -> bool:
-        """Close an open position durably (with the pending buffers); False if it was not open."""
+    def commit_account(self, write: AccountWrite, *, immediate: bool = True) -> None:
+        """Journal ``write`` with the pending buffers in ONE transaction (``immediate``), or buffer
+        it for the next flush (a replay, which can be rerun, batches its commits)."""
+        if not immediate:
+            self._account_writes.append(write)
+            self._buffered += 1
+            return
         with self._tx() as conn:
             self._write_buffers(conn)
-            cur = conn.execute(
-                "UPDATE positions SET run_id = ?, status = 'closed', ts_close_ms = ?, exit_price = ?,"
-                " last_price = ?, exit_reason = ?, pnl_usd = ?, trade_r = ?"
-                " WHERE position_id = ? AND status = 'open'",
-                (run_id, ts_close_ms, exit_price, exit_price, _val(exit_reason), pnl_usd, trade_r, position_id),
-            )
-            closed = cur.rowcount == 1
+            self._write_account(conn, write)
         self._clear_buffers()
-        return closed
+        crash_point("after_commit")
 
-    def open_positions(self) -> list[dict[str, Any]]:
-        """Open positions of the whole account (every run)."""
-        return self._query("SELECT * FROM positions WHERE status = 'open' ORDER BY ts_open_ms, rowid")
+    def journal(self, account: str) -> list[dict[str, Any]]:
+        """The account's journal in sequence order; ``body`` decoded from ``body_json``."""
+        rows = self._query("SELECT * FROM journal WHERE account = ? ORDER BY seq", (account,))
+        for row in rows:
+            row["body"] = json.loads(row.pop("body_json"))
+        return rows
+
+    def journal_size(self, account: str) -> int:
+        (n,) = self._db().execute("SELECT COUNT(*) FROM journal WHERE account = ?", (account,)).fetchone()
+        return int(n)
+
+    def accounts(self) -> list[str]:
+        """Accounts that have a journal or a saved state."""
+        rows = self._query(
+            "SELECT account FROM journal UNION SELECT account FROM governance_state ORDER BY account"
+        )
+        return [r["account"] for r in rows]
+
+    # ------------------------------------------------------------------ positions
+
+    def mark_positions(self, run_id: str, positions: list[Position]) -> None:
+        """Buffer the marks of open positions (written with the next flush or commit)."""
+        for p in positions:
+            self._marks.append((p.last_price, run_id, p.position_id))
+        self._buffered += len(positions)
+
+    def open_positions(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Open positions of one account, or of every account."""
+        if account is None:
+            return self._query("SELECT * FROM positions WHERE status = 'open' ORDER BY ts_open_ms, rowid")
+        return self._query(
+            "SELECT * FROM positions WHERE status = 'open' AND account = ? ORDER BY ts_open_ms, rowid", (account,)
+        )
 
     def closed_trades(self, run_id: str | None = None) -> list[dict[str, Any]]:
         if run_id is None:
@@ -519,6 +721,78 @@ class Storage:
             "SELECT * FROM positions WHERE status = 'closed' AND run_id = ? ORDER BY ts_close_ms, rowid",
             (run_id,),
         )
+
+    def repair_positions(
+        self, account: str, run_id: str, *, void: list[str], insert: list[Position], ts: float
+    ) -> None:
+        """Make the position rows agree with the journal: void rows it does not know, insert the
+        ones it has, and hand every open row to ``run_id``. One transaction."""
+        with self._tx() as conn:
+            for position_id in void:
+                cur = conn.execute(
+                    "UPDATE positions SET status = 'void', run_id = ?, ts_close_ms = ?, exit_reason = 'void_reconcile'"
+                    " WHERE position_id = ? AND account = ? AND status = 'open'",
+                    (run_id, int(ts * 1000), position_id, account),
+                )
+                if cur.rowcount != 1:
+                    raise StorageError(f"database {self.path}: position {position_id} to void is not open")
+            for pos in insert:
+                conn.execute("DELETE FROM positions WHERE position_id = ? AND status = 'void'", (pos.position_id,))
+                conn.execute(
+                    _SQL_INSERT_POSITION,
+                    (
+                        run_id, account, pos.position_id, pos.plan_id, pos.strategy, pos.symbol, _val(pos.side),
+                        pos.qty, pos.entry_price, pos.stop, pos.target, pos.ts_open_ms, pos.nominal_r_usd,
+                        pos.entry_fee_usd, pos.last_price,
+                    ),
+                )  # fmt: skip
+            conn.execute("UPDATE positions SET run_id = ? WHERE account = ? AND status = 'open'", (run_id, account))
+
+    # ------------------------------------------------------------------ writer lease
+
+    def acquire_lease(
+        self,
+        account: str,
+        run_id: str,
+        *,
+        pid: int,
+        host: str,
+        now: float,
+        takeover: Callable[[dict[str, Any]], str | None],
+    ) -> tuple[bool, dict[str, Any] | None, str]:
+        """Become the one writer of ``account``.
+
+        Returns ``(acquired, previous_holder, why)``. A lease held by another run is taken over
+        only when ``takeover(holder)`` gives a reason (owner dead, heartbeat stale); otherwise
+        nothing changes and ``acquired`` is False.
+        """
+        with self._tx() as conn:
+            cur = conn.execute("SELECT * FROM leases WHERE account = ?", (account,))
+            names = [d[0] for d in cur.description]
+            row = cur.fetchone()
+            holder = dict(zip(names, row, strict=True)) if row else None
+            why = ""
+            if holder is not None and holder["run_id"] != run_id:
+                why = takeover(holder) or ""
+                if not why:
+                    return False, holder, ""
+            conn.execute(
+                "INSERT INTO leases (account, run_id, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (account) DO UPDATE SET run_id = excluded.run_id, pid = excluded.pid,"
+                " host = excluded.host, acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
+                (account, run_id, pid, host, now, now),
+            )
+        self._lease = (account, run_id)
+        return True, holder, why
+
+    def release_lease(self, account: str, run_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM leases WHERE account = ? AND run_id = ?", (account, run_id))
+        self._lease = None
+
+    def lease(self, account: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM leases WHERE account = ?", (account,))
+        return rows[0] if rows else None
 
     # ------------------------------------------------------------------ equity and events (buffered)
 

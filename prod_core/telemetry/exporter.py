@@ -48,6 +48,8 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("runner_up", "runner_up", "1 while the paper loop runs, 0 during a planned stop or linger."),
     ("pending_plans", "pending_plans", "Trade plans waiting for execution."),
     ("drawdown_critical_threshold_r", "dd_critical_r", "max_dd_r level that is critical (alert threshold)."),
+    ("storage_write_failing", "storage_write_failing",
+     "1 while fills cannot be journaled (disk full, read-only, lasting lock): new entries are halted."),
 )
 
 # "le" label values formatted like prometheus_client's own histograms.
@@ -136,6 +138,8 @@ class TelemetryCollector(Collector):
         yield _counter("orders", "Orders by status.", ["status"], orders)
         yield _counter("fills", "Fills by symbol and reason.", ["symbol", "reason"], fills)
         yield _counter("errors", "Errors by component.", ["component"], dict(live.errors_total))
+        yield CounterMetricFamily("storage_retries", "Writes retried because another process held the DB write lock.",
+                                  value=live.storage_retries)
 
         yield from self._topology(feed_health, bars, plans, orders, fills, anomalies)
 

@@ -86,7 +86,7 @@ class LiveMetrics:
         "regime", "equity_usd", "pnl_cum_r", "open_positions_count",
         "exposure_gross_pct", "exposure_net_pct", "portfolio_safe_mode", "kill_switch_state",
         "runner_last_cycle_ts", "runner_up", "execution_reject_rate", "pending_plans",
-        "stage_sla_ms", "alert_test",
+        "stage_sla_ms", "alert_test", "storage_write_failing", "storage_retries",
         "bars_total", "anomalies_total", "plans_total", "orders_total", "fills_total",
         "errors_total", "stage_times",
     )
@@ -128,6 +128,9 @@ class LiveMetrics:
         self.pending_plans: int = 0
         self.stage_sla_ms: float = 50.0
         self.alert_test: dict[str, str] = {}
+        # 1 while fills cannot be journaled (full disk, read-only, lasting lock): entries halted
+        self.storage_write_failing: int = 0
+        self.storage_retries: int = 0  # busy-database write retries (counter)
 
         # counters, pre-seeded so every series exists from the first scrape
         self.bars_total: dict[str, int] = {s: 0 for s in self.symbols}

@@ -133,9 +133,21 @@ class RecordingSink:
         self.orders.append(order)
         self.events.append(("order", order))
 
+    accept: bool = True  # False: every commit fails, as when storage cannot journal
+
     def on_fill(self, fill: Fill) -> None:
         self.fills.append(fill)
         self.events.append(("fill", fill))
+
+    def commit_open(self, fill: Fill, position: Position, decision: Decision) -> bool:
+        if self.accept:
+            self.on_fill(fill)
+        return self.accept
+
+    def commit_close(self, trade: ClosedTrade) -> bool:
+        if self.accept:
+            self.on_fill(trade.exit_fill)
+        return self.accept
 
     def on_open(self, position: Position, decision: Decision) -> None:
         self.opens.append((position, decision))
@@ -147,3 +159,24 @@ class RecordingSink:
 
     def rejected(self) -> list[Order]:
         return [o for o in self.orders if o.status.value == "rejected"]
+
+
+def open_write(fill: Fill, position: Position, *, run_id: str, account: str = "paper", ts: float = 0.0):
+    """An ``AccountWrite`` that journals ``fill`` opening ``position`` (storage tests)."""
+    from prod_core.account import lot_body
+    from prod_core.storage import AccountWrite, journal_fill_row
+
+    body = {"day": "", "lot": lot_body(position), "state": {}}
+    return AccountWrite(account=account, run_id=run_id, ts=ts, snapshot={},
+                        entries=(journal_fill_row(fill, "open", position.position_id, body),),
+                        fill=fill, open_position=position)
+
+
+def close_write(fill: Fill, position_id: str, *, run_id: str, account: str = "paper", pnl_usd: float = 0.0,
+                trade_r: float = 0.0, ts: float = 0.0):
+    """An ``AccountWrite`` that journals ``fill`` closing ``position_id`` (storage tests)."""
+    from prod_core.storage import AccountWrite, journal_fill_row
+
+    return AccountWrite(account=account, run_id=run_id, ts=ts, snapshot={},
+                        entries=(journal_fill_row(fill, "close", position_id, {"day": "", "state": {}}),),
+                        fill=fill, close=(position_id, fill.ts_ms, fill.price, fill.reason.value, pnl_usd, trade_r))

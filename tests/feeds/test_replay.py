@@ -47,13 +47,13 @@ def _run_pipeline(feed: ReplayFeed):
     pipe = Pipeline(run_id="replay-test", gov=gov, instruments=inst, storage=_NullStorage(), live=live,
                     notify=lambda *a, **k: None, state=GovernanceState(), feed_name=feed.name, clock_mode="bar")
     fills = []
-    record = pipe.on_fill
+    record = pipe._fill_seen  # called once per fill, after it is journaled
 
     def on_fill(fill):
         fills.append((fill.ts_ms, fill.symbol, fill.side.value, round(fill.qty, 12), fill.price, fill.reason.value))
         record(fill)
 
-    pipe.on_fill = on_fill
+    pipe._fill_seen = on_fill
     feed.start(0.0)
     pipe.live_from_ms = feed.live_from_ms
     while not feed.exhausted:

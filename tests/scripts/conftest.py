@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prod_core.domain.types import Fill, FillReason, Order, OrderStatus, Position, Side
 from prod_core.storage import Storage
+from prod_core.testing.builders import close_write, open_write
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = 86400.0
@@ -50,13 +51,14 @@ def add_run(
         )  # fmt: skip
         st.add_order(run_id, Order(oid, pid, ms + i, "BTC/USDT", Side.BUY, 1.0, "market", FillReason.ENTRY,
                                    OrderStatus.FILLED))  # fmt: skip
-        st.record_fill(run_id, Fill(f"{run_id}-f{i}", oid, ms + i, "BTC/USDT", Side.BUY, 1.0, 100.0, 0.05,
-                                    FillReason.ENTRY))  # fmt: skip
-        st.upsert_position(run_id, Position(pos_id, pid, "trend_following", "BTC/USDT", Side.BUY, 1.0, 100.0, 95.0,
-                                            110.0, ms + i, 5.0, 0.05, 100.0))  # fmt: skip
+        entry = Fill(f"{run_id}-f{i}", oid, ms + i, "BTC/USDT", Side.BUY, 1.0, 100.0, 0.05, FillReason.ENTRY)
+        pos = Position(pos_id, pid, "trend_following", "BTC/USDT", Side.BUY, 1.0, 100.0, 95.0, 110.0, ms + i, 5.0,
+                       0.05, 100.0)  # fmt: skip
+        st.commit_account(open_write(entry, pos, run_id=run_id))
         if i < trades:
-            st.close_position(run_id, pos_id, ts_close_ms=ms + i + 60_000, exit_price=110.0, exit_reason="target",
-                              pnl_usd=9.9, trade_r=1.98)  # fmt: skip
+            exit_fill = Fill(f"{run_id}-x{i}", oid, ms + i + 60_000, "BTC/USDT", Side.SELL, 1.0, 110.0, 0.05,
+                             FillReason.TARGET)  # fmt: skip
+            st.commit_account(close_write(exit_fill, pos_id, run_id=run_id, pnl_usd=9.9, trade_r=1.98))
     for i in range(3):
         st.add_equity(
             run_id, ts_ms=ms + i * 1000, equity_usd=10_000.0 + i, cash_usd=9_000.0, pnl_cum_r=0.1 * i,

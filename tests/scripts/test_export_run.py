@@ -34,7 +34,7 @@ def test_default_exports_latest_finished_run_with_all_tables_summary_and_log(tmp
             rows = st.table_rows(table, "done")
             assert (folder / f"{table}.csv").is_file()
             assert pq.read_metadata(folder / f"{table}.parquet").num_rows == len(rows)
-        assert len(st.table_rows("fills", "done")) == 3 and len(st.table_rows("positions", "done")) == 3
+        assert len(st.table_rows("fills", "done")) == 5 and len(st.table_rows("positions", "done")) == 3
         [rec] = st.exports("done")
         assert rec["kind"] == "report" and rec["path"] == str(Path("reports") / "run_done")
     assert "# Run done" in (folder / "summary.md").read_text(encoding="utf-8")
@@ -48,7 +48,7 @@ def test_explicit_run_id_db_and_out_flags(tmp_path: Path) -> None:
     out = tmp_path / "elsewhere"
     res = run_script("export_run.py", "--run-id", "old", "--db", str(db), "--out", str(out), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert pq.read_metadata(out / "run_old" / "fills.parquet").num_rows == 2
+    assert pq.read_metadata(out / "run_old" / "fills.parquet").num_rows == 4
     assert "no log at" in res.stdout and not (out / "run_old" / "run.log").exists()
 
 

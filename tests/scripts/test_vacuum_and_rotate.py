@@ -74,7 +74,7 @@ def test_archived_parquet_keeps_the_values(tmp_path: Path) -> None:
     res = run_script("vacuum_and_rotate.py", "--keep-days", "30", "--keep-runs", "3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     fills = pq.read_table(tmp_path / "reports" / "archive" / "run_old_a" / "fills.parquet").to_pylist()
-    assert [f["fill_id"] for f in fills] == ["old_a-f0", "old_a-f1"] and fills[0]["price"] == 100.0
+    assert [f["fill_id"] for f in fills] == ["old_a-f0", "old_a-x0", "old_a-f1", "old_a-x1"] and fills[0]["price"] == 100.0
     runs = pq.read_table(tmp_path / "reports" / "archive" / "run_old_a" / "runs.parquet").to_pylist()
     assert runs[0]["status"] == "stopped" and isinstance(runs[0]["started_at"], float)
 

@@ -10,6 +10,8 @@ import pytest
 
 from prod_core.domain.types import Fill, FillReason, Order, OrderStatus, Position, Side
 from prod_core.storage import Storage, StorageError
+from prod_core.storage.sqlite import BUSY_TIMEOUT_MS
+from prod_core.testing.builders import close_write, open_write
 
 RUN = "run-1"
 
@@ -72,7 +74,7 @@ def test_creates_parent_dir_and_uses_wal(db_path: str) -> None:
         assert Path(db_path).is_file()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS  # then retried with backoff
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
@@ -158,7 +160,7 @@ def test_mark_stale_runs(st: Storage) -> None:
     st.start_run("fresh", mode="paper", feed="sim", config_hash="", code_version="", ts=1090.0)
     st.start_run("done", mode="paper", feed="sim", config_hash="", code_version="", ts=900.0)
     st.end_run("done", status="stopped", ts=950.0)
-    assert st.mark_stale_runs(1100.0, 60.0) == [RUN]
+    assert st.mark_stale_runs(1100.0, 60.0) == [(RUN, 100.0)]
     assert st.get_run(RUN)["status"] == "crashed"
     assert st.get_run(RUN)["ended_at"] == 1000.0
     assert st.get_run("fresh")["status"] == "running"
@@ -222,9 +224,13 @@ def test_order_round_trip_and_status_update(st: Storage) -> None:
     assert len(rows) == 2
 
 
+def _exit_fill(fill_id: str = "f2", price: float = 109.0) -> Fill:
+    return Fill(fill_id, "o2", 9_000, "BTC/USDT", Side.SELL, 1.5, price, 0.03, FillReason.TARGET, "maker")
+
+
 def test_fill_round_trip(st: Storage) -> None:
     """Fills keep every field and store enum values as strings."""
-    st.record_fill(RUN, _fill())
+    st.commit_account(open_write(_fill(), _pos(), run_id=RUN))
     (f,) = st.fills(RUN)
     assert (f["fill_id"], f["order_id"], f["ts_ms"], f["side"], f["qty"], f["price"], f["fee_usd"]) == (
         "f1", "o1", 2_000, "buy", 1.5, 100.5, 0.09,
@@ -233,51 +239,73 @@ def test_fill_round_trip(st: Storage) -> None:
     assert len(st.fills()) == 1
 
 
-def test_record_fill_is_durable_immediately(st: Storage, other: Storage) -> None:
-    """A second connection sees the fill, and the buffered order before it, as soon as record_fill returns."""
+def test_commit_account_is_durable_immediately(st: Storage, other: Storage) -> None:
+    """A second connection sees the fill, its journal entry, its position and the buffered order
+    before it as soon as commit_account returns."""
     st.add_order(RUN, _order())
-    st.record_fill(RUN, _fill())
+    st.commit_account(open_write(_fill(), _pos(), run_id=RUN))
     assert [f["fill_id"] for f in other.fills(RUN)] == ["f1"]
     assert [o["order_id"] for o in other.orders(RUN)] == ["o1"]
+    assert [(j["kind"], j["event"], j["fill_id"]) for j in other.journal("paper")] == [("fill", "open", "f1")]
+    assert [p["position_id"] for p in other.open_positions("paper")] == ["pos1"]
     assert st.buffered_rows == 0
 
 
-def test_duplicate_fill_raises_and_keeps_buffers(st: Storage) -> None:
-    """A failing durable write rolls back and keeps the buffered rows for the next flush."""
-    st.record_fill(RUN, _fill())
+def test_duplicate_fill_raises_and_keeps_buffers(st: Storage, other: Storage) -> None:
+    """A failing journal write rolls back whole (no journal entry, no position) and keeps the buffers."""
+    st.commit_account(open_write(_fill(), _pos(), run_id=RUN))
     _equity(st, 5)
     with pytest.raises(StorageError, match="rolled back"):
-        st.record_fill(RUN, _fill())
+        st.commit_account(open_write(_fill(), _pos("pos2"), run_id=RUN))
     assert st.buffered_rows == 1
+    assert len(other.journal("paper")) == 1 and len(other.open_positions()) == 1
     st.flush()
     assert len(st.equity_curve(RUN)) == 1
 
 
-def test_position_upsert_close_and_account_view(st: Storage, other: Storage) -> None:
-    """Positions upsert their latest state, are listed account-wide while open, then closed durably."""
+def test_fill_ids_are_unique_for_the_life_of_the_db(st: Storage) -> None:
+    """The same fill id in another run is refused by the journal (ids never repeat in one DB)."""
+    st.start_run("run-2", mode="paper", feed="sim", config_hash="", code_version="", ts=2.0)
+    st.commit_account(open_write(_fill(), _pos(), run_id=RUN))
+    with pytest.raises(StorageError, match="UNIQUE"):
+        st.commit_account(open_write(_fill(), _pos("pos2"), run_id="run-2"))
+
+
+def test_duplicate_run_id_is_refused(st: Storage) -> None:
+    """start_run with an id already in the DB is a clear error, not a traceback from SQLite."""
+    with pytest.raises(StorageError, match="already exists.*another --run-id"):
+        st.start_run(RUN, mode="paper", feed="sim", config_hash="", code_version="", ts=5.0)
+
+
+def test_position_open_mark_close_and_account_view(st: Storage, other: Storage) -> None:
+    """Positions are inserted by the opening commit, marked by buffered updates, closed by the closing
+    commit, listed per account while open; a write that matches no open row is an error."""
     st.start_run("run-2", mode="paper", feed="sim", config_hash="", code_version="", ts=1.0)
-    st.upsert_position(RUN, _pos("pos1", 101.0))
-    st.upsert_position(RUN, _pos("pos1", 102.0))
-    st.upsert_position("run-2", _pos("pos2", 50.0))
+    st.commit_account(open_write(_fill(), _pos("pos1", 101.0), run_id=RUN))
+    st.commit_account(open_write(_fill("f9"), _pos("pos2", 50.0), run_id="run-2", account="replay:run-2"))
+    st.mark_positions(RUN, [_pos("pos1", 102.0)])
     opened = {p["position_id"]: p for p in st.open_positions()}
-    assert set(opened) == {"pos1", "pos2"}
+    assert set(opened) == {"pos1", "pos2"} and [p["position_id"] for p in st.open_positions("paper")] == ["pos1"]
     assert opened["pos1"]["last_price"] == 102.0 and opened["pos1"]["side"] == "buy"
     assert opened["pos1"]["status"] == "open" and opened["pos1"]["exit_price"] is None
 
-    st.upsert_position(RUN, _pos("pos1", 103.0))  # buffered, written together with the close
-    assert st.close_position(
-        RUN, "pos1", ts_close_ms=9_000, exit_price=109.0, exit_reason=FillReason.TARGET, pnl_usd=12.6, trade_r=1.68
-    )
+    st.mark_positions(RUN, [_pos("pos1", 103.0)])  # buffered, written together with the close
+    st.commit_account(close_write(_exit_fill(), "pos1", run_id=RUN, pnl_usd=12.6, trade_r=1.68))
     assert [p["position_id"] for p in other.open_positions()] == ["pos2"]
     (closed,) = other.closed_trades(RUN)
     assert (closed["exit_reason"], closed["exit_price"], closed["pnl_usd"], closed["trade_r"], closed["ts_close_ms"]) == (
         "target", 109.0, 12.6, 1.68, 9_000,
     )  # fmt: skip
     assert other.closed_trades() == [closed]
-    # A closed position is not reopened by a late upsert, nor closed twice.
-    st.upsert_position(RUN, _pos("pos1", 1.0))
-    assert [p["position_id"] for p in st.open_positions()] == ["pos2"]
-    assert not st.close_position(RUN, "pos1", ts_close_ms=1, exit_price=1.0, exit_reason="stop", pnl_usd=0, trade_r=0)
+    # Closing twice, re-opening the same id, or marking a closed position: errors, nothing written.
+    with pytest.raises(StorageError, match="matched no open position"):
+        st.commit_account(close_write(_exit_fill("f3"), "pos1", run_id=RUN))
+    with pytest.raises(StorageError, match="UNIQUE"):
+        st.commit_account(open_write(_fill("f4"), _pos("pos1"), run_id=RUN))
+    st.mark_positions(RUN, [_pos("pos1", 1.0)])
+    st.flush()
+    assert st.mark_misses == ["pos1"] and other.closed_trades(RUN)[0]["last_price"] == 109.0
+    assert [j["fill_id"] for j in other.journal("paper")] == ["f1", "f2"]
 
 
 # ---------------------------------------------------------------- equity, events, buffering
@@ -316,10 +344,9 @@ def test_buffered_rows_invisible_until_flush(st: Storage, other: Storage) -> Non
     """Every buffered write is invisible to a second connection until flush, then visible."""
     _plan(st, "p1")
     st.add_order(RUN, _order())
-    st.upsert_position(RUN, _pos())
     _equity(st, 1)
     st.add_event(RUN, ts=1.0, kind="k", severity="info", component="c", message="m", fields={})
-    tables = ("plans", "orders", "positions", "equity", "events")
+    tables = ("plans", "orders", "equity", "events")
     assert all(other.table_rows(t, RUN) == [] for t in tables)
     st.flush()
     assert all(len(other.table_rows(t, RUN)) == 1 for t in tables)
@@ -414,7 +441,7 @@ def test_command_queue_lifecycle(st: Storage, other: Storage) -> None:
 
 def test_table_rows_whitelist(st: Storage) -> None:
     """table_rows exports known run-scoped tables and refuses anything else."""
-    st.record_fill(RUN, _fill())
+    st.commit_account(open_write(_fill(), _pos(), run_id=RUN))
     assert "fills" in st.tables() and "governance_state" not in st.tables()
     assert [r["fill_id"] for r in st.table_rows("fills", RUN)] == ["f1"]
     assert st.table_rows("runs", RUN)[0]["run_id"] == RUN
