@@ -68,6 +68,15 @@ def _alive_run(storage) -> dict | None:
     return None
 
 
+def _silent_note(storage) -> str:
+    """Say so when the latest run is still recorded as running but its runner is silent."""
+    runs = storage.list_runs(limit=1)
+    if not runs or runs[0]["status"] != "running":
+        return ""
+    last = runs[0].get("heartbeat_at") or runs[0]["started_at"]
+    return f" (run {runs[0]['run_id']} is recorded as running but has no heartbeat for {time.time() - last:.0f} s)"
+
+
 def run(ns) -> int:
     comment = (ns.comment or "").strip()
     if ns.command in ("unlock", "reset-dd") and not comment:
@@ -77,7 +86,8 @@ def run(ns) -> int:
         cmd_id = storage.enqueue_command(ns.command, args=_args(ns), comment=comment, actor=actor(), ts=time.time())
         alive = _alive_run(storage)
         if alive is None:
-            print(f"queued command #{cmd_id} {ns.command}: no runner is running; it is applied when the next run starts")
+            print(f"queued command #{cmd_id} {ns.command}: no runner is running{_silent_note(storage)}; "
+                  f"it is applied when the next run starts")
             return 0
         deadline = time.time() + WAIT_S
         while time.time() < deadline:

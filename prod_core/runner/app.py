@@ -513,4 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
+    # A bad DB path (directory, text file, read-only, under a regular file, postgresql URL)
+    # is one clear line before anything starts, not a traceback from deep inside the run.
+    from prod_core.storage import StorageError
+    from prod_core.storage.paths import check_db_path
+
+    try:
+        check_db_path(args.db or settings.db_path, create=True)
+    except StorageError as exc:
+        print(f"storage error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return PaperRunner(settings, gov, symbols, args, loader).run()

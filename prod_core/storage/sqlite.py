@@ -202,16 +202,26 @@ def _redact(url: str) -> str:
 class Storage:
     """SQLite storage for runs, trading records, governance state, audit and commands."""
 
-    def __init__(self, path_or_url: str, *, flush_rows: int = 1000, flush_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, path_or_url: str, *, flush_rows: int = 1000, flush_interval_s: float = 1.0, create: bool = True
+    ) -> None:
+        """Open (``create=True``: or create) the database and bring its schema up to date.
+
+        ``create=False`` is for tools that must find the runner's database (the operator
+        CLI): a missing file, or one without crupto's schema, is refused with
+        ``StorageError`` and nothing is created on disk (no file, directory or -wal/-shm).
+        """
         if flush_rows < 1:
             raise StorageError(f"flush_rows must be >= 1, was {flush_rows}")
         if flush_interval_s < 0:
             raise StorageError(f"flush_interval_s must be >= 0, was {flush_interval_s}")
-        self.path = resolve_sqlite_path(path_or_url)
+        from prod_core.storage.paths import check_db_path
+
+        self.path = check_db_path(path_or_url, create=create)
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self._closed = True
-        self._conn = self._open(self.path)
+        self._conn = self._open(self.path, create=create)
         self._closed = False
         # Hot-path buffers: lists of parameter tuples; positions keep only their latest state.
         self._plans: list[tuple[Any, ...]] = []
@@ -233,9 +243,13 @@ class Storage:
 
     # ------------------------------------------------------------------ open / close
 
-    def _open(self, path: str) -> sqlite3.Connection:
+    def _open(self, path: str, *, create: bool = True) -> sqlite3.Connection:
         memory = path == ":memory:"
-        if not memory:
+        if not create:
+            from prod_core.storage.paths import require_crupto_schema
+
+            require_crupto_schema(path)
+        if create and not memory:
             parent = Path(path).expanduser().resolve().parent
             try:
                 parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +259,11 @@ class Storage:
                     f"create it with write permission or point DB at a writable location"
                 ) from exc
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if create or memory:
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            else:  # mode=rw: never create the file, even if it vanished since the check
+                uri = Path(path).expanduser().resolve().as_uri() + "?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StorageError(
                 f"cannot open database {path}: {exc}; check the path and its permissions or point DB elsewhere"
