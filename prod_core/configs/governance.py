@@ -11,6 +11,11 @@ from prod_core.configs.base import Section
 Pct = Annotated[float, Field(gt=0)]
 STRATEGY_NAMES = ("trend_following", "mean_reversion")
 REGIME_KEYS = ("calm", "trend_up", "trend_down", "volatile")
+# Sections of governance.yaml whose every key must be written out: a file truncated
+# mid-section, or a deleted key, must not fall back to a default silently. The other
+# sections (enable maps, strategies, sla) must be present; keys inside them may default
+# (a regime missing from an enable map allows no strategy: the safe direction).
+EXPLICIT_SECTIONS = ("account", "risk", "daily_lock", "drawdown", "kill_switch", "portfolio", "execution")
 
 
 class AccountConfig(Section):
@@ -79,10 +84,10 @@ class PortfolioConfig(Section):
 
 
 class EnableMap(Section):
-    calm: tuple[str, ...] = Field((), description="Strategies allowed in a calm regime.")
-    trend_up: tuple[str, ...] = Field((), description="Strategies allowed in an up-trend.")
-    trend_down: tuple[str, ...] = Field((), description="Strategies allowed in a down-trend.")
-    volatile: tuple[str, ...] = Field((), description="Strategies allowed in a volatile regime.")
+    calm: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in a calm regime.")
+    trend_up: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in an up-trend.")
+    trend_down: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in a down-trend.")
+    volatile: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in a volatile regime.")
 
     @model_validator(mode="after")
     def _known_strategies(self) -> "EnableMap":

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from prod_core.configs.base import Section
 from prod_core.configs.errors import ConfigError, format_validation_error
@@ -39,6 +39,10 @@ ENV_KEYS: dict[str, str] = {
 
 
 class Settings(Section):
+    # Environment values are strings: "9108" must become 9108 (lax), but a number must
+    # still be finite (allow_inf_nan=False is inherited from Section).
+    model_config = ConfigDict(strict=False)
+
     mode: str = Field("paper", description="Only `paper` exists; anything else is refused.")
     feed: Literal["sim", "replay", "ccxt", "ccxt_ws"] = Field("sim", description="Market data source.")
     execution: Literal["sim", "sandbox"] = Field("sim", description="Paper fill simulator or exchange sandbox.")
@@ -82,15 +86,30 @@ def parse_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8 (KEY=VALUE lines)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); fix its permissions or set ENV_FILE") from None
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
             line = line[len("export ") :].strip()
         if "=" not in line:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, was {line[:40]!r}")
+            # never echo the line: it may be a secret pasted on a line of its own
+            raise ConfigError(
+                f"{path}: line {number}: expected KEY=VALUE (content not shown: it may hold a secret); "
+                "fix the line, prefix it with # to comment it out, or delete it"
+            )
         key, value = line.split("=", 1)
+        if not key.strip():
+            raise ConfigError(
+                f"{path}: line {number}: nothing before '=' (content not shown: it may hold a secret); "
+                "write KEY=VALUE, prefix it with # to comment it out, or delete it"
+            )
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]

@@ -10,6 +10,9 @@ from prod_core.configs.base import Section
 from prod_core.domain import Instrument, InstrumentKind, timeframe_to_ms
 
 SCENARIOS = ("crash", "corr_spike", "feed_outage")
+# The sim seeds numpy's SeedSequence (any int >= 0); the bound keeps a seed a signed
+# 64-bit integer wherever it travels (SQLite, JSON, numpy int64).
+SEED_MAX = 2**63 - 1
 
 
 def _check_timeframe(value: str) -> str:
@@ -45,7 +48,7 @@ class SimConfig(Section):
     timeframe: str = Field("1m", description="Simulated bar length.")
     bar_interval_s: float = Field(0.25, gt=0, le=3600, description="Wall seconds between simulated bars in paper mode.")
     history_bars: int = Field(300, ge=0, le=100_000, description="Bars delivered at start to warm indicators.")
-    seed: int = Field(42, ge=0, description="Random seed: same seed, same bars.")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="Random seed: same seed, same bars.")
     scenario: Literal["crash", "corr_spike", "feed_outage"] | None = Field(None, description="Named stress scenario.")
     scenario_start_bar: int = Field(120, ge=0, description="First live bar of the scenario window.")
     scenario_bars: int = Field(60, ge=1, description="Length of the scenario window, bars.")
@@ -55,7 +58,7 @@ class SimConfig(Section):
 
 class SymbolsConfig(Section):
     exchange: ExchangeConfig = ExchangeConfig()
-    symbols: tuple[SymbolConfig, ...] = Field(..., min_length=1, description="Instruments to trade.")
+    symbols: tuple[SymbolConfig, ...] = Field(..., min_length=1, strict=False, description="Instruments to trade.")
     sim: SimConfig = SimConfig()
 
     @model_validator(mode="after")

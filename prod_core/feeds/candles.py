@@ -10,8 +10,11 @@ Supported inputs (one symbol per file unless the file has a ``symbol`` column):
   (spot dumps since 2025 use microseconds);
 - Parquet with the same column names (``ts_ms`` may also be a timestamp column).
 
-Timestamps >= 1e14 are taken as microseconds and >= 1e17 as nanoseconds and converted
-to milliseconds, row by row.
+The unit of a timestamp is told by its magnitude, row by row, and converted to
+milliseconds: for any date after 1973-03 the four units cannot be confused
+(seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17 <= nanoseconds). Values
+below 1e8 (not a date after 1973 in seconds) are left as they are. A file whose
+timestamps were not all in milliseconds gets one info log line naming the unit(s).
 
 The readers never judge prices: unparseable numbers become ``nan`` and travel on as
 bars, so that the pipeline's hygiene rejects and counts them like any other malformed
@@ -27,6 +30,7 @@ more than one, is a ``CandleFormatError`` that says how to fix it.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 NAN = math.nan
+log = logging.getLogger(__name__)
 
 # Column name aliases (lower case).
 TS_NAMES = ("ts_ms", "timestamp", "open_time", "opentime", "ts", "time", "t")
@@ -61,7 +66,9 @@ _TF_TOKEN = re.compile(r"^\d+[SMHDW]$")
 _UNIFIED = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$")
 _DATA_ARG = re.compile(r"^([A-Za-z0-9]+(?:[/_-][A-Za-z0-9]+)?(?::[A-Za-z0-9]+)?)=(.+)$")
 
-US_THRESHOLD = 100_000_000_000_000  # 1e14: above this an epoch timestamp is in microseconds
+S_THRESHOLD = 100_000_000  # 1e8: 1973-03-03 in seconds; smaller values are left as they are
+MS_THRESHOLD = 100_000_000_000  # 1e11: from here an epoch timestamp is in milliseconds (1973-03 in ms)
+US_THRESHOLD = 100_000_000_000_000  # 1e14: microseconds
 NS_THRESHOLD = 100_000_000_000_000_000  # 1e17: nanoseconds
 
 
@@ -196,15 +203,42 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def ts_units(ts: np.ndarray) -> dict[str, int]:
+    """Rows per detected unit (``s``, ``ms``, ``us``, ``ns``) of raw epoch timestamps."""
+    ts = np.asarray(ts, dtype=np.int64)
+    edges = np.array([S_THRESHOLD, MS_THRESHOLD, US_THRESHOLD, NS_THRESHOLD], dtype=np.int64)
+    counts = np.bincount(np.searchsorted(edges, ts, side="right"), minlength=5)
+    # bin 0: below 1e8, left as is (counted as ms); 1: s; 2: ms; 3: us; 4: ns
+    out = {"s": int(counts[1]), "ms": int(counts[0] + counts[2]), "us": int(counts[3]), "ns": int(counts[4])}
+    return {unit: n for unit, n in out.items() if n}
+
+
 def normalize_ts(ts: np.ndarray) -> np.ndarray:
-    """Convert microsecond / nanosecond epoch values to milliseconds, element-wise."""
+    """Convert second / microsecond / nanosecond epoch values to milliseconds, element-wise."""
     ts = ts.astype(np.int64, copy=True)
+    seconds = (ts >= S_THRESHOLD) & (ts < MS_THRESHOLD)
     big = ts >= US_THRESHOLD
     if big.any():
         huge = ts >= NS_THRESHOLD
         ts[big & ~huge] //= 1000
         ts[huge] //= 1_000_000
+    if seconds.any():
+        ts[seconds] *= 1000
     return ts
+
+
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def _to_ms(ts: np.ndarray, path: Path, column: str) -> np.ndarray:
+    """``normalize_ts`` plus one info line when the file was not all in milliseconds."""
+    if not ts.size:
+        return ts.astype(np.int64)
+    units = ts_units(ts)
+    if set(units) != {"ms"}:
+        found = ", ".join(f"{_UNIT_NAMES[u]} ({n} rows)" for u, n in units.items())
+        log.info("%s: timestamps of column %s detected in %s; converted to milliseconds", path, column, found)
+    return normalize_ts(ts)
 
 
 def _to_float(text: str) -> float:
@@ -278,8 +312,8 @@ def _read_csv_fast(
     return ts_f.astype(np.int64), ohlcv, syms, bad
 
 
-def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """(ts int64, ohlcv float64 (n,5), per-row symbols or None) of a CSV file."""
+def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None, str]:
+    """(raw ts int64, ohlcv float64 (n,5), per-row symbols or None, ts column label) of a CSV file."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         first: list[str] | None = None
@@ -288,7 +322,7 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
                 first = row
                 break
         if first is None:
-            return np.empty(0, np.int64), np.empty((0, 5)), None
+            return np.empty(0, np.int64), np.empty((0, 5)), None, "1"
         has_header = not _is_number(first[0].strip())
         if has_header:
             cols, sym_col = _column_map(first, path)
@@ -300,13 +334,14 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
                 )
             cols, sym_col = [0, 1, 2, 3, 4, 5], None
             pending = [first]
+        label = first[cols[0]].strip().strip('"') if has_header else "1"
         need = max(cols + ([sym_col] if sym_col is not None else [])) + 1
         fast = _read_csv_fast(path, has_header, cols, sym_col, len(first)) if len(first) >= need else None
         if fast is not None:
             ts, ohlcv, syms, bad = fast
             if bad:
                 rejected["malformed"] = rejected.get("malformed", 0) + bad
-            return normalize_ts(ts), ohlcv, syms
+            return ts, ohlcv, syms, label
         ts_list: list[int] = []
         rows: list[tuple[float, float, float, float, float]] = []
         syms: list[str] | None = [] if sym_col is not None else None
@@ -335,13 +370,14 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
             take(row)
     if malformed:
         rejected["malformed"] = rejected.get("malformed", 0) + malformed
-    ts = normalize_ts(np.asarray(ts_list, dtype=np.int64)) if ts_list else np.empty(0, np.int64)
+    ts = np.asarray(ts_list, dtype=np.int64) if ts_list else np.empty(0, np.int64)
     ohlcv = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-    return ts, ohlcv, syms
+    return ts, ohlcv, syms, label
 
 
 # ----------------------------------------------------------------- Parquet
-def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None, str | None]:
+    """Like ``_read_csv``; the label is None for a timestamp-typed column (already in ms)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -352,7 +388,9 @@ def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.
         raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
     cols, sym_col = _column_map(table.column_names, path)
     ts_arr = table.column(cols[0])
+    label: str | None = table.column_names[cols[0]]
     if pa.types.is_timestamp(ts_arr.type):
+        label = None
         ts_arr = pc.cast(ts_arr, pa.timestamp("ms")).cast(pa.int64())
     elif not pa.types.is_integer(ts_arr.type):
         try:
@@ -373,13 +411,13 @@ def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.
                                    type=pa.float64())
         values.append(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64))
     ohlcv = np.column_stack(values) if values and len(values[0]) else np.empty((0, 5))
-    ts = normalize_ts(ts_np[valid].astype(np.int64))
+    ts = ts_np[valid].astype(np.int64)
     ohlcv = ohlcv[valid] if len(ohlcv) else ohlcv
     syms = None
     if sym_col is not None:
         raw = table.column(sym_col).to_pylist()
         syms = [str(s) if s is not None else "" for s, ok in zip(raw, valid) if ok]
-    return ts, ohlcv, syms
+    return ts, ohlcv, syms, label
 
 
 # ------------------------------------------------------------------ public
@@ -400,9 +438,11 @@ def read_candles(
     rejected = {} if rejected is None else rejected
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        ts, ohlcv, syms = _read_parquet(p, rejected)
+        ts, ohlcv, syms, label = _read_parquet(p, rejected)
     else:
-        ts, ohlcv, syms = _read_csv(p, rejected)
+        ts, ohlcv, syms, label = _read_csv(p, rejected)
+    if label is not None:
+        ts = _to_ms(ts, p, label)
     if symbol is not None:
         resolved = normalize_symbol(symbol, known_symbols)
         if resolved is None:
@@ -427,9 +467,15 @@ def read_candles(
 
 
 def load_data_args(
-    data: Sequence[str], known_symbols: Sequence[str] = ()
+    data: Sequence[str],
+    known_symbols: Sequence[str] = (),
+    per_file: dict[str, dict[str, int]] | None = None,
 ) -> tuple[list[CandleSeries], dict[str, int]]:
-    """Read every ``--data`` argument (``PATH`` or ``SYMBOL=PATH``); directories are expanded."""
+    """Read every ``--data`` argument (``PATH`` or ``SYMBOL=PATH``); directories are expanded.
+
+    Returns the series and the rows dropped by the readers, by kind. ``per_file``, when
+    given, receives the dropped rows of each file read, keyed like ``CandleSeries.source``.
+    """
     if not data:
         raise CandleFormatError("replay needs at least one --data PATH (CSV or Parquet candles)")
     rejected: dict[str, int] = {}
@@ -444,5 +490,10 @@ def load_data_args(
         else:
             files = [p]
         for f in files:
-            series.extend(read_candles(f, sym, known_symbols, rejected))
+            dropped: dict[str, int] = {}
+            series.extend(read_candles(f, sym, known_symbols, dropped))
+            for kind, n in dropped.items():
+                rejected[kind] = rejected.get(kind, 0) + n
+            if per_file is not None:
+                per_file[str(f)] = dropped
     return series, rejected

@@ -9,13 +9,15 @@ Several symbols are merged in time order. Within one symbol the file order is ke
 a row that goes back in time stays where it was and the pipeline's hygiene sees (and
 counts) it as out of order; duplicates stay adjacent. Equal timestamps of different
 symbols come in symbol order (order of first appearance in the ``--data`` arguments).
-Bars are delivered as parsed: hygiene is the pipeline's job.
+Bars are delivered as parsed: hygiene is the pipeline's job. But a file whose every row
+would be rejected (by the reader or by hygiene) is refused when the feed is built, with
+the rejection counts by kind: a replay of nothing must not end as a successful run.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.candles import CandleFormatError, CandleSeries, load_data_args
 
 DEFAULT_CHUNK = 2048
+_ORDER_KINDS = ("duplicate", "out_of_order")
 
 
 def parse_speed(text: str | float | None) -> float | None:
@@ -84,9 +87,11 @@ class ReplayFeed:
         chunk: int = DEFAULT_CHUNK,
         name: str = "replay",
     ) -> "ReplayFeed":
-        series, rejected = load_data_args(data, known_symbols)
+        per_file: dict[str, dict[str, int]] = {}
+        series, rejected = load_data_args(data, known_symbols, per_file)
+        _refuse_dead_files(series, per_file)
         if not any(len(s) for s in series):
-            raise CandleFormatError(f"replay: no candle rows in {' '.join(data)}")
+            raise CandleFormatError(f"no candle rows in {' '.join(data)}")
         return cls(series, speed=speed, chunk=chunk, name=name, rejected=rejected)
 
     # --------------------------------------------------------------- merging
@@ -175,3 +180,95 @@ class ReplayFeed:
 
     def stop(self) -> None:
         self._stopped = True
+
+
+# ------------------------------------------------------------ build checks
+def _streams(series: Iterable[CandleSeries]) -> dict[str, list[CandleSeries]]:
+    """Non-empty series per symbol, in the order ``ReplayFeed._merge`` chains them."""
+    out: dict[str, list[CandleSeries]] = {}
+    for s in series:
+        if len(s):
+            out.setdefault(s.symbol, []).append(s)
+    for parts in out.values():
+        parts.sort(key=lambda s: int(s.ts[0]))
+    return out
+
+
+def audit_rows(series: Sequence[CandleSeries], *, kinds: bool = True) -> dict[str, dict[str, int]]:
+    """Per source file: ``rows``, ``accepted`` by the pipeline's hygiene and, with ``kinds``,
+    the rejected rows by anomaly kind.
+
+    A vectorised mirror of ``hygiene.is_clean`` / ``hygiene.classify`` over each symbol's
+    stream in delivery order, starting from the pipeline's ``last_ts = -1``: a row is
+    accepted when its values are clean and its time is after every earlier clean row.
+    """
+    out: dict[str, dict[str, int]] = {s.source: {"rows": 0, "accepted": 0} for s in series}
+    for parts in _streams(series).values():
+        carry = -1  # the pipeline's last accepted ts of this symbol before the part
+        for part in parts:
+            masks, carry = _classify(part.ts, part.ohlcv, carry, kinds)
+            entry = out[part.source]
+            entry["rows"] += len(part)
+            for kind, mask in masks.items():
+                n = int(np.count_nonzero(mask))
+                if n:
+                    entry[kind] = entry.get(kind, 0) + n
+    return out
+
+
+def _classify(ts: np.ndarray, ohlcv: np.ndarray, carry: int, kinds: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Masks of accepted rows (and of each anomaly kind) of one chunk; the new last accepted ts."""
+    ts = ts.astype(np.int64, copy=False)
+    o, h, lo, c, v = ohlcv.T
+    with np.errstate(invalid="ignore"):
+        clean = (0.0 < lo) & (lo <= o) & (o <= h) & (h < np.inf) & (lo <= c) & (c <= h) & (0.0 <= v) & (v < np.inf)
+        last = np.maximum.accumulate(np.where(clean, ts, -1))
+        np.maximum(last, carry, out=last)
+        prev = np.empty_like(last)
+        prev[0] = carry
+        prev[1:] = last[:-1]
+        masks = {"accepted": clean & (ts > prev)}
+        if kinds:
+            nan = ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v))
+            non_positive = ~nan & (np.minimum(np.minimum(o, h), np.minimum(lo, c)) <= 0.0)
+            negative_volume = ~nan & ~non_positive & (v < 0.0)
+            high_below_low = ~nan & ~non_positive & ~negative_volume & (h < lo)
+            masks.update(
+                nan=nan,
+                non_positive_price=non_positive,
+                negative_volume=negative_volume,
+                high_below_low=high_below_low,
+                open_close_outside_range=~clean & ~nan & ~non_positive & ~negative_volume & ~high_below_low,
+                duplicate=clean & (ts == prev),
+                out_of_order=clean & (ts < prev),
+            )
+    return masks, int(last[-1])
+
+
+def _refuse_dead_files(series: Sequence[CandleSeries], per_file: dict[str, dict[str, int]]) -> None:
+    """A ``CandleFormatError`` naming each file that would give no bar at all, with counts by kind."""
+    audit = audit_rows(series, kinds=False)
+    dead = [f for f in per_file if not audit.get(f, {}).get("accepted", 0)]
+    if not dead:
+        return
+    audit = audit_rows(series)  # all of them: duplicates and order depend on the other files
+    problems = []
+    only_order = True
+    for f in dead:
+        entry = audit.get(f, {"rows": 0})
+        counts = {**per_file[f], **{k: n for k, n in entry.items() if k not in ("rows", "accepted")}}
+        total = entry["rows"] + sum(per_file[f].values())
+        if not total:
+            problems.append(f"{f}: no candle rows (empty or header only)")
+            only_order = False
+            continue
+        only_order = only_order and set(counts) <= set(_ORDER_KINDS)
+        shown = ", ".join(f"{kind}={n}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        problems.append(f"{f}: all {total} rows rejected ({shown})")
+    hint = (
+        "its bars repeat or precede another file of the same symbol: leave it out"
+        if only_order
+        else "check the columns (ts_ms,open,high,low,close,volume), that prices are > 0 with "
+        "low <= open, close <= high, or leave the file out"
+    )
+    raise CandleFormatError("; ".join(problems) + f"; no bar to replay: {hint}")

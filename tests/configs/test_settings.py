@@ -58,3 +58,40 @@ def test_secrets_are_not_printed(tmp_path: Path) -> None:
     s = load_settings(environ={"EXCHANGE_API_SECRET": "hunter2"}, env_file=tmp_path / "none")
     assert "hunter2" not in repr(s)
     assert s.exchange_api_secret.get_secret_value() == "hunter2"
+
+
+def test_env_line_without_equals_names_file_and_line_but_never_its_content(tmp_path: Path) -> None:
+    """A secret pasted on a line of its own is not echoed: the message gives file, line and the fix."""
+    env = tmp_path / ".env"
+    env.write_text("MODE=paper\n# comment\nsk-live-VERYSECRETVALUE\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, env_file=env)
+    message = str(info.value)
+    assert message.startswith(f"{env}: line 3: expected KEY=VALUE")
+    assert "comment it out" in message
+    assert "VERYSECRET" not in message and "sk-live" not in message
+    assert "\n" not in message
+
+
+def test_env_line_with_nothing_before_equals_is_refused_without_content(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("=hunter2hunter2\n")
+    with pytest.raises(ConfigError, match=r"line 1: nothing before '='") as info:
+        load_settings(environ={}, env_file=env)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "NaN", "Infinity"])
+def test_non_finite_numbers_from_environment_are_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"environment EXPORTER_LINGER_S: .*must be a finite number"):
+        load_settings(environ={"EXPORTER_LINGER_S": value}, env_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match=r"environment SIM_BAR_INTERVAL_S: .*must be a finite number"):
+        load_settings(environ={"SIM_BAR_INTERVAL_S": value}, env_file=tmp_path / "none")
+
+
+def test_environment_strings_still_coerce_to_numbers(tmp_path: Path) -> None:
+    """Environment values are strings by nature: "9108" is the port 9108, "2.5" seconds 2.5."""
+    env = tmp_path / ".env"
+    env.write_text("PROMETHEUS_PORT=9108\nEXPORTER_LINGER_S=2.5\n")
+    s = load_settings(environ={"SIM_BAR_INTERVAL_S": "0.5"}, env_file=env)
+    assert (s.prometheus_port, s.exporter_linger_s, s.sim_bar_interval_s) == (9108, 2.5, 0.5)

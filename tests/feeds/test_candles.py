@@ -13,9 +13,11 @@ from prod_core.feeds.candles import (
     CandleFormatError,
     load_data_args,
     normalize_symbol,
+    normalize_ts,
     parse_data_arg,
     read_candles,
     symbol_from_filename,
+    ts_units,
 )
 from prod_core.testing import BINANCE_HEADER, binance_rows, synthetic_rows, write_csv
 
@@ -41,6 +43,46 @@ def test_binance_dump_ms_and_us(tmp_path, micros, header):
     path = write_csv(tmp_path / "BTCUSDT-1m-2025-03.csv", binance_rows(ROWS, micros=micros),
                      header=BINANCE_HEADER if header else None)
     _check(read_candles(path), "BTC/USDT")
+
+
+@pytest.mark.parametrize(
+    ("unit", "factor", "divisor", "word"),
+    [("s", 1, 1000, "seconds"), ("us", 1000, 1, "microseconds"), ("ns", 1_000_000, 1, "nanoseconds")],
+)
+@pytest.mark.parametrize("header", [True, False])
+def test_timestamp_unit_is_detected_converted_and_logged_once(tmp_path, caplog, unit, factor, divisor, word, header):
+    """Seconds (read as 1970 before), microseconds and nanoseconds all become milliseconds, with one info line."""
+    rows = [(r[0] * factor // divisor, *r[1:]) for r in ROWS]
+    path = write_csv(tmp_path / "BTCUSDT-1m.csv", rows, header=("open_time", "o", "h", "l", "c", "v") if header else None)
+    with caplog.at_level("INFO", logger="prod_core.feeds.candles"):
+        _check(read_candles(path), "BTC/USDT")
+    lines = [r.getMessage() for r in caplog.records if r.name == "prod_core.feeds.candles"]
+    column = "open_time" if header else "1"
+    assert lines == [f"{path}: timestamps of column {column} detected in {word} ({len(ROWS)} rows); converted to milliseconds"]
+
+
+def test_millisecond_files_log_nothing(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="prod_core.feeds.candles"):
+        _check(read_candles(write_csv(tmp_path / "BTCUSDT-1m.csv", ROWS)), "BTC/USDT")
+    assert not [r for r in caplog.records if r.name == "prod_core.feeds.candles"]
+
+
+def test_parquet_seconds_column_is_converted(tmp_path):
+    cols = list(zip(*ROWS))
+    table = pa.table({"ts": pa.array([t // 1000 for t in cols[0]], pa.int64()), "open": cols[1], "high": cols[2],
+                      "low": cols[3], "close": cols[4], "volume": cols[5]})
+    pq.write_table(table, tmp_path / "BTCUSDT-1m.parquet")
+    _check(read_candles(tmp_path / "BTCUSDT-1m.parquet"), "BTC/USDT")
+
+
+def test_ts_units_and_normalize_by_magnitude():
+    """The four units are told apart by magnitude for any date after 1973-03; tiny values are left alone."""
+    ms = 1_700_000_000_000
+    raw = np.array([ms // 1000, ms, ms * 1000, ms * 1_000_000, 5], dtype=np.int64)
+    assert ts_units(raw) == {"s": 1, "ms": 2, "us": 1, "ns": 1}
+    assert normalize_ts(raw).tolist() == [ms, ms, ms, ms, 5]
+    edge = np.array([100_000_000, 99_999_999_999, 100_000_000_000], dtype=np.int64)  # 1973 in s, 5138 in s, 1973 in ms
+    assert normalize_ts(edge).tolist() == [100_000_000_000, 99_999_999_999_000, 100_000_000_000]
 
 
 def test_symbol_column_splits_a_multi_symbol_file(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,97 @@ def test_corrupted_rows_are_rejected_counted_and_the_run_continues(tmp_path):
     assert counted == {k: v for k, v in injected.items() if v}
     assert set(counted) == set(ANOMALY_KINDS)
     assert fills  # the run went on trading after the bad rows
+
+
+# ------------------------------------------------------- files with no usable bar
+def _hygiene_counts(feed: ReplayFeed) -> dict[str, int]:
+    """What the pipeline's hygiene does with the feed's bars, by kind (scalar reference)."""
+    from prod_core.feeds.hygiene import classify, is_clean
+
+    last: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for bar in _drain(feed):
+        prev = last.get(bar.symbol, -1)
+        if is_clean(bar, prev):
+            last[bar.symbol] = bar.ts_ms
+            kind = "accepted"
+        else:
+            kind = classify(bar, prev)
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _series(paths):
+    from prod_core.feeds.candles import load_data_args
+
+    return load_data_args(paths)[0]
+
+
+def test_build_time_audit_agrees_with_pipeline_hygiene(tmp_path):
+    """audit_rows (vectorised, used to refuse dead files) counts exactly what hygiene accepts and rejects."""
+    import random
+
+    from prod_core.feeds.replay import audit_rows
+
+    rng = random.Random(7)
+    paths = []
+    for i, name in enumerate(("BTCUSDT-1m-a.csv", "BTCUSDT-1m-b.csv", "ETHUSDT-1m.csv")):
+        rows = synthetic_rows(400, seed=i, start_ms=1_700_000_000_000 + (i % 2) * 200 * 60_000)
+        rows, _ = corrupt(rows, ANOMALY_KINDS, every=7 + i)
+        rows = [r if rng.random() > 0.05 else (r[0], *(rng.choice([math.inf, -1.0, 0.0, r[1]]) for _ in r[1:]))
+                for r in rows]
+        paths.append(str(write_csv(tmp_path / name, rows)))
+    feed = ReplayFeed.from_paths(paths)
+    reference = _hygiene_counts(feed)
+    audit = audit_rows(_series(paths))
+    total: dict[str, int] = {}
+    for entry in audit.values():
+        for kind, n in entry.items():
+            if kind != "rows":
+                total[kind] = total.get(kind, 0) + n
+    assert total == reference
+    assert set(reference) >= set(ANOMALY_KINDS)  # every kind exercised
+
+
+def test_file_whose_every_row_is_rejected_is_refused_with_counts_by_kind(tmp_path):
+    """A file that would give no bar at all is refused at build, naming it and the counts by kind."""
+    from prod_core.feeds.candles import CandleFormatError
+
+    good = str(write_csv(tmp_path / "BTCUSDT-1m.csv", synthetic_rows(50)))
+    rows = [(r[0], math.nan, *r[2:]) for r in synthetic_rows(40)] + [(r[0], r[1], r[3] * 0.5, *r[3:]) for r in synthetic_rows(5)]
+    bad = write_csv(tmp_path / "ETHUSDT-1m.csv", rows)
+    bad.open("a").write("1,2\n")
+    with pytest.raises(CandleFormatError) as info:
+        ReplayFeed.from_paths([good, str(bad)])
+    message = str(info.value)
+    assert message.startswith(f"{bad}: all 46 rows rejected (nan=40, high_below_low=5, malformed=1); no bar to replay: ")
+    assert good not in message and "\n" not in message
+
+
+def test_empty_file_and_a_copy_of_another_file_are_refused(tmp_path):
+    """A header-only file, and a second copy of a symbol's data (chained after the first, so it goes back in time), add nothing: refused."""
+    from prod_core.feeds.candles import CandleFormatError
+
+    rows = synthetic_rows(30)
+    first = str(write_csv(tmp_path / "BTCUSDT-1m-2024-01.csv", rows))
+    copy = str(write_csv(tmp_path / "BTCUSDT-1m-2024-01-copy.csv", rows))
+    with pytest.raises(CandleFormatError, match=r"copy\.csv: all 30 rows rejected \(out_of_order=29, duplicate=1\); no bar to replay: "
+                                                r"its bars repeat or precede another file"):
+        ReplayFeed.from_paths([first, copy])
+    empty = tmp_path / "ETHUSDT-1m.csv"
+    empty.write_text("ts_ms,open,high,low,close,volume\n")
+    with pytest.raises(CandleFormatError, match=rf"{empty}: no candle rows \(empty or header only\)"):
+        ReplayFeed.from_paths([first, str(empty)])
+
+
+def test_factory_turns_a_dead_file_into_a_config_error(tmp_path):
+    settings = load_settings(flags={"feed": "replay"}, environ={}, env_file=tmp_path / "none")
+    symbols = ConfigLoader(REPO / "configs").load_symbols()
+    bad = write_csv(tmp_path / "BTCUSDT-1m.csv", [(r[0], -1.0, *r[2:]) for r in synthetic_rows(10)])
+
+    class Args:
+        data = [str(bad)]
+        speed = "max"
+
+    with pytest.raises(ConfigError, match=rf"^replay: {bad}: all 10 rows rejected \(non_positive_price=10\)"):
+        build_feed(settings, symbols, Args, 0.0)
