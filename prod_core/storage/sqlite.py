@@ -392,7 +392,8 @@ class Storage:
             # does not fail the flush, which would hold every other buffered row hostage.
             if conn.execute(_SQL_MARK_POSITION, mark).rowcount != 1:
                 self.mark_misses.append(mark[2])
-        crash_point("mid_flush")
+        if self._buffered:
+            crash_point("mid_flush")
         if self._equity:
             conn.executemany(_SQL_INSERT_EQUITY, self._equity)
         if self._events:
@@ -683,7 +684,8 @@ class Storage:
                     f"this fill was written: run `python -m prod_core.cli reconcile --account {w.account}`"
                 )
         conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, json.dumps(w.snapshot, sort_keys=True), w.ts))
-        crash_point("before_commit")
+        if fill is not None:
+            crash_point("before_commit")
 
     def commit_account(self, write: AccountWrite, *, immediate: bool = True) -> None:
         """Journal ``write`` with the pending buffers in ONE transaction (``immediate``), or buffer
@@ -696,7 +698,8 @@ class Storage:
             self._write_buffers(conn)
             self._write_account(conn, write)
         self._clear_buffers()
-        crash_point("after_commit")
+        if write.fill is not None:
+            crash_point("after_commit")
 
     def journal(self, account: str) -> list[dict[str, Any]]:
         """The account's journal in sequence order; ``body`` decoded from ``body_json``."""
