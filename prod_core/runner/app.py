@@ -116,6 +116,11 @@ class PaperRunner:
         except StorageError as exc:
             log.error("storage error: %s", exc)
             if getattr(self, "storage", None) is not None:
+                if not self.replay:  # nothing half-written: a refused start leaves no lease behind
+                    try:
+                        self.storage.release_lease(self.account, self.run_id)
+                    except StorageError:
+                        pass
                 self.storage.close_quietly()
             return 2
         if code:

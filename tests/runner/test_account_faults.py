@@ -262,3 +262,22 @@ def test_full_disk_halts_entries_keeps_the_journal_and_recovers(tmp_path: Path, 
         _assert_account_true(db)
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_duplicate_run_id_is_refused_and_leaves_no_lease(tmp_path: Path, config_dir: Path) -> None:
+    """A run id that already exists in the DB: exit 2 with one line naming it; the account's lease is
+    not left behind, so the next start is clean."""
+    configs = _trading_configs(config_dir)
+    db = tmp_path / "crupto.db"
+    first = _start(tmp_path, configs, "--run-id", "same-id", "--max-seconds", "1", "--linger", "0")
+    assert first.wait(timeout=60) == 0, first.output
+    again = _start(tmp_path, configs, "--run-id", "same-id", "--max-seconds", "1", "--linger", "0")
+    assert again.wait(timeout=60) == 2, again.output
+    errors = [line for line in again.lines if "ERROR" in line]
+    assert len(errors) == 1 and "run id 'same-id' already exists" in errors[0] and "--run-id" in errors[0], again.output
+    assert "Traceback" not in again.output
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+    ok = _start(tmp_path, configs, "--max-seconds", "1", "--linger", "0")
+    assert ok.wait(timeout=60) == 0, ok.output
+    assert "lease перехвачен" not in ok.output
