@@ -295,17 +295,20 @@ class PaperBroker:
                 price = self._market_price(False, min(bar.open, p.stop), bar)
                 self._close(p, price, FillReason.STOP, bar.ts_ms, self._taker)
             elif bar.high >= p.target:
-                self._close(p, max(bar.open, p.target), FillReason.TARGET, bar.ts_ms, self._maker)
+                self._close(p, max(bar.open, p.target), FillReason.TARGET, bar.ts_ms, self._maker, maker=True)
         else:
             if bar.high >= p.stop:
                 price = self._market_price(True, max(bar.open, p.stop), bar)
                 self._close(p, price, FillReason.STOP, bar.ts_ms, self._taker)
             elif bar.low <= p.target:
-                self._close(p, min(bar.open, p.target), FillReason.TARGET, bar.ts_ms, self._maker)
+                self._close(p, min(bar.open, p.target), FillReason.TARGET, bar.ts_ms, self._maker, maker=True)
 
-    def _close(self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float) -> ClosedTrade | None:
+    def _close(
+        self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float, *, maker: bool = False
+    ) -> ClosedTrade | None:
         """Close ``p`` once the fill is journaled; if it cannot be, the exit stays pending and is
-        filled at the next bar's open (a stop is never silently dropped)."""
+        filled at the next bar's open at market (a stop is never silently dropped). ``maker``: a
+        resting limit (the target) that filled as maker; anything else is a market order."""
         exit_side = p.side.opposite
         fee = p.qty * price * fee_rate
         order = Order(
@@ -315,7 +318,7 @@ class PaperBroker:
             symbol=p.symbol,
             side=exit_side,
             qty=p.qty,
-            kind="limit" if reason is FillReason.TARGET else "market",
+            kind="limit" if maker else "market",
             reason=reason,
         )
         fill = Fill(
@@ -328,7 +331,7 @@ class PaperBroker:
             price=price,
             fee_usd=fee,
             reason=reason,
-            liquidity="maker" if reason is FillReason.TARGET else "taker",
+            liquidity="maker" if maker else "taker",
         )
         pnl = close_pnl(p, price, fee)
         trade = ClosedTrade(position=p, exit_fill=fill, pnl_usd=pnl, trade_r=pnl / p.nominal_r_usd)

@@ -150,6 +150,7 @@ class PaperRunner:
                                  immediate=not self.replay, on_storage_error=self._storage_error)
         self.pipeline.mark_journaled()
         try:
+            self.pipeline.tick(t_start)  # a new UTC day since the last run: rolled and journaled
             if self.state.config_hash != self.chash:
                 self.state.config_hash = self.chash
                 self.pipeline.journal_governance("config", {"hash": self.chash, "trigger": "start"})

@@ -101,8 +101,7 @@ class Pipeline:
         self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-")
         self.detector: RegimeDetector | None = None
         self.apply_config(gov)
-        if clock_mode == "wall":
-            roll_day(state, day_of(wall_clock()))
+        # The UTC day is rolled by ``tick`` (journaled), never silently here.
 
     # ---------------------------------------------------------------- config
     def apply_config(self, gov: GovernanceConfig) -> None:
