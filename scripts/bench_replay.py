@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prod_core.configs import ConfigLoader  # noqa: E402
 from prod_core.domain import STAGES, Instrument, InstrumentKind  # noqa: E402
 from prod_core.feeds.sim import SimFeed  # noqa: E402
-from prod_core.risk import GovernanceState  # noqa: E402
+from prod_core.runner.account import open_book  # noqa: E402
 from prod_core.runner.pipeline import Pipeline  # noqa: E402
 from prod_core.storage import Storage  # noqa: E402
 from prod_core.telemetry import LiveMetrics, start_exporter  # noqa: E402
@@ -90,11 +90,16 @@ def main() -> int:
     live = LiveMetrics(feeds=["sim"], symbols=list(instruments), strategies=["trend_following", "mean_reversion"])
     live.runner_up = 1
     exporter = start_exporter(live, port=0)
-    # Bench the engine, not governance stops: a fresh account with no drawdown stop.
-    state = GovernanceState()
+    # Bench the engine, not governance stops: a fresh account with no drawdown stop, journaled
+    # like a replay (every fill and transition batched into the periodic flush).
+    account = f"replay:{run_id}"
+    book = open_book(storage, account, run_id, starting_cash=gov.account.starting_equity_usd, actor="bench")
+    state = book.state
+    state.cash_usd = book.cash_usd
     pipeline = Pipeline(run_id=run_id, gov=gov, instruments=instruments, storage=storage, live=live,
                         notify=lambda *a, **k: None, state=state, feed_name="sim", clock_mode="bar",
-                        equity_every=60, timing_every=16)
+                        equity_every=60, timing_every=16, account=account, immediate=False)
+    pipeline.mark_journaled()
     on_bar = pipeline.on_bar
     maybe_flush = storage.maybe_flush
     clock = time.monotonic
@@ -105,8 +110,10 @@ def main() -> int:
         on_bar(bar)
         if not i & 1023:
             maybe_flush(clock())
+    pipeline.save_snapshot()
     storage.flush()
     engine_s = time.perf_counter() - t0
+    journal_entries = storage.journal_size(account)
     body = urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5).read()
     exporter.stop()
     storage.close()
@@ -116,7 +123,7 @@ def main() -> int:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"bars: {n} ({len(instruments)} symbols, seed {args.seed}, scenario {args.scenario or '-'})")
     print(f"pipeline: {n / engine_s:,.0f} bars/s ({engine_s:.2f} s; storage + exporter on; "
-          f"plans {pipeline.plans_seen}, fills {pipeline.fills_seen})")
+          f"plans {pipeline.plans_seen}, fills {pipeline.fills_seen}, journal entries {journal_entries})")
     print(f"bare SMA loop: {n / bare_s:,.0f} bars/s ({bare_s:.2f} s); pipeline/bare = {bare_s / engine_s:.3f}")
     print(f"sim generation: {n / gen_s:,.0f} bars/s (not included above)")
     print(f"peak RSS: {rss_mb:.0f} MiB; exporter scrape {len(body)} bytes")
