@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from prod_core.account import TRANSITION_FIELDS, COUNTER_FIELDS, Book, carried_lot, compare, fold
+from prod_core.account import Book, carried_lot, compare, fold, state_body
 from prod_core.domain import Position, Side
 from prod_core.risk.ledger import GovernanceState
 from prod_core.storage import AccountWrite, Storage, journal_row
@@ -71,22 +71,16 @@ def _opening_body(storage: Storage, account: str, starting_cash: float) -> tuple
     rows = storage.open_positions(account)
     if not saved and not rows:
         state = GovernanceState()
-        body = {"cash_usd": starting_cash, "lots": [], "state": {**_state_values(state), "closed_r": 0.0}}
+        body = {"cash_usd": starting_cash, "lots": [], "state": {**state_body(state, counters=True), "closed_r": 0.0}}
         return body, "opened"
     saved = saved or {}
     state = GovernanceState.from_dict(saved)
     lots = [carried_lot(_row_position(r)) for r in rows]
     cash = saved.get("cash_usd")
     body = {"cash_usd": float(cash) if cash is not None else starting_cash, "lots": lots,
-            "state": {**_state_values(state), "closed_r": state.closed_r},
+            "state": {**state_body(state, counters=True), "closed_r": state.closed_r},
             "details": {"from": "saved state of a database that predates the journal"}}
     return body, "adopted"
-
-
-def _state_values(state: GovernanceState) -> dict[str, Any]:
-    values = {name: getattr(state, name) for name in TRANSITION_FIELDS + COUNTER_FIELDS}
-    values["holds"] = list(state.holds)
-    return values
 
 
 def _row_position(r: dict[str, Any]) -> Position:
