@@ -65,6 +65,11 @@ def _wait_for(predicate, timeout: float, what: str, proc: PaperProcess | None = 
     raise AssertionError(f"no {what} within {timeout} s" + (f":\n{proc.output}" if proc else ""))
 
 
+def _wait_for_new_fill(db: Path, proc: PaperProcess, what: str, timeout: float = 60) -> None:
+    before = _journal_fills(db)
+    _wait_for(lambda: _journal_fills(db) > before, timeout, what, proc)
+
+
 def _assert_account_true(db: Path) -> dict:
     """cli reconcile agrees; cash = start + the fills' flows; closed R = the trades' R; no position lost."""
     res = cli(db, "reconcile")
@@ -105,8 +110,7 @@ def test_random_sigkills_never_drift_the_account(tmp_path: Path, config_dir: Pat
         try:
             proc.wait_for_line("зарегистрирован", timeout=60)
             if kills % 2:
-                before = _journal_fills(db)
-                _wait_for(lambda: _journal_fills(db) > before, 60, "a fill", proc)
+                _wait_for_new_fill(db, proc, "a fill", 60)
                 time.sleep(rng.uniform(0.0, 0.02))
             else:
                 time.sleep(rng.uniform(0.0, 1.5))
@@ -139,8 +143,7 @@ def test_crash_points_inside_a_fill_commit_leave_a_consistent_account(
         _assert_account_true(db)
     proc = _start(tmp_path, configs, "--max-seconds", "30", "--linger", "0")
     try:
-        before = _journal_fills(db)
-        _wait_for(lambda: _journal_fills(db) > before, 60, "a fill after the crashes", proc)
+        _wait_for_new_fill(db, proc, "a fill after the crashes", 60)
         proc.interrupt()
         assert proc.wait(timeout=60) == 0, proc.output
     finally:
@@ -169,8 +172,7 @@ def test_second_runner_on_the_same_account_exits_2_naming_the_owner(tmp_path: Pa
         assert elapsed < 5.0, f"second runner took {elapsed:.1f} s to refuse"
         out = second.stdout + second.stderr
         assert "first-runner" in out and f"pid {first.proc.pid}" in out and "kill -INT" in out, out
-        before = _journal_fills(db)
-        _wait_for(lambda: _journal_fills(db) > before, 60, "a fill of the first runner after the refusal", first)
+        _wait_for_new_fill(db, first, "a fill of the first runner after the refusal", 60)
         first.interrupt()
         assert first.wait(timeout=60) == 0, first.output
     finally:
@@ -186,8 +188,7 @@ def test_write_lock_held_8s_by_another_process_is_survived(tmp_path: Path, confi
     proc = _start(tmp_path, configs)
     try:
         proc.wait_for_line("зарегистрирован", timeout=60)
-        before = _journal_fills(db)
-        _wait_for(lambda: _journal_fills(db) > before, 60, "a first fill", proc)
+        _wait_for_new_fill(db, proc, "a first fill", 60)
         holder = sqlite3.connect(db, timeout=30, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         held = time.time()
@@ -198,8 +199,7 @@ def test_write_lock_held_8s_by_another_process_is_survived(tmp_path: Path, confi
         holder.execute("COMMIT")
         holder.close()
         _wait_for(lambda: proc.sample("storage_retries_total") > 0, 30, "storage_retries_total > 0", proc)
-        after = _journal_fills(db)
-        _wait_for(lambda: _journal_fills(db) > after, 60, "a fill after the lock was released", proc)
+        _wait_for_new_fill(db, proc, "a fill after the lock was released", 60)
         assert proc.sample("storage_write_failing") == 0
         proc.interrupt()
         assert proc.wait(timeout=60) == 0, proc.output
@@ -229,8 +229,7 @@ def test_full_disk_halts_entries_keeps_the_journal_and_recovers(tmp_path: Path, 
         proc = _start(tmp_path, configs, env={"DB_PATH": str(db)})
         try:
             proc.wait_for_line("зарегистрирован", timeout=60)
-            before = _journal_fills(db)
-            _wait_for(lambda: _journal_fills(db) > before, 60, "a first fill", proc)
+            _wait_for_new_fill(db, proc, "a first fill", 60)
             filler = disk / "filler"
             with open(filler, "wb") as fh:  # take every free byte of the disk
                 chunk = b"\0" * 65536
@@ -249,8 +248,7 @@ def test_full_disk_halts_entries_keeps_the_journal_and_recovers(tmp_path: Path, 
             filler.unlink()
             proc.wait_for_line("Хранилище снова принимает запись", timeout=60)
             assert proc.sample("storage_write_failing") == 0
-            after = _journal_fills(db)
-            _wait_for(lambda: _journal_fills(db) > after, 60, "a fill after recovery", proc)
+            _wait_for_new_fill(db, proc, "a fill after recovery", 60)
             proc.interrupt()
             assert proc.wait(timeout=60) == 0, proc.output
         finally:
