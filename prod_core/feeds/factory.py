@@ -47,6 +47,13 @@ def _build_replay(symbols: SymbolsConfig, args) -> Feed:
     if not data:
         raise ConfigError("FEED=replay needs --data PATH [PATH...] (CSV/Parquet candles or Binance kline dumps)")
     speed = getattr(args, "speed", None) or "max"
+    from prod_core.feeds.session import SessionFormatError, SessionReplayFeed, is_recording
+
+    if len(data) == 1 and is_recording(data[0]):  # reports/run_<id>/bars.parquet: replay the session
+        try:
+            return SessionReplayFeed.from_path(data[0])
+        except SessionFormatError as exc:
+            raise ConfigError(f"replay: {exc}") from None
     try:
         parse_speed(speed)
         return ReplayFeed.from_paths(data, speed=speed, known_symbols=symbols.names)

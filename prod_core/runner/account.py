@@ -98,16 +98,26 @@ def snapshot_of(book: Book) -> dict[str, Any]:
     return data
 
 
-def open_book(storage: Storage, account: str, run_id: str, *, starting_cash: float, actor: str) -> Book:
-    """Fold the account's journal; open the journal first if the account has none."""
+def open_book(
+    storage: Storage, account: str, run_id: str, *, starting_cash: float, actor: str, opening: dict | None = None
+) -> Book:
+    """Fold the account's journal; open the journal first if the account has none (``opening``:
+    the body of the opening entry, e.g. a recorded session's start state)."""
     entries = storage.journal(account)
     if not entries:
-        body, event = _opening_body(storage, account, starting_cash)
+        if opening is not None:  # positions get ids of this account (ids are unique for the life of the DB)
+            lots = [{**lot, "position_id": f"{run_id}~{lot['position_id']}"} for lot in opening.get("lots", ())]
+            state = {k: v for k, v in opening["state"].items() if k != "cash_usd"}
+            body, event = {**opening, "lots": lots, "state": state}, "opened"
+        else:
+            body, event = _opening_body(storage, account, starting_cash)
         now = time.time()
         book = fold(account, [{"seq": 0, "kind": "open", "body": body}])
         storage.commit_account(AccountWrite(account=account, run_id=run_id, ts=now,
                                             entries=(journal_row(int(now * 1000), "open", event, body),),
                                             snapshot=snapshot_of(book)))
+        if opening is not None and book.positions:
+            storage.repair_positions(account, run_id, void=[], insert=list(book.positions.values()), ts=now)
         if event == "adopted":
             storage.add_audit(ts=now, actor=actor, action="journal_opened", comment="", run_id=run_id, account=account,
                               details={"cash_usd": body["cash_usd"], "positions": len(body["lots"])})

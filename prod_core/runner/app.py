@@ -111,6 +111,13 @@ class PaperRunner:
             return 2
         self.replay = settings.feed == "replay"
         self.account = f"replay:{self.run_id}" if self.replay else "paper"
+        # A replay of a recorded session: its start state, configs and control events.
+        self.session = getattr(self.feed, "recording", None)
+        self.recording = not self.replay  # a paper run records its session
+        self.bars_received = 0
+        self._event_seq = 0
+        if self.session is not None:
+            self.gov = GovernanceConfig.model_validate(self.session.start["governance"])
         try:
             code = self._open_account(settings, t_start)
         except StorageError as exc:
@@ -129,6 +136,9 @@ class PaperRunner:
         instruments = {
             s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in self.symbols.symbols
         }
+        if self.session is not None:  # the instruments as the recorded session traded them
+            instruments = {sym: Instrument(symbol=sym, kind=InstrumentKind(kind))
+                           for sym, kind in self.session.start["instruments"].items()}
         for symbol in self.feed.symbols:  # replayed symbols not in symbols.yaml trade as spot
             instruments.setdefault(symbol, Instrument(symbol=symbol))
         self.live = LiveMetrics(feeds=[self.feed.name], symbols=list(self.feed.symbols),
@@ -147,18 +157,25 @@ class PaperRunner:
                                  live=self.live, notify=self.notify, state=self.state, feed_name=self.feed.name,
                                  clock_mode="bar" if self.replay else "wall",
                                  timing_every=16 if self.replay else 1, account=self.account,
-                                 immediate=not self.replay, on_storage_error=self._storage_error)
+                                 immediate=not self.replay, on_storage_error=self._storage_error,
+                                 bar_days=self.session is None)
         self.pipeline.mark_journaled()
+        flatten = settings.feed == "sim"
+        flatten_ms = int(t_start * 1000)
+        if self.session is not None:
+            flatten = bool(self.session.start.get("flatten_at_mark"))
+            flatten_ms = int(self.session.start.get("t_start_ms", flatten_ms))
         try:
             self.pipeline.tick(t_start)  # a new UTC day since the last run: rolled and journaled
             if self.state.config_hash != self.chash:
                 self.state.config_hash = self.chash
                 self.pipeline.journal_governance("config", {"hash": self.chash, "trigger": "start"})
             carried = restored_positions(self.storage, self.book)
+            if self.recording:
+                self._record_start(instruments, carried, flatten, flatten_ms)
             if carried:
                 log.info("Счёт: %d открытых позиций из прошлых запусков", len(carried))
-            self.pipeline.restore_positions(carried, flatten_at_mark=settings.feed == "sim",
-                                            ts_ms=int(t_start * 1000))
+            self.pipeline.restore_positions(carried, flatten_at_mark=flatten, ts_ms=flatten_ms)
         except LeaseLost as exc:
             log.error("%s", exc)
             self._end_run_quietly("failed")
@@ -172,14 +189,14 @@ class PaperRunner:
         except Exception as exc:  # bad symbol, auth, unreachable exchange: a clear fatal error
             log.error("feed %s failed to start: %s", self.feed.name, exc)
             self.live.runner_up = 0
-            self.storage.end_run(self.run_id, status="failed", ts=time.time())
-            self.storage.close()
+            self._end_run_quietly("failed")
             self.exporter.stop()
             return 2
         rejected = getattr(self.feed, "rejected", None) or {}
         for kind, count in rejected.items():  # rows that could not even become a bar
             self.live.anomalies_total[(self.feed.name, kind)] = count
         self.pipeline.live_from_ms = self.feed.live_from_ms
+        self.record_event("live_from", {"live_from_ms": self.feed.live_from_ms})
         self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
         self.storage.set_feed_state(self.run_id, self.feed.name, 1, time.time(), "registered")
         self.notify("feed_registered",
@@ -238,7 +255,8 @@ class PaperRunner:
         self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=self.chash,
                                code_version=__version__, ts=t_start, args=" ".join(sys.argv[1:]))
         self.book = open_book(self.storage, self.account, self.run_id,
-                              starting_cash=self.gov.account.starting_equity_usd, actor=_user())
+                              starting_cash=self.gov.account.starting_equity_usd, actor=_user(),
+                              opening=self.session.start["account"] if self.session is not None else None)
         diffs = reconcile_at_start(self.storage, self.book, self.run_id, actor=_user())
         if not diffs:
             log.info("Сверка счёта %s: журнал и сохранённое состояние совпадают (seq %d, сделок %d)",
@@ -303,6 +321,11 @@ class PaperRunner:
         last_hb = 0.0
         last_cmd = 0.0
         last_health = self.live.feed_health.get(feed.name, 1)
+        recording = self.recording
+        session_events = list(self.session.events) if self.session is not None else []
+        next_event_at = session_events[0].after_bar if session_events else -1
+        if session_events and next_event_at <= 0:
+            next_event_at = self._apply_session_events(session_events)
         t_engine = time.perf_counter()
         while True:
             now = time.time()
@@ -314,12 +337,26 @@ class PaperRunner:
             bars = feed.poll(now)
             if bars:
                 live.feed_last_bar_ts[feed.name] = now
-            for bar in bars:
-                pipeline.on_bar(bar)
+            if recording:
+                for bar in bars:
+                    storage.add_session_bar(self.run_id, self.bars_received, bar)
+                    self.bars_received += 1
+                    pipeline.on_bar(bar)
+            elif session_events:
+                for bar in bars:
+                    if self.bars_received >= next_event_at:
+                        next_event_at = self._apply_session_events(session_events)
+                    self.bars_received += 1
+                    pipeline.on_bar(bar)
+            else:
+                for bar in bars:
+                    pipeline.on_bar(bar)
             now = time.time()
             health = self._overlay_health(feed.health(now))
-            pipeline.feed_ok = health == 1
+            if self.session is None:  # a recorded session replays its own feed health events
+                pipeline.feed_ok = health == 1
             if health != last_health:
+                self.record_event("feed_health", {"health": health})
                 live.feed_health[feed.name] = health
                 self._guard(storage.set_feed_state, self.run_id, feed.name, health, now)
                 self.notify("feed_health", f"feed {feed.name} health {last_health} -> {health}",
@@ -334,7 +371,8 @@ class PaperRunner:
                     self.control.watch()
             if now - last_hb >= HEARTBEAT_S:
                 last_hb = now
-                pipeline.tick(now)
+                if pipeline.tick(now):
+                    self.record_event("day_roll", {"day": self.state.day})
                 if self._guard(self._save_state, now) and self._guard(storage.heartbeat, self.run_id, now):
                     self._storage_recovered()
                 live.storage_retries = storage.retries
@@ -365,6 +403,10 @@ class PaperRunner:
     def _apply_alert_test_overlay(self) -> None:
         """ALERT_TEST_* drills: a loud, non-persisted overlay on the real gates (paper mode only)."""
         s = self.settings
+        if self.session is not None:  # a recorded session replays the overlay it ran with
+            recorded = self.session.start.get("overlay") or {}
+            s = s.model_copy(update={"alert_test_daily_lock": recorded.get("daily_lock"),
+                                     "alert_test_safe_mode": recorded.get("safe_mode")})
         overlay = {}
         if s.alert_test_feed_health:
             overlay["ALERT_TEST_FEED_HEALTH"] = s.alert_test_feed_health
@@ -386,8 +428,48 @@ class PaperRunner:
             return health
         return 0 if test == "bad" else 1
 
+    # ------------------------------------------------------------ session recording
+    def record_event(self, kind: str, payload: dict) -> None:
+        """Record a control event of this paper session at the bar it takes effect (buffered)."""
+        if self.recording:
+            self.storage.add_session_event(self.run_id, self._event_seq, after_bar=self.bars_received, kind=kind,
+                                           payload=payload)
+            self._event_seq += 1
+
+    def _record_start(self, instruments: dict, carried: list, flatten: bool, flatten_ms: int) -> None:
+        from prod_core.account import carried_lot
+
+        self.record_event("start", {
+            "account": {"cash_usd": self.pipeline.broker.cash_usd, "lots": [carried_lot(p) for p in carried],
+                        "state": {**self.state.to_dict(), "cash_usd": None}},
+            "governance": self.gov.model_dump(mode="json"),
+            "instruments": {sym: inst.kind.value for sym, inst in instruments.items()},
+            "symbols": list(self.feed.symbols), "feed": self.settings.feed,
+            "flatten_at_mark": flatten, "t_start_ms": flatten_ms,
+            "overlay": {"daily_lock": self.settings.alert_test_daily_lock,
+                        "safe_mode": self.settings.alert_test_safe_mode},
+        })
+
+    def _apply_session_events(self, events: list) -> int:
+        """Replay of a recording: apply every event due before the next bar; return the next due index."""
+        while events and events[0].after_bar <= self.bars_received:
+            event = events.pop(0)
+            p = event.payload
+            if event.kind == "feed_health":
+                self.pipeline.feed_ok = p["health"] == 1
+            elif event.kind == "command":
+                self.control.apply_command(p["command"], p.get("args") or {}, p.get("comment") or "")
+            elif event.kind == "config":
+                self.apply_governance(GovernanceConfig.model_validate(p["governance"]))
+            elif event.kind == "day_roll":
+                self.pipeline.roll_day_to(str(p["day"]))
+        return events[0].after_bar if events else 1 << 62
+
     def journal_command(self, cmd: dict, status: str, result: str) -> None:
         """Journal the governance state an operator command left (even a refused one is on record)."""
+        if status == "applied" and cmd["command"] not in ("reload", "restart-feed"):
+            self.record_event("command", {"command": cmd["command"], "args": cmd.get("args") or {},
+                                          "comment": cmd.get("comment") or ""})
         self.pipeline.journal_governance(f"command:{cmd['command']}", {
             "command_id": cmd["id"], "actor": cmd["actor"], "comment": cmd.get("comment") or "",
             "status": status, "result": result}, force=status == "applied")
@@ -395,6 +477,7 @@ class PaperRunner:
     def apply_governance(self, gov: GovernanceConfig) -> None:
         """Install a validated governance config between two bars and journal the hash in force."""
         self.gov = gov
+        self.record_event("config", {"governance": gov.model_dump(mode="json")})
         self.pipeline.apply_config(gov)
         self.chash = config_hash(gov, self.symbols)
         self.state.config_hash = self.chash
@@ -418,7 +501,7 @@ class PaperRunner:
         saved = True
         if not self.lease_lost:  # after a takeover the account belongs to the other runner
             try:
-                if self.replay:
+                if self.replay and self.session is None:  # a recorded session ends as the session did
                     self.pipeline.flatten_at_end()
                 self.storage.cancel_pending_plans(self.run_id)
                 self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")
@@ -455,6 +538,11 @@ class PaperRunner:
                 from prod_core.reports import write_run_report
 
                 folder = write_run_report(self.storage, self.run_id, Path(self.settings.reports_dir), self.log_path)
+                if self.recording:
+                    from prod_core.feeds.session import write_session
+
+                    write_session(Path(folder), self.run_id, self.storage.session_bars(self.run_id),
+                                  self.storage.session_events(self.run_id))
                 log.info("Отчёт: %s", folder)
             except Exception as exc:  # a failed report must not lose the run
                 self.live.errors_total["reports"] = self.live.errors_total.get("reports", 0) + 1

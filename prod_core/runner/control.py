@@ -51,9 +51,10 @@ class OperatorControl:
                                        "comment": cmd["comment"], "actor": cmd["actor"]})
 
     def _apply(self, cmd: dict) -> tuple[str, str]:
-        name = cmd["command"]
-        args = cmd.get("args") or {}
-        comment = cmd.get("comment") or ""
+        return self.apply_command(cmd["command"], cmd.get("args") or {}, cmd.get("comment") or "")
+
+    def apply_command(self, name: str, args: dict, comment: str) -> tuple[str, str]:
+        """Apply one operator command between two bars; returns (applied|refused, message)."""
         runner = self.runner
         pipeline = runner.pipeline
         state = runner.state

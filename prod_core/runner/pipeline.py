@@ -54,6 +54,7 @@ class Pipeline:
         account: str = "paper",
         immediate: bool = True,
         on_storage_error: Callable[[Exception], None] | None = None,
+        bar_days: bool = True,
     ) -> None:
         self.run_id = run_id
         self.account = account
@@ -72,6 +73,8 @@ class Pipeline:
         self.state = state
         self.feed_name = feed_name
         self.clock_mode = clock_mode
+        # Replay rolls the UTC day on the bar clock; a recorded session replays its own day rolls.
+        self._bar_days = clock_mode == "bar" and bar_days
         self.wall_clock = wall_clock
         self.equity_every = max(1, equity_every)
         self.timing_every = max(1, timing_every)
@@ -148,7 +151,7 @@ class Pipeline:
         live = self.live
         bars_total = live.bars_total
         bars_total[sym] = bars_total.get(sym, 0) + 1
-        if bar.ts_ms >= self._next_day_ms and self.clock_mode == "bar":
+        if bar.ts_ms >= self._next_day_ms and self._bar_days:
             self._new_bar_day(bar.ts_ms)
         if bar.ts_ms != self._corr_ts:
             if self._corr_ts >= 0:
@@ -530,10 +533,18 @@ class Pipeline:
             self._anomaly_logged_at = now
             self._anomaly_burst = 0
 
-    def tick(self, now_s: float) -> None:
-        """Once-a-second housekeeping in paper mode: roll the UTC day of the counters."""
-        if self.clock_mode == "wall" and roll_day(self.state, day_of(now_s)):
-            self.journal_governance("day_roll", {"day": self.state.day})
+    def tick(self, now_s: float) -> bool:
+        """Once-a-second housekeeping in paper mode: roll the UTC day of the counters (True if it did)."""
+        if self.clock_mode == "wall":
+            return self.roll_day_to(day_of(now_s))
+        return False
+
+    def roll_day_to(self, day: str) -> bool:
+        """Start the daily counters of ``day`` (journaled); the lock stays (paper: only an operator lifts it)."""
+        if not roll_day(self.state, day):
+            return False
+        self.journal_governance("day_roll", {"day": day})
+        return True
 
     # ------------------------------------------------------------ broker sink
     def on_order(self, order: Order) -> None:

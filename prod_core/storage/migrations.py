@@ -290,11 +290,40 @@ CREATE INDEX idx_positions_run ON positions (run_id);
 CREATE INDEX idx_positions_account ON positions (account, status);
 """
 
+# v5: the recorded session of a run: every closed bar it received, in arrival order, and the
+# control events (start state, feed health, operator commands, reloads, day rolls) at the bar
+# they took effect, so that the session can be replayed (``--feed replay --data
+# reports/run_<id>/bars.parquet``). Rows belong to the run and leave with it.
+_V5_SESSION = """
+CREATE TABLE session_bars (
+    run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq      INTEGER NOT NULL,
+    symbol   TEXT NOT NULL,
+    ts_ms    BIGINT NOT NULL,
+    open     DOUBLE PRECISION,  -- NULL: the bar arrived with NaN (recorded as received)
+    high     DOUBLE PRECISION,
+    low      DOUBLE PRECISION,
+    close    DOUBLE PRECISION,
+    volume   DOUBLE PRECISION,
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE session_events (
+    run_id        TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq           INTEGER NOT NULL,
+    after_bar     INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    payload_json  TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
     (3, "exports table: report exports and rotation archives of runs", _V3_EXPORTS),
     (4, "account journal, writer leases, positions.account and the void status", _V4_JOURNAL),
+    (5, "recorded session: bars in arrival order and control events", _V5_SESSION),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

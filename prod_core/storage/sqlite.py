@@ -103,11 +103,15 @@ EXPORT_TABLES: tuple[str, ...] = (
     "events",
     "audit",
     "commands",
+    "session_bars",
+    "session_events",
 )
 
 # Tables whose rows belong to ONE run and leave the database with it (``delete_runs``).
 # governance_state, audit, commands and exports are account-level and never deleted.
-RUN_TABLES: tuple[str, ...] = ("runs", "feed_states", "plans", "orders", "fills", "positions", "equity", "events")
+RUN_TABLES: tuple[str, ...] = (
+    "runs", "feed_states", "plans", "orders", "fills", "positions", "equity", "events", "session_bars", "session_events",
+)
 
 _EXPORT_KINDS = frozenset({"report", "archive"})
 _RUN_STATUSES = frozenset({"running", "stopped", "failed", "crashed"})
@@ -155,6 +159,13 @@ _SQL_INSERT_EQUITY = (
 _SQL_INSERT_EVENT = (
     "INSERT INTO events (run_id, ts, kind, severity, component, message, fields_json)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_INSERT_SESSION_BAR = (
+    "INSERT INTO session_bars (run_id, seq, symbol, ts_ms, open, high, low, close, volume)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_INSERT_SESSION_EVENT = (
+    "INSERT INTO session_events (run_id, seq, after_bar, kind, payload_json) VALUES (?, ?, ?, ?, ?)"
 )
 _SQL_INSERT_FILL = (
     "INSERT INTO fills (run_id, fill_id, order_id, ts_ms, symbol, side, qty, price, fee_usd, reason,"
@@ -230,6 +241,8 @@ class Storage:
         self._marks: list[tuple[Any, ...]] = []
         self._equity: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
+        self._session_bars: list[tuple[Any, ...]] = []
+        self._session_events: list[tuple[Any, ...]] = []
         self._account_writes: list[AccountWrite] = []
         self._buffered = 0
         self._last_flush_s: float | None = None
@@ -398,6 +411,10 @@ class Storage:
             conn.executemany(_SQL_INSERT_EQUITY, self._equity)
         if self._events:
             conn.executemany(_SQL_INSERT_EVENT, self._events)
+        if self._session_bars:
+            conn.executemany(_SQL_INSERT_SESSION_BAR, self._session_bars)
+        if self._session_events:
+            conn.executemany(_SQL_INSERT_SESSION_EVENT, self._session_events)
         for write in self._account_writes:
             self._write_account(conn, write)
 
@@ -408,6 +425,8 @@ class Storage:
         self._marks = []
         self._equity = []
         self._events = []
+        self._session_bars = []
+        self._session_events = []
         self._account_writes = []
         self._buffered = 0
 
@@ -858,6 +877,31 @@ class Storage:
         rows = self._query("SELECT * FROM events WHERE run_id = ? ORDER BY ts, rowid", (run_id,))
         for row in rows:
             row["fields"] = json.loads(row["fields_json"])
+        return rows
+
+    # ------------------------------------------------------------------ recorded session (buffered)
+
+    def add_session_bar(self, run_id: str, seq: int, bar: Any) -> None:
+        """Record a received closed bar (``seq``: its arrival number in the run, from 0)."""
+        self._session_bars.append(
+            (run_id, seq, bar.symbol, bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        )
+        self._buffered += 1
+
+    def add_session_event(self, run_id: str, seq: int, *, after_bar: int, kind: str, payload: dict[str, Any]) -> None:
+        """Record a control event that took effect after ``after_bar`` received bars."""
+        self._session_events.append(
+            (run_id, seq, after_bar, kind, json.dumps(payload, sort_keys=True, default=str))
+        )
+        self._buffered += 1
+
+    def session_bars(self, run_id: str) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM session_bars WHERE run_id = ? ORDER BY seq", (run_id,))
+
+    def session_events(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM session_events WHERE run_id = ? ORDER BY seq", (run_id,))
+        for row in rows:
+            row["payload"] = json.loads(row.pop("payload_json"))
         return rows
 
     # ------------------------------------------------------------------ governance and audit (account-level)
