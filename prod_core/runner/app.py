@@ -39,7 +39,10 @@ from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 log = logging.getLogger("prod_core.runner")
 
 HEARTBEAT_S = 1.0
-STALE_RUN_S = 3.0  # three missed heartbeats: that runner is gone
+# A run whose heartbeat is this old is marked crashed by the next start. Longer than the storage
+# retry window: a runner waiting out a busy database is not dead. A run whose lease is taken over
+# (its pid is gone) is marked crashed at once.
+STALE_RUN_S = 30.0
 MAX_SLEEP_S = 0.2
 COMMAND_POLL_S = 0.5
 
@@ -242,6 +245,9 @@ class PaperRunner:
                 return 2
             if holder is not None and why:
                 log.warning("Счёт %s: lease перехвачен у run %s: %s", self.account, holder["run_id"], why)
+                if self.storage.mark_crashed(holder["run_id"], ts=float(holder["heartbeat_at"])):
+                    log.warning("run %s had no heartbeat for %.0f s: marked crashed", holder["run_id"],
+                                t_start - float(holder["heartbeat_at"]))
                 self.storage.add_audit(ts=t_start, actor=_user(), action="lease_takeover", comment=why,
                                        run_id=self.run_id, account=self.account, details={"previous": holder})
         for rid, age in self.storage.mark_stale_runs(t_start, STALE_RUN_S):

@@ -554,6 +554,15 @@ class Storage:
                 )
         return stale
 
+    def mark_crashed(self, run_id: str, *, ts: float) -> bool:
+        """A ``running`` run whose process is known to be gone -> ``crashed`` (ended at ``ts``)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET status = 'crashed', ended_at = ? WHERE run_id = ? AND status = 'running'",
+                (ts, run_id),
+            )
+            return cur.rowcount == 1
+
     def cancel_orphan_plans(self) -> dict[str, int]:
         """Pending plans of runs that are no longer running -> cancelled; return counts per run."""
         with self._tx() as conn:

@@ -126,6 +126,9 @@ def test_random_sigkills_never_drift_the_account(tmp_path: Path, config_dir: Pat
     assert "журнал и сохранённое состояние совпадают" in proc.output
     totals = _assert_account_true(db)
     assert totals["fills"] >= 60
+    with sqlite3.connect(db) as conn:  # every killed run was found dead through its lease
+        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+    assert statuses.get("running", 0) == 0 and statuses.get("crashed", 0) >= kills, statuses
 
 
 @pytest.mark.parametrize("point", ["after_fill_insert", "before_commit", "after_commit", "mid_flush"])
