@@ -520,8 +520,8 @@ class Pipeline:
         A burst is a run of rejected bars less than a second apart (a poll's worth: they reach
         the pipeline in one tight loop, so a line written at the first bar would say 1). Its line
         «Фид …: отклонено баров N …» is written at the first flush point after it: the next
-        rejected bar after a quiet second, or a flush call ``_anomaly(None)`` (once a second from
-        ``tick``; ``final=True`` at stop writes what is pending). At most one line per
+        rejected bar after a quiet second, or a flush call ``_anomaly(None)`` (meant for ``tick``,
+        once a second; ``final=True`` at stop writes what is pending). At most one line per
         ``ANOMALY_LOG_EVERY_S``, never per bar: a burst that may not be logged yet is merged into
         the next line, whose N is then every bar rejected since the previous line; a flood longer
         than the window gets one line per window. ``data_anomalies_total`` counts every bar.
