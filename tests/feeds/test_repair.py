@@ -194,23 +194,19 @@ FATES = ("good", "missing", *CORRUPT)
 
 
 @st.composite
-def sessions(draw):
-    """A clean series, what the exchange does to each bar, and how the rows are paged."""
+def sessions(draw, max_retries: int = 2):
+    """A clean series, what the exchange does to each bar, how often it answers a re-request badly, the paging."""
     n = draw(st.integers(min_value=1, max_value=30))
     fates = [draw(st.sampled_from(FATES)) if 0 < i < n - 1 else "good" for i in range(n)]
-    retries = [draw(st.integers(min_value=0, max_value=2)) for _ in range(n)]  # bad answers before the good one
+    retries = [draw(st.integers(min_value=0, max_value=max_retries)) for _ in range(n)]
     extras = [draw(st.sampled_from(("none", "none", "duplicate", "out_of_order"))) for _ in range(n)]
     cuts = sorted(set(draw(st.lists(st.integers(min_value=1, max_value=max(1, n)), max_size=6))))
     return n, fates, retries, extras, cuts
 
 
-@settings(max_examples=300, deadline=None)
-@given(sessions())
-def test_released_series_equals_clean_series_and_each_bad_bar_counts_once(session) -> None:
-    """If the exchange returns every good bar within the attempt budget, the released series is exactly
-    the clean one (no gap, no duplicate, time order) and each injected bad bar is counted once by kind."""
+def _play(session, rep: BarRepair) -> tuple[list, dict[str, int]]:
+    """Feed the session through ``rep`` like a polling feed; return the released bars and the injected anomalies."""
     n, fates, retries, extras, cuts = session
-    rep = BarRepair("1m", RepairPolicy(max_attempts=3))
     stream: list[list] = []
     expected: dict[str, int] = {}
     for i in range(n):
@@ -250,12 +246,38 @@ def test_released_series_equals_clean_series_and_each_bad_bar_counts_once(sessio
         released += rep.offer(SYM, page, now_s=now)
         while (at := rep.next_attempt_s(SYM)) is not None:
             now = max(now, at)
-            window = rep.wanted(SYM)
-            released += rep.offer(SYM, exchange(window), now_s=now, repair=True)
+            released += rep.offer(SYM, exchange(rep.wanted(SYM)), now_s=now, repair=True)
         now += 60.0
+    return released, expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(sessions())
+def test_released_series_equals_clean_series_and_each_bad_bar_counts_once(session) -> None:
+    """If the exchange returns every good bar within the attempt budget, the released series is exactly
+    the clean one (no gap, no duplicate, time order) and each injected bad bar is counted once by kind."""
+    n, fates, _, _, _ = session
+    rep = BarRepair("1m", RepairPolicy(max_attempts=3))
+    released, expected = _play(session, rep)
     assert [b.as_tuple()[1:] for b in released] == [tuple(good(i)) for i in range(n)]
     assert rep.rejected == expected
     assert rep.given_up == 0
     assert rep.gaps == fates.count("missing")
     assert rep.repaired == sum(1 for f in fates if f != "good")
     assert rep.held(SYM) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(sessions(max_retries=5))
+def test_beyond_the_budget_holes_are_given_up_and_the_rest_released_in_order(session) -> None:
+    """When the exchange never fixes some bars in time, exactly those are given up; every other bar is
+    released once, in time order, and nothing stays held: the feed never stalls."""
+    n, fates, retries, _, _ = session
+    rep = BarRepair("1m", RepairPolicy(max_attempts=3))
+    released, expected = _play(session, rep)
+    lost = {i for i in range(n) if fates[i] != "good" and retries[i] >= 3}
+    assert [b.as_tuple()[1:] for b in released] == [tuple(good(i)) for i in range(n) if i not in lost]
+    assert rep.given_up == len(lost) and rep.repaired == sum(1 for f in fates if f != "good") - len(lost)
+    assert rep.rejected == expected and rep.held(SYM) == 0
+    given_up = sorted((e.ts_ms - T0) // TF for e in rep.pop_events() if e.outcome == GIVEN_UP)
+    assert given_up == sorted(lost)
