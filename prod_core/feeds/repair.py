@@ -195,6 +195,10 @@ class BarRepair:
         at = self.next_attempt_s(symbol)
         return at is not None and now_s >= at
 
+    def due_symbols(self, now_s: float) -> list[str]:
+        """Symbols whose re-request is due now."""
+        return [s for s in self._streams if self.due(s, now_s)]
+
     def cursor_ms(self, symbol: str) -> int | None:
         """Newest timestamp seen for the symbol: the normal fetch continues after it."""
         st = self._streams.get(symbol)

@@ -154,6 +154,7 @@ def test_symbols_are_repaired_independently() -> None:
     rep.offer("A", [good(0), CORRUPT["nan"](good(1)), good(2)], now_s=0.0)
     assert slots(rep.offer("B", [good(0), good(1), good(2)], now_s=0.0)) == [0, 1, 2]
     assert rep.wanted("B") is None and rep.held("A") == 1
+    assert rep.due_symbols(0.5) == [] and rep.due_symbols(1.0) == ["A"]
 
 
 def test_window_is_capped_and_repairs_the_first_holes_first() -> None:
