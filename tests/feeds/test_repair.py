@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -188,6 +189,37 @@ def test_invalid_policy_is_refused_with_the_value(kwargs: dict, message: str) ->
     """A bad policy fails at construction naming the field and the value."""
     with pytest.raises(ValueError, match=message):
         RepairPolicy(**kwargs)
+
+
+def test_five_percent_corrupted_rows_for_two_minutes_leave_no_hole() -> None:
+    """The incident: 1 s bars, two symbols, 5% of rows corrupted per response; the re-fetch heals every one."""
+    rng = random.Random(7)
+    rep = BarRepair("1s")
+    tf = 1000
+    kinds = list(CORRUPT)
+
+    def row(sym_base: float, ts: int) -> list:
+        i = ts // tf
+        return [ts, sym_base + i % 7, sym_base + 9, sym_base - 1, sym_base + 3, 1.0]
+
+    def response(sym_base: float, tss) -> list[list]:
+        return [CORRUPT[rng.choice(kinds)](row(sym_base, ts)) if rng.random() < 0.05 else row(sym_base, ts)
+                for ts in tss]
+
+    released: dict[str, list[int]] = {"A": [], "B": []}
+    bases = {"A": 100.0, "B": 50.0}
+    for second in range(1, 121):
+        now = float(second)
+        for sym, base in bases.items():
+            released[sym] += ts_of(rep.offer(sym, response(base, [(second - 1) * tf]), now_s=now))
+        for sym in rep.due_symbols(now):
+            since, until = rep.wanted(sym)
+            rows = response(bases[sym], range(since, until, tf))
+            released[sym] += ts_of(rep.offer(sym, rows, now_s=now, repair=True, window=(since, until)))
+    for sym in bases:  # what is still held at the end is only behind the last second's holes
+        assert released[sym] == list(range(0, released[sym][-1] + tf, tf))
+        assert released[sym][-1] >= 115 * tf
+    assert sum(rep.rejected.values()) > 5 and rep.given_up == 0
 
 
 # --------------------------------------------------------------- property
