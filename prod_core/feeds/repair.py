@@ -70,7 +70,8 @@ class RepairPolicy:
 class RepairEvent:
     """What became of a hole: ``repaired`` (a clean bar filled it) or ``given_up`` (released without it).
 
-    ``cause`` is the anomaly kind that opened the hole, or ``gap``; ``bars`` > 1 only for a
+    ``cause`` is the anomaly kind that opened the hole, or ``gap``; ``attempts`` the re-requests
+    it took (0: the row came back on the normal fetch); ``bars`` > 1 only for a
     gap too large to re-request (given up at once, ``ts_ms`` its first missing bar).
     """
 
@@ -260,14 +261,15 @@ class BarRepair:
         if hole is None:
             return  # overlap with bars already held or released
         bar = Bar(symbol, ts, *(_num(row[i]) if i < len(row) else _NAN for i in range(1, 6)))
-        self._fill(st, symbol, ts, hole, bar)
+        self._fill(st, symbol, ts, hole, bar, attempt=1)
 
-    def _fill(self, st: _Stream, symbol: str, ts: int, hole: _Hole, bar: Bar) -> None:
+    def _fill(self, st: _Stream, symbol: str, ts: int, hole: _Hole, bar: Bar, attempt: int = 0) -> None:
+        """A row for a hole: a clean one fills it (``attempt`` 1 when it answers a re-request)."""
         if is_clean(bar, ts - 1):
             del st.holes[ts]
             st.held[ts] = bar
             self.repaired += 1
-            self._events.append(RepairEvent(symbol, ts, REPAIRED, hole.cause, hole.attempts))
+            self._events.append(RepairEvent(symbol, ts, REPAIRED, hole.cause, hole.attempts + attempt))
         elif not hole.counted:  # a gap whose re-fetched row is malformed: counted once, like any bad row
             kind = classify(bar, ts - 1) or "nan"
             self._count(kind)

@@ -62,7 +62,7 @@ def test_nan_row_holds_later_bars_until_the_rerequest_fills_it() -> None:
     out = rep.offer(SYM, [good(1), good(2)], now_s=3.0, repair=True)
     assert slots(out) == [1, 2, 3]
     assert rep.repaired == 1 and rep.given_up == 0 and rep.wanted(SYM) is None
-    assert [(e.outcome, e.cause, e.attempts) for e in rep.pop_events()] == [(REPAIRED, "nan", 1)]
+    assert [(e.outcome, e.cause, e.attempts) for e in rep.pop_events()] == [(REPAIRED, "nan", 2)]
 
 
 def test_gap_is_rerequested_like_a_rejected_bar() -> None:
