@@ -28,6 +28,52 @@ def _write_table(rows: list[dict[str, Any]], folder: Path, name: str) -> None:
     pq.write_table(table, folder / f"{name}.parquet")
 
 
+def _count_map(value: Any) -> dict[str, int]:
+    """A {name: count} dict from an event field, ignoring anything malformed."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def anomaly_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rejected bars by kind, anomaly lines and bar repairs of one run, from its events.
+
+    The exact counts are the ``run_stopped`` event's ``anomalies`` {"feed:kind": n}; a run
+    that did not stop cleanly has none, so the ``data_anomaly`` lines are summed instead
+    (their ``kinds`` {kind: n}, or {kind: burst} for lines written before ``kinds`` existed).
+    Repairs are ``run_stopped``'s ``repairs`` {"repaired", "given_up", "gaps"} when the feed
+    repairs bars.
+    """
+    lines = [e for e in events if e.get("kind") == "data_anomaly"]
+    stopped = [e for e in events if e.get("kind") == "run_stopped"]
+    stop_fields = (stopped[-1].get("fields") or {}) if stopped else {}
+    by_kind: dict[str, int] = {}
+    if "anomalies" in stop_fields:
+        source = "run_stopped"
+        for key, n in _count_map(stop_fields["anomalies"]).items():
+            kind = key.split(":", 1)[1] if ":" in key else key
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    elif lines:
+        source = "data_anomaly"
+        for e in lines:
+            f = e.get("fields") or {}
+            kinds = _count_map(f.get("kinds")) or _count_map({str(f.get("kind") or "unknown"): f.get("burst") or 0})
+            for kind, n in kinds.items():
+                by_kind[kind] = by_kind.get(kind, 0) + n
+    else:
+        source = None
+    bursts = [(e.get("fields") or {}).get("burst") for e in lines]
+    largest = max((b for b in bursts if isinstance(b, int) and not isinstance(b, bool)), default=0)
+    repairs = _count_map(stop_fields.get("repairs")) if isinstance(stop_fields.get("repairs"), dict) else None
+    return {
+        "anomalies": {k: n for k, n in sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0])) if n},
+        "anomaly_source": source,
+        "anomaly_lines": len(lines),
+        "anomaly_largest_burst": largest,
+        "repairs": repairs,
+    }
+
+
 def run_summary(storage, run_id: str) -> dict[str, Any]:
     """Figures of one run computed from storage."""
     run = storage.get_run(run_id) or {}
@@ -58,11 +104,32 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
         "equity_end": equity[-1]["equity_usd"] if equity else None,
         "pnl_cum_r_end": equity[-1]["pnl_cum_r"] if equity else None,
         "max_dd_r_end": equity[-1]["max_dd_r"] if equity else None,
+        **anomaly_summary(storage.events(run_id)),
     }
 
 
 def _fmt_ts(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
+
+
+def _anomalies_md(s: dict[str, Any]) -> list[str]:
+    out = ["## Data anomalies", ""]
+    anomalies = s.get("anomalies") or {}
+    if anomalies:
+        out += ["| kind | rejected bars |", "|---|---|"]
+        out += [f"| {kind} | {n} |" for kind, n in anomalies.items()]
+        out += [f"| total | {sum(anomalies.values())} |", ""]
+        note = "" if s.get("anomaly_source") == "run_stopped" else " (summed from them: the run did not stop cleanly)"
+        out += [f"Log lines: {s.get('anomaly_lines', 0)} (largest burst {s.get('anomaly_largest_burst', 0)}){note}.", ""]
+    else:
+        out += ["No bar was rejected.", ""]
+    repairs = s.get("repairs")
+    if repairs is None:
+        out += ["Bar repairs: not recorded for this run.", ""]
+    else:
+        out += [f"Bar repairs: repaired {repairs.get('repaired', 0)}, given up {repairs.get('given_up', 0)}, "
+                f"gaps {repairs.get('gaps', 0)}.", ""]
+    return out
 
 
 def _summary_md(s: dict[str, Any]) -> str:
@@ -89,6 +156,7 @@ def _summary_md(s: dict[str, Any]) -> str:
             f"| pnl_cum_r at end | {num(s['pnl_cum_r_end'], '.3f')} |",
             f"| max_dd_r at end | {num(s['max_dd_r_end'], '.3f')} |",
             "",
+            *_anomalies_md(s),
             "Tables: " + ", ".join(f"`{t}.csv`/`{t}.parquet`" for t in REPORT_TABLES) + "; log: `run.log`.",
             "",
         ]

@@ -517,21 +517,47 @@ class Pipeline:
             self.notify("lock_reset", f"new simulated day {state.day}: lock {reason} reset", component="risk",
                         fields={"reason": reason, "day": state.day, "automatic": True})
 
-    def _anomaly(self, bar: Bar, last: int) -> None:
+    def _anomaly(self, bar: Bar | None, last: int = -1, *, final: bool = False) -> None:
+        """Count a rejected bar exactly; log each burst ONCE, after it is over, with its true size.
+
+        A burst is a run of rejected bars less than a second apart (a poll's worth: they reach
+        the pipeline in one tight loop, so a line written at the first bar would say 1). Its line
+        «Фид …: отклонено баров N …» is written at the first flush point after it: the next
+        rejected bar after a quiet second, or a flush call ``_anomaly(None)`` (meant for ``tick``,
+        once a second; ``final=True`` at stop writes what is pending). At most one line per
+        ``ANOMALY_LOG_EVERY_S``, never per bar: a burst that may not be logged yet is merged into
+        the next line, whose N is then every bar rejected since the previous line; a flood longer
+        than the window gets one line per window. ``data_anomalies_total`` counts every bar.
+        """
+        now = self.wall_clock()
+        pending = self._anomaly_burst
+        if pending:
+            first_s, last_s, kinds, (kind, symbol, ts_ms) = self._anomaly_pending
+            over = now - last_s >= 1.0 or now - first_s >= ANOMALY_LOG_EVERY_S
+            if final or (over and now - self._anomaly_logged_at >= ANOMALY_LOG_EVERY_S):
+                by_kind = ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+                self.notify("data_anomaly",
+                            f"Фид {self.feed_name}: отклонено баров {pending} за {last_s - first_s:.1f} с ({by_kind}; "
+                            f"последний: {kind}, {symbol} ts_ms={ts_ms}); не чаще строки в "
+                            f"{ANOMALY_LOG_EVERY_S:.0f} с",
+                            severity="warning", component="feed",
+                            fields={"kind": kind, "symbol": symbol, "ts_ms": ts_ms, "burst": pending,
+                                    "kinds": dict(kinds)})
+                self._anomaly_logged_at = now
+                self._anomaly_burst = pending = 0
+        if bar is None:
+            return
         kind = classify(bar, last) or "unknown"
         key = (self.feed_name, kind)
         anomalies = self.live.anomalies_total
         anomalies[key] = anomalies.get(key, 0) + 1
-        self._anomaly_burst += 1
-        now = self.wall_clock()
-        if now - self._anomaly_logged_at >= ANOMALY_LOG_EVERY_S:  # once per burst, never per bar
-            self.notify("data_anomaly",
-                        f"Фид {self.feed_name}: отклонено баров {self._anomaly_burst} (последний: {kind}, "
-                        f"{bar.symbol} ts_ms={bar.ts_ms}); повторы {ANOMALY_LOG_EVERY_S:.0f} с не логируются",
-                        severity="warning", component="feed",
-                        fields={"kind": kind, "symbol": bar.symbol, "ts_ms": bar.ts_ms, "burst": self._anomaly_burst})
-            self._anomaly_logged_at = now
-            self._anomaly_burst = 0
+        if pending:
+            first_s, kinds = self._anomaly_pending[0], self._anomaly_pending[2]
+        else:
+            first_s, kinds = now, {}
+        kinds[kind] = kinds.get(kind, 0) + 1
+        self._anomaly_pending = (first_s, now, kinds, (kind, bar.symbol, bar.ts_ms))
+        self._anomaly_burst = pending + 1
 
     def tick(self, now_s: float) -> bool:
         """Once-a-second housekeeping in paper mode: roll the UTC day of the counters (True if it did)."""
