@@ -526,6 +526,7 @@ class PaperRunner:
         # that the disappearing exporter pages (RunnerHeartbeatLost / MetricsDeadman).
         self.live.runner_up = 0 if status == "stopped" else 1
         self.live.runner_last_cycle_ts = now
+        self.pipeline.flush_anomalies(final=True)
         self.notify("run_stopped", f"run {self.run_id} {status}: {self.stop_reason}", component="runner",
                     fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen,
                             "fills": self.pipeline.fills_seen, "bars": sum(self.live.bars_total.values()),

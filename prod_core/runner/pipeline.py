@@ -97,6 +97,7 @@ class Pipeline:
         self._outcomes: deque[int] = deque()
         self._anomaly_logged_at = float("-inf")
         self._anomaly_burst = 0
+        self._anomaly_pending: tuple = ()
         self.plans_seen = 0
         self.fills_seen = 0
         if state.cash_usd is None:
@@ -523,8 +524,8 @@ class Pipeline:
         A burst is a run of rejected bars less than a second apart (a poll's worth: they reach
         the pipeline in one tight loop, so a line written at the first bar would say 1). Its line
         «Фид …: отклонено баров N …» is written at the first flush point after it: the next
-        rejected bar after a quiet second, or a flush call ``_anomaly(None)`` (meant for ``tick``,
-        once a second; ``final=True`` at stop writes what is pending). At most one line per
+        rejected bar after a quiet second, or ``flush_anomalies`` (``tick``, once a second;
+        ``final=True`` at stop writes what is pending). At most one line per
         ``ANOMALY_LOG_EVERY_S``, never per bar: a burst that may not be logged yet is merged into
         the next line, whose N is then every bar rejected since the previous line; a flood longer
         than the window gets one line per window. ``data_anomalies_total`` counts every bar.
@@ -559,8 +560,15 @@ class Pipeline:
         self._anomaly_pending = (first_s, now, kinds, (kind, bar.symbol, bar.ts_ms))
         self._anomaly_burst = pending + 1
 
+    def flush_anomalies(self, final: bool = False) -> None:
+        """Log a finished burst of rejected bars (once a second; ``final`` at stop)."""
+        if self._anomaly_burst:
+            self._anomaly(None, final=final)
+
     def tick(self, now_s: float) -> bool:
-        """Once-a-second housekeeping in paper mode: roll the UTC day of the counters (True if it did)."""
+        """Once-a-second housekeeping: log finished anomaly bursts; in paper mode roll the UTC day
+        of the counters (True if it did)."""
+        self.flush_anomalies()
         if self.clock_mode == "wall":
             return self.roll_day_to(day_of(now_s))
         return False
