@@ -119,6 +119,7 @@ class PaperRunner:
         self.recording = not self.replay  # a paper run records its session
         self.bars_received = 0
         self._event_seq = 0
+        self._feed_rejected_seen: dict[str, int] = {}
         if self.session is not None:
             self.gov = GovernanceConfig.model_validate(self.session.start["governance"])
         try:
@@ -379,6 +380,7 @@ class PaperRunner:
                 last_hb = now
                 if pipeline.tick(now):
                     self.record_event("day_roll", {"day": self.state.day})
+                self._sync_feed_counters()
                 if self._guard(self._save_state, now) and self._guard(storage.heartbeat, self.run_id, now):
                     self._storage_recovered()
                 live.storage_retries = storage.retries
@@ -427,6 +429,23 @@ class PaperRunner:
             self.notify("alert_test_overlay",
                         f"ВНИМАНИЕ: тестовый оверлей {variable}={value} активен (не сохраняется; снимите: unset {variable})",
                         severity="warning", component="runner", fields={"variable": variable, "value": value})
+
+    def _sync_feed_counters(self) -> None:
+        """Counters the feed keeps itself: bars its repair rejected (added to data_anomalies_total
+        with the pipeline's own), rate-limit events (feed_rate_limited_total)."""
+        feed, live = self.feed, self.live
+        repair = getattr(feed, "repair", None)
+        if repair is not None:
+            seen = self._feed_rejected_seen
+            for kind, n in list(repair.rejected.items()):
+                delta = n - seen.get(kind, 0)
+                if delta > 0:
+                    key = (feed.name, kind)
+                    live.anomalies_total[key] = live.anomalies_total.get(key, 0) + delta
+                    seen[kind] = n
+        limited = getattr(live, "feed_rate_limited", None)
+        if limited is not None:
+            limited[feed.name] = int(getattr(feed, "rate_limited", 0))
 
     def _overlay_health(self, health: int) -> int:
         test = self.settings.alert_test_feed_health
@@ -527,8 +546,12 @@ class PaperRunner:
         self.live.runner_up = 0 if status == "stopped" else 1
         self.live.runner_last_cycle_ts = now
         self.pipeline.flush_anomalies(final=True)
+        self._sync_feed_counters()
+        repair = getattr(self.feed, "repair", None)
+        repairs = ({"repaired": repair.repaired, "given_up": repair.given_up, "gaps": repair.gaps}
+                   if repair is not None else None)
         self.notify("run_stopped", f"run {self.run_id} {status}: {self.stop_reason}", component="runner",
-                    fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen,
+                    fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen, "repairs": repairs,
                             "fills": self.pipeline.fills_seen, "bars": sum(self.live.bars_total.values()),
                             "anomalies": {f"{feed}:{kind}": n for (feed, kind), n in self.live.anomalies_total.items()}},
                     log=False)
