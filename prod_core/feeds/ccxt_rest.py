@@ -29,20 +29,20 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from urllib.parse import urlsplit
+from collections.abc import Mapping, Sequence
 
 from prod_core.domain import Bar, Instrument, InstrumentKind, timeframe_to_ms
 from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.exchanges import quirks_for
+from prod_core.feeds.exchanges.client import FeedFatalError, make_exchange, rewrite_urls
+
+__all__ = ["Backoff", "CcxtFeedBase", "CcxtRestFeed", "FeedFatalError", "classify_error", "make_exchange",
+           "rewrite_urls"]
 
 log = logging.getLogger("prod_core.feeds.ccxt")
 
 NAN = float("nan")
 PAGE_LIMIT = 1000
-
-
-class FeedFatalError(RuntimeError):
-    """A feed error that retrying cannot fix (bad symbol, authentication, unknown exchange)."""
 
 
 class Backoff:
@@ -73,98 +73,38 @@ class Backoff:
 
 
 def classify_error(exc: BaseException) -> str:
-    """'rate_limit', 'network', 'fatal' or 'other' for a ccxt (or asyncio) exception."""
+    """'rate_limit', 'network', 'fatal' or 'other' for a ccxt (or asyncio) exception.
+
+    Fatal means retrying cannot fix it: authentication/permission, an unknown symbol, a
+    bad request (Binance -1120 invalid interval, Bybit 10001 params error), not supported.
+    """
     import ccxt
 
     if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
         return "rate_limit"
-    if isinstance(exc, (ccxt.AuthenticationError, ccxt.BadSymbol, ccxt.NotSupported)):
+    if isinstance(exc, (ccxt.AuthenticationError, ccxt.BadRequest, ccxt.NotSupported)):
         return "fatal"
     if isinstance(exc, (ccxt.NetworkError, asyncio.TimeoutError, ConnectionError, OSError)):
         return "network"
     return "other"
 
 
-# ------------------------------------------------------------------ exchange
-def _ws_rewrite(url: str, ws_base: str | None, api_url: str | None) -> str:
-    if ws_base:
-        return ws_base
-    parts = urlsplit(url)
-    api = urlsplit(api_url or "")
-    scheme = "wss" if api.scheme == "https" else "ws"
-    label = (parts.hostname or "ws").split(".")[0]
-    # keep the original host's first label as a path prefix: '/stream/ws' stays a spot stream
-    return f"{scheme}://{api.netloc}{api.path.rstrip('/')}/{label}{parts.path}"
+def fatal_message(name: str, exchange_id: str, what: str, exc: BaseException) -> str:
+    """One line: what failed, the exchange's words, and the setting to fix."""
+    import ccxt
 
-
-def rewrite_urls(urls: dict, api_url: str | None, ws_url: str | None = None) -> None:
-    """Point every REST url of a ccxt ``urls['api']``-like dict at ``api_url`` (paths kept),
-    and every websocket url at ``ws_url`` (or a path under ``api_url``)."""
-    base = api_url.rstrip("/") if api_url else None
-    for key, value in list(urls.items()):
-        if isinstance(value, dict):
-            if key in ("ws", "ws-api") or any(isinstance(v, str) and v.startswith("ws") for v in value.values()):
-                if base or ws_url:
-                    for k2, v2 in list(value.items()):
-                        if isinstance(v2, str):
-                            value[k2] = _ws_rewrite(v2, ws_url, api_url)
-                        elif isinstance(v2, dict):
-                            for k3, v3 in list(v2.items()):
-                                if isinstance(v3, str):
-                                    v2[k3] = _ws_rewrite(v3, ws_url, api_url)
-            else:
-                rewrite_urls(value, api_url, ws_url)
-        elif isinstance(value, str) and base and value.startswith("http"):
-            parts = urlsplit(value)
-            urls[key] = base + parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def make_exchange(
-    exchange_id: str,
-    *,
-    pro: bool = False,
-    sync: bool = False,
-    symbols: Sequence[str] = (),
-    api_url: str | None = None,
-    ws_url: str | None = None,
-    sandbox: bool = False,
-    api_key: str | None = None,
-    secret: str | None = None,
-    enable_rate_limit: bool = True,
-    timeout_ms: int = 10_000,
-    options: dict | None = None,
-):
-    """An async ccxt (``pro``: ccxt.pro; ``sync``: plain ccxt) exchange for public market data."""
-    if pro:
-        import ccxt.pro as module
-    elif sync:
-        import ccxt as module
+    text = str(exc)
+    if isinstance(exc, ccxt.AuthenticationError):
+        fix = "check EXCHANGE_API_KEY / EXCHANGE_API_SECRET (and their permissions), or drop them: public data needs none"
+    elif isinstance(exc, ccxt.BadSymbol):
+        fix = "fix symbols[].symbol / kind in configs/symbols.yaml"
+    elif "interval" in text.lower() or "-1120" in text:
+        fix = "fix exchange.timeframe in configs/symbols.yaml (this market does not offer it)"
+    elif isinstance(exc, ccxt.NotSupported):
+        fix = "this exchange cannot serve it; change exchange.id"
     else:
-        import ccxt.async_support as module
-    cls = getattr(module, exchange_id, None)
-    if cls is None or not isinstance(cls, type):
-        raise FeedFatalError(f"unknown exchange id {exchange_id!r} (not a ccxt{'.pro' if pro else ''} exchange)")
-    opts: dict = {"enableRateLimit": enable_rate_limit, "timeout": timeout_ms, "options": {}}
-    if exchange_id.startswith("binance"):
-        types = ["spot"] + (["linear"] if any(":" in s for s in symbols) else [])
-        # defaultType alone does not stop load_markets from calling the futures endpoints
-        opts["options"].update({"fetchMarkets": {"types": types}, "fetchMargins": False, "fetchCurrencies": False})
-    opts["options"].update(options or {})
-    if api_key:
-        opts["apiKey"] = api_key
-    if secret:
-        opts["secret"] = secret
-    ex = cls(opts)
-    if api_url or ws_url:
-        rewrite_urls(ex.urls["api"], api_url, ws_url)
-        if isinstance(ex.urls.get("test"), dict):
-            rewrite_urls(ex.urls["test"], api_url, ws_url)
-    if sandbox:
-        try:
-            ex.set_sandbox_mode(True)
-        except Exception as exc:  # ccxt raises NotSupported for exchanges without a testnet
-            raise FeedFatalError(f"{exchange_id} has no sandbox/testnet in ccxt ({exc}); set exchange.sandbox: false") from None
-    return ex
+        fix = "fix exchange.timeframe or symbols in configs/symbols.yaml"
+    return f"{name} {exchange_id}: {what}: {type(exc).__name__}: {text[:300]}; {fix}"
 
 
 def _num(x) -> float:
@@ -205,6 +145,8 @@ class CcxtFeedBase:
         enable_rate_limit: bool = True,
         timeout_ms: int = 10_000,
         exchange_options: dict | None = None,
+        market_symbols: Mapping[str, str] | None = None,
+        ban_s: float | None = None,
         name: str = "ccxt",
         clock=time.time,
     ) -> None:
@@ -213,6 +155,11 @@ class CcxtFeedBase:
         self.name = name
         self.exchange_id = exchange_id
         self.symbols: tuple[str, ...] = tuple(symbols)
+        # configured name (on every Bar) -> the ccxt market asked for ('BTC/USDT' perp -> 'BTC/USDT:USDT')
+        self.market_symbols: dict[str, str] = {s: (market_symbols or {}).get(s, s) for s in self.symbols}
+        self.quirks = quirks_for(exchange_id)
+        self.ban_s = ban_s  # IP-ban wait when the exchange gives none (default: the exchange's own)
+        self.blocked_until_s = 0.0  # wall clock: no REST request before it (Retry-After, bans)
         self.timeframe = timeframe
         self.tf_ms = timeframe_to_ms(timeframe)
         self.history_bars = max(0, int(history_bars))
@@ -221,7 +168,7 @@ class CcxtFeedBase:
         self.start_timeout_s = start_timeout_s
         self.clock = clock
         self._ex_kwargs = dict(
-            pro=self.pro, symbols=self.symbols, api_url=api_url, ws_url=ws_url, sandbox=sandbox, api_key=api_key,
+            pro=self.pro, symbols=tuple(self.market_symbols.values()), api_url=api_url, ws_url=ws_url, sandbox=sandbox, api_key=api_key,
             secret=secret, enable_rate_limit=enable_rate_limit, timeout_ms=timeout_ms, options=exchange_options,
         )
         self.live_from_ms = 0
@@ -234,6 +181,7 @@ class CcxtFeedBase:
         self._last_bar_s: dict[str, float] = {}
         self._state = "stopped"
         self._fatal: FeedFatalError | None = None
+        self._started = False
         self._last_progress_s = 0.0
         self._in_burst = False
         self._thread: threading.Thread | None = None
@@ -255,6 +203,7 @@ class CcxtFeedBase:
         self._last_bar_s = {s: self._last_progress_s for s in self.symbols}
         self._trouble.clear()
         self._fatal = None
+        self._started = False
         self._state = "starting"
         self._ready.clear()
         self._thread = threading.Thread(target=self._thread_main, name=f"feed-{self.name}", daemon=True)
@@ -264,11 +213,14 @@ class CcxtFeedBase:
             self._join()
             raise self._fatal
 
+    @property
+    def rate_limited(self) -> int:
+        """Rate-limit and ban answers seen so far (for ``feed_rate_limited_total{feed}``)."""
+        return self.stats["rate_limited"]
+
     def poll(self, now_s: float) -> list[Bar]:
         q = self._queue
         if not q:
-            if self._fatal is not None:
-                raise self._fatal
             return []
         out = []
         popleft = q.popleft
@@ -286,6 +238,8 @@ class CcxtFeedBase:
         state = self._state
         if state in ("stopped", "fatal"):
             return int(FeedHealth.PAUSED)
+        if state == "failed":  # fatal error after a good start: degraded until an operator fixes it
+            return int(FeedHealth.DEGRADED)
         if state != "ok" or self._trouble:
             return int(FeedHealth.DEGRADED)
         if self.clock() - self._last_progress_s > self.stale_after_s:
@@ -294,7 +248,7 @@ class CcxtFeedBase:
 
     @property
     def state(self) -> str:
-        """starting, ok, reconnecting, rate_limited, fatal or stopped (stale is ``health``'s job)."""
+        """starting, ok, reconnecting, rate_limited, failed (fatal after start), fatal or stopped (stale is ``health``'s job)."""
         if self._state == "ok" and self._trouble:
             reasons = set(self._trouble.values())
             return "rate_limited" if "rate_limited" in reasons else "reconnecting"
@@ -307,7 +261,7 @@ class CcxtFeedBase:
     def stop(self) -> None:
         """Stop the loop and close the exchange (its sessions and sockets)."""
         self._join()
-        if self._state != "fatal":
+        if self._state not in ("fatal", "failed"):
             self._state = "stopped"
 
     def restart(self) -> None:
@@ -337,7 +291,7 @@ class CcxtFeedBase:
             limits = m.get("limits") or {}
             out[sym] = Instrument(
                 symbol=sym,
-                kind=InstrumentKind.SPOT if m.get("spot", True) else InstrumentKind.PERP,
+                kind=InstrumentKind.PERP if m.get("contract") else InstrumentKind.SPOT,
                 price_tick=float(prec.get("price") or 0.0),
                 qty_step=float(prec.get("amount") or 0.0),
                 min_qty=float((limits.get("amount") or {}).get("min") or 0.0),
@@ -357,14 +311,15 @@ class CcxtFeedBase:
 
     def ticker(self, symbol: str, timeout_s: float = 10.0) -> dict:
         """Latest ticker snapshot: {'bid','ask','last','ts_ms'} (REST, for execution)."""
-        t = self._sync(lambda: self._call(f"fetch_ticker {symbol}", self.ex.fetch_ticker, symbol), timeout_s)
+        m = self.market_symbols.get(symbol, symbol)
+        t = self._sync(lambda: self._call(f"fetch_ticker {m}", self.ex.fetch_ticker, m), timeout_s)
         return {"bid": _num(t.get("bid")), "ask": _num(t.get("ask")), "last": _num(t.get("last")),
                 "ts_ms": t.get("timestamp")}
 
     def order_book(self, symbol: str, limit: int = 20, timeout_s: float = 10.0) -> dict:
         """Order-book snapshot {'bids','asks','nonce','ts_ms'} (REST, for execution)."""
-        ob = self._sync(lambda: self._call(f"fetch_order_book {symbol}", self.ex.fetch_order_book, symbol, limit),
-                        timeout_s)
+        m = self.market_symbols.get(symbol, symbol)
+        ob = self._sync(lambda: self._call(f"fetch_order_book {m}", self.ex.fetch_order_book, m, limit), timeout_s)
         return {"bids": ob["bids"], "asks": ob["asks"], "nonce": ob.get("nonce"), "ts_ms": ob.get("timestamp")}
 
     # ----------------------------------------------------------------- loop
@@ -385,8 +340,7 @@ class CcxtFeedBase:
         try:
             self.ex = make_exchange(self.exchange_id, **self._ex_kwargs)
             await self._load_markets()
-            self._state = "ok"
-            self._ready.set()
+            self._check_timeframe()
             await self._run()
         except asyncio.CancelledError:
             pass
@@ -405,28 +359,72 @@ class CcxtFeedBase:
 
     def _fail(self, exc: FeedFatalError) -> None:
         self._fatal = exc
-        self._state = "fatal"
-        log.error("%s: %s", self.name, exc)
+        if self._started:  # the runner is past start(): degrade loudly instead of raising from poll
+            self._state = "failed"
+            log.error("%s: stopped receiving data, health 0 until fixed and restarted: %s", self.name, exc)
+        else:  # start() raises it (the runner exits 2 with this line); logging too would say it twice
+            self._state = "fatal"
+
+    def _mark_started(self) -> None:
+        """Markets, timeframe and first data fetched: start() may return."""
+        self._started = True
+        if self._state == "starting":
+            self._state = "ok"
+        self._ready.set()
+
+    def _check_timeframe(self) -> None:
+        offered = getattr(self.ex, "timeframes", None) or {}
+        if offered and self.timeframe not in offered:
+            raise FeedFatalError(
+                f"{self.name}: exchange.timeframe {self.timeframe!r} is not offered by {self.exchange_id} "
+                f"(it offers {', '.join(offered)}); fix configs/symbols.yaml")
 
     async def _run(self) -> None:  # pragma: no cover - subclasses
         raise NotImplementedError
 
     async def _load_markets(self) -> None:
         markets = await self._call("load_markets", self.ex.load_markets)
-        missing = [s for s in self.symbols if s not in markets]
+        ms = self.market_symbols
+        missing = [s if ms[s] == s else f"{s} ({ms[s]})" for s in self.symbols if ms[s] not in markets]
         if missing:
             raise FeedFatalError(
                 f"{self.name}: symbol {', '.join(missing)} is not listed on {self.exchange_id} "
-                f"({len(markets)} markets loaded); fix configs/symbols.yaml"
+                f"({len(markets)} markets loaded); fix symbols[].symbol / kind in configs/symbols.yaml"
             )
-        inactive = [s for s in self.symbols if markets[s].get("active") is False]
+        inactive = [s for s in self.symbols if markets[ms[s]].get("active") is False]
         if inactive:
-            raise FeedFatalError(f"{self.name}: symbol {', '.join(inactive)} is not trading on {self.exchange_id}")
-        self.markets = {s: markets[s] for s in self.symbols}
+            raise FeedFatalError(f"{self.name}: symbol {', '.join(inactive)} is not trading on {self.exchange_id}; "
+                                 "remove it from configs/symbols.yaml")
+        self.markets = {s: markets[ms[s]] for s in self.symbols}
+
+    async def _wait_ban(self) -> None:
+        """Keep away from the exchange's REST host until the rate limit / ban it announced ends."""
+        while True:
+            wait = self.blocked_until_s - time.time()
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, 5.0))
+
+    def _rate_limited(self, exc: BaseException, what: str) -> float:
+        """Count a rate-limit answer, honour the exchange's wait; returns the seconds to keep away."""
+        self.stats["rate_limited"] += 1
+        headers = getattr(self.ex, "last_response_headers", None) or {}
+        now = time.time()
+        signal = self.quirks.rate_limit(exc, headers, now, self.ban_s)
+        wait = signal.wait_s if signal.wait_s is not None else self.backoff.next()
+        self.blocked_until_s = max(self.blocked_until_s, now + wait)
+        level = logging.ERROR if signal.kind == "banned" else logging.WARNING
+        if signal.kind == "banned" or not self._in_burst:
+            log.log(level, "%s: %s %s by %s (%s); no request for %.1f s, health degraded", self.name, what,
+                    signal.kind, self.exchange_id, signal.detail, wait)
+        self._in_burst = True
+        return wait
 
     async def _call(self, what: str, fn, *args, **kwargs):
-        """Call ccxt, translating errors: back off on rate limits and network errors, fail on fatal ones."""
+        """Call ccxt, translating errors: honour rate limits and bans, back off on network errors,
+        fail on fatal ones."""
         while True:
+            await self._wait_ban()
             try:
                 result = await fn(*args, **kwargs)
             except asyncio.CancelledError:
@@ -436,12 +434,13 @@ class CcxtFeedBase:
             except Exception as exc:
                 kind = classify_error(exc)
                 if kind == "fatal":
-                    raise FeedFatalError(f"{self.name} {self.exchange_id}: {what}: {type(exc).__name__}: {exc}") from None
-                delay = self.backoff.next()
+                    raise FeedFatalError(fatal_message(self.name, self.exchange_id, what, exc)) from None
                 if kind == "rate_limit":
-                    self.stats["rate_limited"] += 1
                     self._state = "rate_limited"
-                elif kind == "network":
+                    self._rate_limited(exc, what)
+                    continue
+                delay = self.backoff.next()
+                if kind == "network":
                     self.stats["network_errors"] += 1
                     self._state = "reconnecting"
                 else:
@@ -484,11 +483,11 @@ class CcxtFeedBase:
         if self.last_ts[symbol] is not None:
             await self._catch_up(symbol)
             return
-        if self.history_bars == 0:
-            return
-        rows = await self._call(f"fetch_ohlcv {symbol}", self.ex.fetch_ohlcv, symbol, self.timeframe, None,
-                                min(PAGE_LIMIT, self.history_bars + 1))
-        self._emit(symbol, self._closed(rows)[-self.history_bars:])
+        # even with no warm-up, one small request proves the symbol and timeframe before start() returns
+        rows = await self._call(f"fetch_ohlcv {symbol}", self.ex.fetch_ohlcv, self.market_symbols[symbol],
+                                self.timeframe, None, min(PAGE_LIMIT, max(2, self.history_bars + 1)))
+        if self.history_bars:
+            self._emit(symbol, self._closed(rows)[-self.history_bars:])
 
     def _closed(self, rows, before_ms: int | None = None) -> list:
         """Rows of closed bars.
@@ -511,8 +510,8 @@ class CcxtFeedBase:
         while True:
             last = self.last_ts[symbol]
             since = None if last is None else last + self.tf_ms
-            rows = await self._call(f"fetch_ohlcv {symbol}", self.ex.fetch_ohlcv, symbol, self.timeframe, since,
-                                    PAGE_LIMIT)
+            rows = await self._call(f"fetch_ohlcv {symbol}", self.ex.fetch_ohlcv, self.market_symbols[symbol],
+                                    self.timeframe, since, PAGE_LIMIT)
             n = self._emit(symbol, self._closed(rows, before_ms))
             total += n
             if len(rows) < PAGE_LIMIT or n == 0:
@@ -535,6 +534,7 @@ class CcxtRestFeed(CcxtFeedBase):
     async def _run(self) -> None:
         for s in self.symbols:
             await self._history(s)
+        self._mark_started()
         tf_s = self.tf_ms / 1000.0
         while True:
             now = self.clock()

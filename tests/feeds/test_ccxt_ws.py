@@ -27,7 +27,7 @@ def make_feed(fake, symbols=SYMS, **kw) -> CcxtWsFeed:
     kw.setdefault("history_bars", 5)
     kw.setdefault("stale_after_s", 2.0)
     kw.setdefault("backoff", Backoff(base_s=0.1, max_s=0.8, jitter=0.2, rng=random.Random(3)))
-    return CcxtWsFeed("binance", symbols, "1s", api_url=fake.url, enable_rate_limit=False,
+    return CcxtWsFeed("binance", symbols, "1s", api_url=fake.url, ws_url=fake.ws_url, enable_rate_limit=False,
                       start_timeout_s=10.0, timeout_ms=3000, **kw)
 
 
