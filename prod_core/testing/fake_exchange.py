@@ -58,6 +58,7 @@ class RecordedRequest:
     path: str
     query: dict
     port: int = 0
+    injected: int = 0  # the status/retCode of an injected failure answered to it (0: served normally)
 
 
 @dataclass(slots=True)
@@ -271,14 +272,14 @@ class FakeExchangeBase:
     async def _middleware(self, request: web.Request, handler):
         port = request.transport.get_extra_info("sockname")[1] if request.transport else 0
         with self._lock:
-            self.requests.append(RecordedRequest(time.time(), request.method, request.path, dict(request.query),
-                                                 port))
             failure = None
             for f in self._failures:
                 if f.remaining > 0 and request.path.startswith(f.path_prefix):
                     f.remaining -= 1
                     failure = f
                     break
+            self.requests.append(RecordedRequest(time.time(), request.method, request.path, dict(request.query),
+                                                 port, failure.status if failure else 0))
         if failure is not None:
             return self._failure_response(failure)
         return await handler(request)
