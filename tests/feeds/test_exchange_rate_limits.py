@@ -60,3 +60,18 @@ def test_rate_limit_is_honoured_and_counted(caplog, exchange, status, retry_afte
     assert min(after) >= failed.ts + wait_s - 0.02, (min(after) - failed.ts, wait_s)
     assert min(after) <= failed.ts + wait_s + 1.5  # and it did not wait much longer than asked
     assert any(word in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_feed_rate_limited_total_is_exported_per_feed():
+    """``LiveMetrics.feed_rate_limited`` (the runner copies ``feed.rate_limited``) -> feed_rate_limited_total{feed}."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from prod_core.telemetry import LiveMetrics
+    from prod_core.telemetry.exporter import TelemetryCollector
+
+    live = LiveMetrics(feeds=["ccxt"], symbols=["BTC/USDT"], strategies=["s"])
+    registry = CollectorRegistry()
+    registry.register(TelemetryCollector(live))
+    assert 'feed_rate_limited_total{feed="ccxt"} 0.0' in generate_latest(registry).decode()
+    live.feed_rate_limited["ccxt"] = 3
+    assert 'feed_rate_limited_total{feed="ccxt"} 3.0' in generate_latest(registry).decode()
