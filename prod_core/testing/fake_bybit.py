@@ -13,7 +13,8 @@ bounded in time; every request is recorded (see ``FakeExchangeBase``). Shapes fo
 
 Rate limits: ``fail(10006, count, path, retry_after=s)`` answers HTTP 200 +
 ``retCode 10006`` with ``X-Bapi-Limit-Reset-Timestamp`` = now + s (ms);
-``fail(403, ...)`` answers HTTP 403 ``access too frequent`` (Bybit's IP ban).
+``fail(403, ...)`` answers HTTP 403 ``access too frequent`` (Bybit's IP ban); any other
+``fail(<retCode >= 10000>)`` answers HTTP 200 with that retCode (10003: invalid API key).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class FakeBybit(FakeExchangeBase):
                                   headers=headers)
         if failure.status == 403:
             return web.Response(status=403, text="access too frequent")
+        if failure.status >= 10000:  # any other retCode, e.g. 10003 invalid api key, 10001 params error
+            return self._envelope({}, failure.status, f"fake retCode {failure.status}")
         return super()._failure_response(failure)
 
     async def _time(self, request: web.Request) -> web.Response:

@@ -353,7 +353,8 @@ class FakeExchangeBase:
 class FakeBinance(FakeExchangeBase):
     """Binance spot (``/api/v3``) and USDT-M futures (``/fapi/v1``); ws spot ``/stream``, futures ``/fstream``.
 
-    ``fail(429|418, retry_after=s)`` answers ``{"code":-1003}`` with ``Retry-After`` (418 = IP ban).
+    ``fail(429|418, retry_after=s)`` answers ``{"code":-1003}`` with ``Retry-After`` (418 = IP ban);
+    ``fail(400)`` answers ``{"code":-1121,"msg":"Invalid symbol."}``.
     """
 
     name = "binance"
@@ -384,6 +385,8 @@ class FakeBinance(FakeExchangeBase):
             msg = ("Way too many requests; IP banned until later (fake)." if failure.status == 418
                    else "Too many requests; current limit of IP is 6000 requests per minute (fake).")
             return web.json_response({"code": -1003, "msg": msg}, status=failure.status, headers=headers)
+        if failure.status == 400:  # e.g. a symbol delisted while running
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
         return super()._failure_response(failure)
 
     def _market_id(self, request: web.Request) -> str | None:
