@@ -329,11 +329,33 @@ class CcxtFeedBase:
         try:
             loop.run_until_complete(self._supervise())
         finally:
+            # outside the supervised task, so stop()'s cancel cannot interrupt the clean-up
             try:
+                loop.run_until_complete(self._close_exchange())
+                self._drain(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
                 self._ready.set()
+
+    async def _close_exchange(self) -> None:
+        """Close the ccxt client: its HTTP session, connector and websockets."""
+        ex, self.ex = self.ex, None
+        if ex is None:
+            return
+        try:
+            await asyncio.wait_for(ex.close(), 5)
+        except Exception as exc:  # a failed close must not hide why the feed stopped
+            log.warning("%s: closing the %s client failed: %r", self.name, self.exchange_id, exc)
+
+    @staticmethod
+    def _drain(loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel and await what ccxt left running (throttler loop, ws readers): no 'Task was destroyed'."""
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     async def _supervise(self) -> None:
         self._task = asyncio.current_task()
@@ -350,12 +372,6 @@ class CcxtFeedBase:
             self._fail(FeedFatalError(f"{self.name}: unexpected error: {exc!r}"))
         finally:
             self._ready.set()
-            ex, self.ex = self.ex, None
-            if ex is not None:
-                try:
-                    await asyncio.wait_for(ex.close(), 5)
-                except BaseException:
-                    pass
 
     def _fail(self, exc: FeedFatalError) -> None:
         self._fatal = exc
