@@ -90,6 +90,7 @@ class CcxtWsFeed(CcxtFeedBase):
                         type(exc).__name__, str(exc)[:200])
         backoff = self._backoffs.setdefault(key, self.backoff.clone())
         await asyncio.sleep(backoff.next())
+        await self._wait_ban()  # an IP ban announced over REST covers the reconnect too
 
     def _stream_ok(self, key: str) -> None:
         if key in self._trouble:
