@@ -265,6 +265,7 @@ def test_factory_builds_ccxt_feeds_from_config(tmp_path):
         assert feed.symbols == symbols.names and feed.timeframe == "5m"
         assert feed._ex_kwargs["api_url"] == "http://127.0.0.1:9"
         assert feed._ex_kwargs["ws_url"] == "ws://127.0.0.1:10"
+        assert feed._ex_kwargs["enable_rate_limit"] is True  # ccxt's own limiter on in production
         # a perp is the linear contract; bars keep the configured name
         assert feed.market_symbols["BTC/USDT"] == "BTC/USDT:USDT" and feed.market_symbols["BNB/USDT"] == "BNB/USDT"
         assert "BTC/USDT:USDT" in feed._ex_kwargs["symbols"]

@@ -89,3 +89,23 @@ def test_fatal_error_after_start_degrades_with_one_log_line(fake, caplog):
     finally:
         feed.stop()
     assert feed.health(time.time()) == FeedHealth.DEGRADED  # stays visible until an operator restarts it
+
+
+def test_ws_feed_fatal_error_after_start_degrades(fake, caplog):
+    """A ws reconnect backfills over REST; a fatal answer there degrades the feed instead of looping."""
+    caplog.set_level(logging.INFO, logger="prod_core.feeds")
+    feed = make_feed(fake, "perp", True, symbols=("BTC/USDT",))
+    feed.start(fake.clock())
+    try:
+        collect(feed, 1.0)
+        fake.fail(10001 if fake.name == "bybit" else 400, count=100, path=KLINES[fake.name])
+        fake.drop_ws(down_s=1.2)  # > 1 bar missed: the reconnect must backfill over REST
+        end = time.time() + 10
+        while feed.state != "failed" and time.time() < end:
+            feed.poll(time.time())
+            time.sleep(0.05)
+        assert feed.state == "failed" and feed.health(time.time()) == FeedHealth.DEGRADED
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "health 0" in errors[0], errors
+    finally:
+        feed.stop()
