@@ -48,7 +48,7 @@ def test_binance_futures_invalid_interval_fails_at_start():
         from prod_core.feeds.ccxt_rest import CcxtRestFeed
 
         feed = CcxtRestFeed("binance", ("BTC/USDT",), "1s", api_url=fake.url, market_symbols={"BTC/USDT": "BTC/USDT:USDT"},
-                            enable_rate_limit=False, start_timeout_s=10.0, timeout_ms=3000, history_bars=5)
+                            start_timeout_s=10.0, timeout_ms=3000, history_bars=5)
         msg = start_fails(feed, fake, r"-1120.*Invalid interval.*exchange\.timeframe")
         assert "BadRequest" in msg
         assert len(fake.rest_requests("/fapi/v1/klines")) == 1

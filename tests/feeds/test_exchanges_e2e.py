@@ -39,12 +39,13 @@ def make_feed(fake, kind: str, ws: bool, symbols=SYMS, timeframe=TF, **kw):
     kw.setdefault("history_bars", 5)
     kw.setdefault("stale_after_s", 600.0)  # market-clock seconds (10 wall seconds)
     kw.setdefault("backoff", Backoff(base_s=0.1, max_s=0.8, jitter=0.2, rng=random.Random(5)))
+    kw.setdefault("enable_rate_limit", True)  # the production setting: ccxt's own limiter on
     markets = {s: (f"{s}:USDT" if kind == "perp" else s) for s in symbols}
     cls = CcxtWsFeed if ws else CcxtRestFeed
     if not ws:
         kw.setdefault("max_poll_s", 0.2)  # wall-clock cap on the poll sleep (the market clock runs 60x)
     return cls(fake.name, symbols, timeframe, api_url=fake.url, ws_url=fake.ws_url, market_symbols=markets,
-               enable_rate_limit=False, start_timeout_s=10.0, timeout_ms=3000, clock=fake.clock, **kw)
+               start_timeout_s=10.0, timeout_ms=3000, clock=fake.clock, **kw)
 
 
 def collect(feed, seconds: float, until=None) -> list:
