@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 
-from prod_core.feeds.ccxt_rest import Backoff, CcxtFeedBase, FeedFatalError, classify_error, fatal_message
+from prod_core.feeds.ccxt_base import Backoff, CcxtFeedBase, FeedFatalError, classify_error, fatal_message
 
 log = logging.getLogger("prod_core.feeds.ccxt_ws")
 
