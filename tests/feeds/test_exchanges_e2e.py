@@ -153,3 +153,41 @@ def test_bybit_ws_ping_is_answered_and_subscriptions_acked():
         assert "ping" in ops and "subscribe" in ops
         sub = next(m for m in fake.ws_received if m.get("op") == "subscribe")
         assert sub["args"] == ["kline.1.BTCUSDT"]
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_mainnet_by_default_testnet_only_when_asked(exchange):
+    """No override, no sandbox: ccxt's mainnet hosts. sandbox=True: the testnet hosts (overrides still apply)."""
+    import asyncio
+
+    from prod_core.feeds.ccxt_rest import make_exchange
+
+    def hosts(ex) -> set[str]:
+        from urllib.parse import urlsplit
+
+        out = set()
+        for v in ex.urls["api"].values():
+            for u in (v.values() if isinstance(v, dict) else [v]):
+                if isinstance(u, str):
+                    out.add(urlsplit(u.replace("{hostname}", ex.hostname or "")).hostname)
+                elif isinstance(u, dict):
+                    out |= {urlsplit(x.replace("{hostname}", ex.hostname or "")).hostname
+                            for x in u.values() if isinstance(x, str)}
+        return out
+
+    async def go():
+        mainnet = make_exchange(exchange, pro=True, symbols=("BTC/USDT", "BTC/USDT:USDT"))
+        testnet = make_exchange(exchange, pro=True, symbols=("BTC/USDT:USDT",), sandbox=True)
+        fake = make_exchange(exchange, pro=True, symbols=("BTC/USDT:USDT",), sandbox=True,
+                             api_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:2")
+        try:
+            return hosts(mainnet), hosts(testnet), hosts(fake)
+        finally:
+            for ex in (mainnet, testnet, fake):
+                await ex.close()
+
+    main, test, fake = asyncio.run(go())
+    assert not any("test" in h for h in main), main
+    assert "fapi.binance.com" in main if exchange == "binance" else {"api.bybit.com", "stream.bybit.com"} <= main
+    assert any("test" in h for h in test), test
+    assert fake == {"127.0.0.1"}

@@ -49,3 +49,33 @@ def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed, kind, time
     assert not any("order" in p.lower() and not p.endswith("/depth") for p in rest)
     if feed == "ccxt_ws":
         assert ws and all(p.startswith("/stream/" if kind == "spot" else "/fstream/") for p in ws), ws
+
+
+@pytest.mark.parametrize("feed", ["ccxt", "ccxt_ws"])
+def test_paper_run_on_bybit_perps_reads_linear_market_data_only(tmp_path, config_dir, feed):
+    from prod_core.testing.fake_bybit import running_fake_bybit
+
+    with running_fake_bybit({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0) as fake:
+        sym_path = config_dir / "symbols.yaml"
+        cfg = yaml.safe_load(sym_path.read_text())
+        cfg["exchange"].update({"id": "bybit", "timeframe": "1m", "sandbox": False, "api_url": fake.url,
+                                "ws_url": fake.ws_url})
+        cfg["symbols"] = [dict(s, kind="perp") for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
+        sym_path.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if k not in ("FEED", "EXECUTION", "MODE")}
+        env.update({
+            "PYTHONPATH": str(REPO), "ENV_FILE": str(tmp_path / "no.env"), "REPORTS_DIR": str(tmp_path / "reports"),
+            "LOGS_DIR": str(tmp_path / "logs"), "EXCHANGE_API_KEY": "", "EXCHANGE_API_SECRET": "",
+        })
+        proc = subprocess.run(
+            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "2.5", "--linger", "0",
+             "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        rest = fake.rest_requests()
+        ws = {r.path for r in fake.requests if r.port == fake.ws_port}
+    assert {r.path for r in rest} <= {"/v5/market/instruments-info", "/v5/market/kline"}
+    assert {r.query.get("category") for r in rest} == {"linear"}
+    if feed == "ccxt_ws":
+        assert ws == {"/stream/v5/public/linear"}
