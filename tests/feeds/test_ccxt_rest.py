@@ -40,6 +40,21 @@ def collect(feed, seconds: float, until=None) -> list:
     return bars
 
 
+def wait_healthy(feed, bars: list, timeout_s: float = 4.0) -> bool:
+    """Poll into ``bars`` until a live bar has arrived and health is 1 (False on timeout).
+
+    Waited for, not assumed after a fixed sleep: the first live bar lands up to one bar plus
+    the poll lag after start, which is right at a 1.2 s staleness threshold for 1 s bars.
+    """
+    end = time.time() + timeout_s
+    while time.time() < end:
+        bars.extend(feed.poll(time.time()))
+        if any(b.ts_ms >= feed.live_from_ms for b in bars) and feed.health(time.time()) == FeedHealth.HEALTHY:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def assert_exact(fake, bars, symbol):
     """Contiguous closed bars with the exact final values: nothing missing, doubled or forming."""
     mine = [b for b in bars if b.symbol == symbol]
@@ -81,8 +96,8 @@ def test_silent_exchange_turns_health_to_zero_and_back(fake):
     feed = make_feed(fake, stale_after_s=1.2)
     feed.start(time.time())
     try:
-        bars = collect(feed, 1.2)
-        assert feed.health(time.time()) == FeedHealth.HEALTHY
+        bars = []
+        assert wait_healthy(feed, bars), feed.stats
         fake.set_silent(True)
         silent_at = time.time()
         while feed.health(time.time()) != FeedHealth.DEGRADED:
