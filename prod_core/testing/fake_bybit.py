@@ -25,7 +25,7 @@ import time
 
 from aiohttp import web
 
-from prod_core.testing.fake_exchange import FakeExchangeBase, _Conn, _Failure
+from prod_core.testing.fake_base import FakeExchangeBase, _Conn, _Failure
 
 # Bybit interval code -> ms (the real list; '1s' does not exist on Bybit)
 INTERVALS = {"1": 60_000, "3": 180_000, "5": 300_000, "15": 900_000, "30": 1_800_000, "60": 3_600_000,
