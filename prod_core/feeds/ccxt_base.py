@@ -274,7 +274,12 @@ class CcxtFeedBase:
         log.info("%s: restart requested", self.name)
         self._join()
         self.stats["reconnects"] += 1
-        self.start(self.clock())
+        try:
+            self.start(self.clock())
+        except FeedFatalError:
+            # still broken: the runner keeps running, so the feed shows degraded (0), not stopped (-1)
+            self._state = "failed"
+            raise
 
     def _join(self) -> None:
         loop, task, thread = self._loop, self._task, self._thread

@@ -179,6 +179,11 @@ class FakeExchangeBase:
         with self._lock:
             self._failures.append(_Failure(status, count, path, retry_after))
 
+    def clear_failures(self) -> None:
+        """Serve every request normally again."""
+        with self._lock:
+            self._failures.clear()
+
     def set_silent(self, silent: bool) -> None:
         """Silent: no websocket message and REST data frozen at this instant."""
         with self._lock:

@@ -11,7 +11,7 @@ from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.ccxt_rest import FeedFatalError
 from prod_core.testing.fake_bybit import FakeBybit
 from prod_core.testing.fake_exchange import FakeBinance
-from tests.feeds.test_exchanges_e2e import SCALE, collect, make_feed
+from tests.feeds.test_exchanges_e2e import SCALE, assert_exact, collect, make_feed
 
 FAKES = {"binance": FakeBinance, "bybit": FakeBybit}
 KLINES = {"binance": "/fapi/v1/klines", "bybit": "/v5/market/kline"}
@@ -107,5 +107,29 @@ def test_ws_feed_fatal_error_after_start_degrades(fake, caplog):
         assert feed.state == "failed" and feed.health(time.time()) == FeedHealth.DEGRADED
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "health 0" in errors[0], errors
+    finally:
+        feed.stop()
+
+
+def test_restart_after_a_fatal_error_degrades_until_fixed_then_backfills_exactly(fake):
+    """restart-feed while the exchange still refuses: FeedFatalError, health 0; once fixed: the gap is backfilled."""
+    feed = make_feed(fake, "perp", False, symbols=("BTC/USDT",))
+    feed.start(fake.clock())
+    try:
+        bars = collect(feed, 1.0)
+        fake.fail(10001 if fake.name == "bybit" else 400, count=100, path=KLINES[fake.name])
+        end = time.time() + 8
+        while feed.state != "failed" and time.time() < end:
+            bars.extend(feed.poll(time.time()))
+            time.sleep(0.05)
+        with pytest.raises(FeedFatalError):
+            feed.restart()
+        assert feed.state == "failed" and feed.health(time.time()) == FeedHealth.DEGRADED
+        collect(feed, 1.2)  # bars close while the feed is down
+        fake.clear_failures()
+        feed.restart()
+        bars.extend(collect(feed, 1.5))
+        assert feed.state == "ok"
+        assert_exact(fake, bars, "BTC/USDT", "linear")  # nothing missing or doubled across the outage
     finally:
         feed.stop()
