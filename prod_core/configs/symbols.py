@@ -23,8 +23,21 @@ def _check_timeframe(value: str) -> str:
 class ExchangeConfig(Section):
     id: str = Field("binance", min_length=1, description="ccxt exchange id.")
     timeframe: str = Field("1m", description="Candle timeframe for ccxt feeds.")
-    sandbox: bool = Field(True, description="Use the exchange sandbox/testnet URLs.")
-    api_url: str | None = Field(None, description="Override the exchange API base URL (proxy, mirror, tests).")
+    sandbox: bool = Field(
+        False,
+        description="Use the exchange's testnet URLs for market data. Default false: paper decisions use MAINNET "
+                    "public market data; set true only to test against a testnet on purpose.",
+    )
+    api_url: str | None = Field(
+        None, pattern=r"^https?://[^/\s]+(/\S*)?$",
+        description="Override the scheme and host of every REST URL (paths kept), e.g. a proxy or a test fake. "
+                    "Default: ccxt's own URLs for the exchange.",
+    )
+    ws_url: str | None = Field(
+        None, pattern=r"^wss?://[^/\s]+(/\S*)?$",
+        description="Override the scheme and host of every websocket URL (ccxt's host label and path are kept "
+                    "under it, see docs/EXCHANGES.md). Default: ccxt's own URLs. Independent of api_url.",
+    )
 
     _tf = field_validator("timeframe")(_check_timeframe)
 
@@ -39,6 +52,19 @@ class SymbolConfig(Section):
     symbol: str = Field(..., pattern=r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$", description="Unified symbol, e.g. BTC/USDT.")
     kind: Literal["spot", "perp"] = Field("spot", description="spot is long-only; perp can short.")
     sim: SimSymbolConfig = SimSymbolConfig()
+
+    @property
+    def market_symbol(self) -> str:
+        """The ccxt market for the feed: a ``perp`` is the linear contract (``BTC/USDT`` -> ``BTC/USDT:USDT``)."""
+        if self.kind == "perp" and ":" not in self.symbol:
+            return f"{self.symbol}:{self.symbol.split('/')[1]}"
+        return self.symbol
+
+    @model_validator(mode="after")
+    def _kind_matches_symbol(self) -> "SymbolConfig":
+        if self.kind == "spot" and ":" in self.symbol:
+            raise ValueError(f"symbol {self.symbol} is a contract (':SETTLE'); set kind: perp or drop the suffix")
+        return self
 
     def instrument(self, min_notional_usd: float = 0.0) -> Instrument:
         return Instrument(symbol=self.symbol, kind=InstrumentKind(self.kind), min_notional_usd=min_notional_usd)
@@ -73,3 +99,8 @@ class SymbolsConfig(Section):
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.symbol for s in self.symbols)
+
+    @property
+    def market_symbols(self) -> dict[str, str]:
+        """Configured name -> ccxt market symbol (what a ccxt feed asks the exchange for)."""
+        return {s.symbol: s.market_symbol for s in self.symbols}

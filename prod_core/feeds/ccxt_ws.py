@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 
-from prod_core.feeds.ccxt_rest import Backoff, CcxtFeedBase, FeedFatalError, classify_error
+from prod_core.feeds.ccxt_base import Backoff, CcxtFeedBase, FeedFatalError, classify_error, fatal_message
 
 log = logging.getLogger("prod_core.feeds.ccxt_ws")
 
@@ -57,6 +57,7 @@ class CcxtWsFeed(CcxtFeedBase):
         for s in self.symbols:
             async with self._locks[s]:
                 await self._history(s)
+        self._mark_started()
         jobs = [self._watch_bars(s) for s in self.symbols]
         if self.watch_trades:
             jobs += [self._watch_trades(s) for s in self.symbols]
@@ -74,10 +75,12 @@ class CcxtWsFeed(CcxtFeedBase):
     async def _stream_failed(self, key: str, what: str, exc: Exception) -> None:
         kind = classify_error(exc)
         if kind == "fatal":
-            raise FeedFatalError(f"{self.name} {self.exchange_id}: {what}: {type(exc).__name__}: {exc}") from None
+            raise FeedFatalError(fatal_message(self.name, self.exchange_id, what, exc)) from None
         if kind == "rate_limit":
-            self.stats["rate_limited"] += 1
             self._trouble[key] = "rate_limited"
+            self._rate_limited(exc, what)
+            await self._wait_ban()
+            return
         else:
             self.stats["network_errors" if kind == "network" else "other_errors"] += 1
             self._trouble[key] = "reconnecting"
@@ -87,6 +90,7 @@ class CcxtWsFeed(CcxtFeedBase):
                         type(exc).__name__, str(exc)[:200])
         backoff = self._backoffs.setdefault(key, self.backoff.clone())
         await asyncio.sleep(backoff.next())
+        await self._wait_ban()  # an IP ban announced over REST covers the reconnect too
 
     def _stream_ok(self, key: str) -> None:
         if key in self._trouble:
@@ -104,7 +108,7 @@ class CcxtWsFeed(CcxtFeedBase):
         resync = True  # the first update is checked against what REST delivered
         while True:
             try:
-                batch = await self.ex.watch_ohlcv(symbol, self.timeframe)
+                batch = await self.ex.watch_ohlcv(self.market_symbols[symbol], self.timeframe)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -161,7 +165,7 @@ class CcxtWsFeed(CcxtFeedBase):
         key = f"trades:{symbol}"
         while True:
             try:
-                trades = await self.ex.watch_trades(symbol)
+                trades = await self.ex.watch_trades(self.market_symbols[symbol])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -177,7 +181,7 @@ class CcxtWsFeed(CcxtFeedBase):
         key = f"book:{symbol}"
         while True:
             try:
-                ob = await self.ex.watch_order_book(symbol)
+                ob = await self.ex.watch_order_book(self.market_symbols[symbol])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -69,6 +69,7 @@ def exchange_kwargs(settings: Settings, symbols: SymbolsConfig) -> dict:
     return {
         "exchange_id": ex.id,
         "api_url": ex.api_url,
+        "ws_url": ex.ws_url,
         "sandbox": ex.sandbox,
         # public market data needs no keys; they are only handed to a sandbox client
         "api_key": key if (ex.sandbox and key) else None,
@@ -81,6 +82,7 @@ def _build_ccxt(settings: Settings, symbols: SymbolsConfig, args) -> Feed:
     history = getattr(args, "history_bars", None)
     common = dict(
         symbols=symbols.names,
+        market_symbols=symbols.market_symbols,
         timeframe=symbols.exchange.timeframe,
         history_bars=DEFAULT_HISTORY_BARS if history is None else int(history),
         **kwargs,

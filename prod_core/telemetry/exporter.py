@@ -134,6 +134,8 @@ class TelemetryCollector(Collector):
 
         yield _counter("bars", "Bars accepted by the pipeline.", ["symbol"], bars)
         yield _counter("data_anomalies", "Bars rejected by feed hygiene.", ["feed", "kind"], anomalies)
+        yield _counter("feed_rate_limited", "Rate-limit and IP-ban answers the feed received from the exchange.",
+                       ["feed"], dict(live.feed_rate_limited))
         yield _counter("plans", "Trade plans by strategy and decision.", ["strategy", "decision"], plans)
         yield _counter("orders", "Orders by status.", ["status"], orders)
         yield _counter("fills", "Fills by symbol and reason.", ["symbol", "reason"], fills)

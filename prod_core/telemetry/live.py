@@ -87,7 +87,7 @@ class LiveMetrics:
         "exposure_gross_pct", "exposure_net_pct", "portfolio_safe_mode", "kill_switch_state",
         "runner_last_cycle_ts", "runner_up", "execution_reject_rate", "pending_plans",
         "stage_sla_ms", "alert_test", "storage_write_failing", "storage_retries",
-        "bars_total", "anomalies_total", "plans_total", "orders_total", "fills_total",
+        "bars_total", "anomalies_total", "feed_rate_limited", "plans_total", "orders_total", "fills_total",
         "errors_total", "stage_times",
     )
 
@@ -135,6 +135,8 @@ class LiveMetrics:
         # counters, pre-seeded so every series exists from the first scrape
         self.bars_total: dict[str, int] = {s: 0 for s in self.symbols}
         self.anomalies_total: dict[tuple[str, str], int] = {}
+        # rate-limit / ban answers per feed (the runner copies ``feed.rate_limited`` in each cycle)
+        self.feed_rate_limited: dict[str, int] = {f: 0 for f in self.feeds}
         self.plans_total: dict[tuple[str, str], int] = {(s, "approved"): 0 for s in self.strategies}
         self.orders_total: dict[str, int] = {st: 0 for st in ORDER_STATUSES}
         self.fills_total: dict[tuple[str, str], int] = {

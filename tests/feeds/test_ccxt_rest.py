@@ -40,6 +40,21 @@ def collect(feed, seconds: float, until=None) -> list:
     return bars
 
 
+def wait_healthy(feed, bars: list, timeout_s: float = 4.0) -> bool:
+    """Poll into ``bars`` until a live bar has arrived and health is 1 (False on timeout).
+
+    Waited for, not assumed after a fixed sleep: the first live bar lands up to one bar plus
+    the poll lag after start, which is right at a 1.2 s staleness threshold for 1 s bars.
+    """
+    end = time.time() + timeout_s
+    while time.time() < end:
+        bars.extend(feed.poll(time.time()))
+        if any(b.ts_ms >= feed.live_from_ms for b in bars) and feed.health(time.time()) == FeedHealth.HEALTHY:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def assert_exact(fake, bars, symbol):
     """Contiguous closed bars with the exact final values: nothing missing, doubled or forming."""
     mine = [b for b in bars if b.symbol == symbol]
@@ -81,8 +96,8 @@ def test_silent_exchange_turns_health_to_zero_and_back(fake):
     feed = make_feed(fake, stale_after_s=1.2)
     feed.start(time.time())
     try:
-        bars = collect(feed, 1.2)
-        assert feed.health(time.time()) == FeedHealth.HEALTHY
+        bars = []
+        assert wait_healthy(feed, bars), feed.stats
         fake.set_silent(True)
         silent_at = time.time()
         while feed.health(time.time()) != FeedHealth.DEGRADED:
@@ -187,6 +202,9 @@ def test_classify_error():
     assert classify_error(ccxt.RequestTimeout("x")) == "network"
     assert classify_error(ccxt.AuthenticationError("x")) == "fatal"
     assert classify_error(ccxt.BadSymbol("x")) == "fatal"
+    assert classify_error(ccxt.PermissionDenied("x")) == "fatal"
+    # retrying an invalid interval or parameter cannot fix it (Binance -1120, Bybit 10001)
+    assert classify_error(ccxt.BadRequest("binance {\"code\":-1120,\"msg\":\"Invalid interval.\"}")) == "fatal"
     assert classify_error(ccxt.ExchangeError("x")) == "other"
 
 
@@ -199,16 +217,26 @@ def test_backoff_grows_with_jitter_and_caps():
     assert b.next() <= 1.0
 
 
-def test_rewrite_urls_keeps_paths():
-    urls = {"public": "https://api.binance.com/api/v3", "sapi": "https://api.binance.com/sapi/v1",
+def test_rewrite_urls_keeps_paths_and_sets_rest_and_ws_hosts_separately():
+    """api_url replaces only REST hosts; ws_url only websocket hosts (host label kept as a path prefix)."""
+    urls = {"public": "https://api.binance.com/api/v3", "fapiPublic": "https://fapi.binance.com/fapi/v1",
             "ws": {"spot": "wss://stream.binance.com:9443/ws", "linear": "wss://fstream.binance.com/ws",
                    "ws-api": {"spot": "wss://ws-api.binance.com:443/ws-api/v3"}}}
     rewrite_urls(urls, "http://127.0.0.1:8080")
     assert urls["public"] == "http://127.0.0.1:8080/api/v3"
-    assert urls["sapi"] == "http://127.0.0.1:8080/sapi/v1"
-    assert urls["ws"]["spot"] == "ws://127.0.0.1:8080/stream/ws"  # '/stream' keeps it a spot stream for ccxt
-    assert urls["ws"]["linear"] == "ws://127.0.0.1:8080/fstream/ws"
-    assert urls["ws"]["ws-api"]["spot"] == "ws://127.0.0.1:8080/ws-api/ws-api/v3"
+    assert urls["fapiPublic"] == "http://127.0.0.1:8080/fapi/v1"
+    assert urls["ws"]["spot"] == "wss://stream.binance.com:9443/ws"  # no ws_url: ccxt's own
+    rewrite_urls(urls, None, "ws://127.0.0.1:9090")
+    assert urls["public"] == "http://127.0.0.1:8080/api/v3"
+    assert urls["ws"]["spot"] == "ws://127.0.0.1:9090/stream/ws"  # '/stream' keeps it a spot stream for ccxt
+    assert urls["ws"]["linear"] == "ws://127.0.0.1:9090/fstream/ws"  # and no '/stream': a contract stream
+    assert urls["ws"]["ws-api"]["spot"] == "ws://127.0.0.1:9090/ws-api/ws-api/v3"
+    bybit = {"public": "https://api.{hostname}", "ws": {"public": {
+        "spot": "wss://stream.{hostname}/v5/public/spot", "linear": "wss://stream.{hostname}/v5/public/linear"}}}
+    rewrite_urls(bybit, "http://127.0.0.1:1", "ws://127.0.0.1:2")
+    assert bybit["public"] == "http://127.0.0.1:1"
+    assert bybit["ws"]["public"] == {"spot": "ws://127.0.0.1:2/stream/v5/public/spot",
+                                     "linear": "ws://127.0.0.1:2/stream/v5/public/linear"}
 
 
 def test_sandbox_urls_can_be_overridden_too(fake):
@@ -241,8 +269,9 @@ def test_factory_builds_ccxt_feeds_from_config(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     symbols = ConfigLoader(repo / "configs").load_symbols()
+    assert symbols.exchange.sandbox is False  # paper decisions use mainnet public data by default
     symbols = symbols.model_copy(update={"exchange": symbols.exchange.model_copy(
-        update={"api_url": "http://127.0.0.1:9", "sandbox": False, "timeframe": "5m"})})
+        update={"api_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:10", "timeframe": "5m"})})
     env = {"EXCHANGE_API_KEY": "k-123", "EXCHANGE_API_SECRET": "s-456"}
     for name, cls in (("ccxt", CcxtRestFeed), ("ccxt_ws", CcxtWsFeed)):
         settings = load_settings(flags={"feed": name}, environ=env, env_file=tmp_path / "none")
@@ -250,6 +279,11 @@ def test_factory_builds_ccxt_feeds_from_config(tmp_path):
         assert isinstance(feed, cls) and feed.name == name
         assert feed.symbols == symbols.names and feed.timeframe == "5m"
         assert feed._ex_kwargs["api_url"] == "http://127.0.0.1:9"
+        assert feed._ex_kwargs["ws_url"] == "ws://127.0.0.1:10"
+        assert feed._ex_kwargs["enable_rate_limit"] is True  # ccxt's own limiter on in production
+        # a perp is the linear contract; bars keep the configured name
+        assert feed.market_symbols["BTC/USDT"] == "BTC/USDT:USDT" and feed.market_symbols["BNB/USDT"] == "BNB/USDT"
+        assert "BTC/USDT:USDT" in feed._ex_kwargs["symbols"]
         # public market data needs no keys: they go only to a sandbox client
         assert feed._ex_kwargs["api_key"] is None and feed._ex_kwargs["secret"] is None
     sandbox = symbols.model_copy(update={"exchange": symbols.exchange.model_copy(update={"sandbox": True})})

@@ -13,16 +13,21 @@ import yaml
 from prod_core.testing.fake_exchange import running_fake
 
 REPO = Path(__file__).resolve().parents[2]
-PUBLIC = {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/depth"}
+PUBLIC = {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/depth",
+          "/fapi/v1/exchangeInfo", "/fapi/v1/klines", "/fapi/v1/depth"}
 
 
-@pytest.mark.parametrize("feed", ["ccxt", "ccxt_ws"])
-def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed):
+@pytest.mark.parametrize(("feed", "kind", "timeframe"), [
+    ("ccxt", "spot", "1s"), ("ccxt_ws", "spot", "1s"),
+    ("ccxt", "perp", "1m"), ("ccxt_ws", "perp", "1m"),  # Binance futures have no 1s candles
+])
+def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed, kind, timeframe):
     with running_fake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0) as fake:
         sym_path = config_dir / "symbols.yaml"
         cfg = yaml.safe_load(sym_path.read_text())
-        cfg["exchange"].update({"id": "binance", "timeframe": "1s", "sandbox": False, "api_url": fake.url})
-        cfg["symbols"] = [s for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
+        cfg["exchange"].update({"id": "binance", "timeframe": timeframe, "sandbox": False, "api_url": fake.url,
+                                "ws_url": fake.ws_url})
+        cfg["symbols"] = [dict(s, kind=kind) for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
         sym_path.write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if k not in ("FEED", "EXECUTION", "MODE")}
         env.update({
@@ -35,10 +40,42 @@ def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed):
             cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        paths = fake.paths()
-    assert "/api/v3/klines" in paths
-    rest = {p for p in paths if not p.startswith("/stream/")}
-    assert rest <= PUBLIC, f"non market-data endpoints called: {rest - PUBLIC}"
-    assert not any("order" in p.lower() and p != "/api/v3/depth" for p in paths)
+        rest = [r.path for r in fake.rest_requests()]
+        ws = [r.path for r in fake.requests if r.port == fake.ws_port]
+    prefix = "/api/v3/" if kind == "spot" else "/fapi/v1/"
+    assert prefix + "klines" in rest and prefix + "exchangeInfo" in rest
+    assert set(rest) <= PUBLIC, f"non market-data endpoints called: {set(rest) - PUBLIC}"
+    assert all(p.startswith(prefix) for p in rest), rest  # a perp reads the contract market only
+    assert not any("order" in p.lower() and not p.endswith("/depth") for p in rest)
     if feed == "ccxt_ws":
-        assert any(p.startswith("/stream/ws") for p in paths)
+        assert ws and all(p.startswith("/stream/" if kind == "spot" else "/fstream/") for p in ws), ws
+
+
+@pytest.mark.parametrize("feed", ["ccxt", "ccxt_ws"])
+def test_paper_run_on_bybit_perps_reads_linear_market_data_only(tmp_path, config_dir, feed):
+    from prod_core.testing.fake_bybit import running_fake_bybit
+
+    with running_fake_bybit({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0) as fake:
+        sym_path = config_dir / "symbols.yaml"
+        cfg = yaml.safe_load(sym_path.read_text())
+        cfg["exchange"].update({"id": "bybit", "timeframe": "1m", "sandbox": False, "api_url": fake.url,
+                                "ws_url": fake.ws_url})
+        cfg["symbols"] = [dict(s, kind="perp") for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
+        sym_path.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if k not in ("FEED", "EXECUTION", "MODE")}
+        env.update({
+            "PYTHONPATH": str(REPO), "ENV_FILE": str(tmp_path / "no.env"), "REPORTS_DIR": str(tmp_path / "reports"),
+            "LOGS_DIR": str(tmp_path / "logs"), "EXCHANGE_API_KEY": "", "EXCHANGE_API_SECRET": "",
+        })
+        proc = subprocess.run(
+            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "2.5", "--linger", "0",
+             "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        rest = fake.rest_requests()
+        ws = {r.path for r in fake.requests if r.port == fake.ws_port}
+    assert {r.path for r in rest} <= {"/v5/market/instruments-info", "/v5/market/kline"}
+    assert {r.query.get("category") for r in rest} == {"linear"}
+    if feed == "ccxt_ws":
+        assert ws == {"/stream/v5/public/linear"}
