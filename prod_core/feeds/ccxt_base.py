@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 
 from prod_core.domain import Bar, Instrument, InstrumentKind, timeframe_to_ms
 from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.repair import BarRepair
 from prod_core.feeds.exchanges import quirks_for
 from prod_core.feeds.exchanges.client import FeedFatalError, make_exchange, rewrite_urls
 
@@ -178,6 +179,8 @@ class CcxtFeedBase:
         )
         self.live_from_ms = 0
         self.last_ts: dict[str, int | None] = {s: None for s in self.symbols}
+        # A malformed or missing closed bar is re-requested (bounded), later bars held meanwhile.
+        self.repair = BarRepair(self.tf_ms)
         self.markets: dict[str, dict] = {}
         self.stats = {"rate_limited": 0, "network_errors": 0, "other_errors": 0, "reconnects": 0,
                       "backfills": 0, "backfilled_bars": 0, "bars": 0}
@@ -488,21 +491,45 @@ class CcxtFeedBase:
 
     # ------------------------------------------------------------------ bars
     def _emit(self, symbol: str, rows) -> int:
-        """Queue rows as bars (only those newer than the last delivered one). Returns the count."""
+        """Hand rows newer than the last one seen to the repair, queue the bars it releases (clean,
+        in time order; a bad or missing bar holds the later ones until it is re-fetched or given
+        up). Returns how many rows were new."""
         last = self.last_ts[symbol]
-        n = 0
-        for r in rows:
-            ts = int(r[0])
-            if last is not None and ts <= last:
-                continue
-            self._queue.append(Bar(symbol, ts, _num(r[1]), _num(r[2]), _num(r[3]), _num(r[4]), _num(r[5])))
-            last = ts
-            n += 1
-        if n:
-            self.last_ts[symbol] = last
-            self.stats["bars"] += n
+        fresh = [r for r in rows if last is None or int(r[0]) > last]
+        if not fresh:
+            return 0
+        self._release(symbol, self.repair.offer(symbol, fresh, now_s=self.clock()))
+        cursor = self.repair.cursor_ms(symbol)
+        if cursor is not None:
+            self.last_ts[symbol] = cursor
+        return len(fresh)
+
+    def _release(self, symbol: str, bars: list[Bar]) -> None:
+        if bars:
+            self._queue.extend(bars)
+            self.stats["bars"] += len(bars)
             self._last_progress_s = self._last_bar_s[symbol] = self.clock()
-        return n
+        for event in self.repair.pop_events():
+            if event.outcome == "given_up":
+                log.warning("%s: %s bar %d of %s could not be repaired after %d re-request(s) (%s): left out",
+                            self.name, event.cause, event.ts_ms, event.symbol, event.attempts, self.exchange_id)
+
+    async def _repair_due(self) -> None:
+        """Re-request the bars the repair is waiting for (with its backoff); release what it frees."""
+        now = self.clock()
+        for symbol in self.repair.due_symbols(now):
+            window = self.repair.wanted(symbol)
+            if window is None:
+                continue
+            since, until = window
+            limit = max(1, min(PAGE_LIMIT, (until - since) // self.tf_ms))
+            rows = await self._call(f"fetch_ohlcv {symbol} (repair)", self.ex.fetch_ohlcv,
+                                    self.market_symbols[symbol], self.timeframe, since, limit)
+            self._release(symbol, self.repair.offer(symbol, rows or [], now_s=self.clock(), repair=True,
+                                                    window=window))
+        for symbol in self.symbols:
+            if self.repair.held(symbol):
+                self._release(symbol, self.repair.expire(symbol, self.clock()))
 
     async def _history(self, symbol: str) -> None:
         """Warm-up bars at the first start; a catch-up from the last bar after a restart."""
@@ -540,5 +567,5 @@ class CcxtFeedBase:
                                     self.timeframe, since, PAGE_LIMIT)
             n = self._emit(symbol, self._closed(rows, before_ms))
             total += n
-            if len(rows) < PAGE_LIMIT or n == 0:
+            if len(rows) < PAGE_LIMIT or n == 0:  # n counts new rows seen, held ones included
                 return total

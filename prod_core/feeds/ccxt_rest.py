@@ -56,6 +56,10 @@ class CcxtRestFeed(CcxtFeedBase):
                 delay = max(self.poll_lag_s, min(tf_s / 4.0, 15.0))
             else:
                 delay = next_close + self.poll_lag_s - now
+            repairs = [t for t in (self.repair.next_attempt_s(s) for s in self.symbols) if t is not None]
+            if repairs:  # a bar being repaired is re-requested on its own schedule, not at the next close
+                delay = min(delay, max(0.05, min(repairs) - now))
             await asyncio.sleep(min(delay, self.max_poll_s))
             for s in self.symbols:
                 await self._catch_up(s)
+            await self._repair_due()

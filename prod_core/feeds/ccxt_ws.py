@@ -150,9 +150,18 @@ class CcxtWsFeed(CcxtFeedBase):
     async def _watchdog(self) -> None:
         """REST backfill for a symbol whose stream stays silent beyond the staleness threshold."""
         period = max(0.2, min(self.tf_ms / 1000.0, self.stale_after_s / 2))
+        checked = self.clock()
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(min(period, 0.5))
+            for s in self.symbols:  # bars being repaired: re-requested on the repair's schedule
+                if self.repair.held(s) or self.repair.wanted(s) is not None:
+                    async with self._locks[s]:
+                        await self._repair_due()
+                    break
             now = self.clock()
+            if now - checked < period:
+                continue
+            checked = now
             for s in self.symbols:
                 if now - self._last_bar_s.get(s, now) > self.stale_after_s and self.last_ts[s] is not None:
                     async with self._locks[s]:

@@ -128,7 +128,7 @@ class _NoisyFake(FakeBinance):
             path[j] = price
         return path[k]
 
-    def candle(self, symbol: str, ts: int, tf_ms: int = 1000, partial: bool = False) -> list[float]:
+    def candle(self, symbol: str, ts: int, tf_ms: int = 1000, partial: bool = False, **_market) -> list[float]:
         k = ts // tf_ms
         o, c = round(self._price(symbol, k - 1), 2), round(self._price(symbol, k), 2)
         if partial:
@@ -145,7 +145,7 @@ def test_ccxt_session_with_outage_and_hold_replays_identically(tmp_path: Path, c
         sym_path = config_dir / "symbols.yaml"
         cfg = yaml.safe_load(sym_path.read_text())
         cfg["exchange"].update({"id": "binance", "timeframe": "1s", "sandbox": False, "api_url": fake.url})
-        cfg["symbols"] = [s for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
+        cfg["symbols"] = [dict(s, kind="spot") for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
         sym_path.write_text(yaml.safe_dump(cfg))
         env = {"CONFIG_DIR": str(config_dir), "FEED": "ccxt"}
         first = PaperProcess(tmp_path, "--max-seconds", "5", "--linger", "0", env=env, port=free_port())
