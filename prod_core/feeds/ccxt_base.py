@@ -122,6 +122,11 @@ def _num(x) -> float:
         return NAN
 
 
+def default_grace_s(tf_ms: int) -> float:
+    """How late past its close a bar may arrive before the feed is degraded (1m -> 5 s, 1s -> 1 s)."""
+    return max(1.0, min(5.0, tf_ms / 12_000.0))
+
+
 def default_stale_after_s(tf_ms: int) -> float:
     """No new closed bar for 1.5 bars plus 5 s: degraded (1m -> 95 s, 1s -> 6.5 s)."""
     return 1.5 * tf_ms / 1000.0 + 5.0
@@ -153,6 +158,7 @@ class CcxtFeedBase:
         exchange_options: dict | None = None,
         market_symbols: Mapping[str, str] | None = None,
         ban_s: float | None = None,
+        grace_s: float | None = None,
         name: str = "ccxt",
         clock=time.time,
     ) -> None:
@@ -170,6 +176,8 @@ class CcxtFeedBase:
         self.tf_ms = timeframe_to_ms(timeframe)
         self.history_bars = max(0, int(history_bars))
         self.stale_after_s = stale_after_s if stale_after_s is not None else default_stale_after_s(self.tf_ms)
+        # Health on the bar clock: the next bar is due at its close; later than close + grace: degraded.
+        self.grace_s = grace_s if grace_s is not None else default_grace_s(self.tf_ms)
         self.backoff = backoff or Backoff()
         self.start_timeout_s = start_timeout_s
         self.clock = clock
@@ -250,9 +258,19 @@ class CcxtFeedBase:
             return int(FeedHealth.DEGRADED)
         if state != "ok" or self._trouble:
             return int(FeedHealth.DEGRADED)
-        if self.clock() - self._last_progress_s > self.stale_after_s:
+        now = self.clock()
+        if now - self._last_progress_s > self.stale_after_s:
+            return int(FeedHealth.DEGRADED)
+        if self._started and self.overdue_s(now) > 0:
             return int(FeedHealth.DEGRADED)
         return int(FeedHealth.HEALTHY)
+
+    def overdue_s(self, now_s: float) -> float:
+        """Seconds the most overdue bar is late past its close + grace (<= 0: every bar on time)."""
+        due = [t + 2 * self.tf_ms for t in self.last_ts.values() if t is not None]
+        if not due:
+            return 0.0
+        return now_s - min(due) / 1000.0 - self.grace_s
 
     @property
     def state(self) -> str:
