@@ -230,6 +230,16 @@ class CcxtFeedBase:
             raise self._fatal
 
     @property
+    def connected(self) -> bool:
+        """Markets, timeframe and first data fetched (the runner registers the feed then)."""
+        return self._started
+
+    @property
+    def fatal_error(self) -> FeedFatalError | None:
+        """What retrying cannot fix (bad symbol, timeframe, auth), if it happened."""
+        return self._fatal
+
+    @property
     def rate_limited(self) -> int:
         """Rate-limit and ban answers seen so far (for ``feed_rate_limited_total{feed}``)."""
         return self.stats["rate_limited"]

@@ -9,6 +9,7 @@ from prod_core.domain import timeframe_to_ms
 from prod_core.feeds.base import Feed
 
 DEFAULT_HISTORY_BARS = 300
+START_WAIT_S = 5.0
 
 
 def build_feed(settings: Settings, symbols: SymbolsConfig, args, now_s: float) -> Feed:
@@ -85,6 +86,9 @@ def _build_ccxt(settings: Settings, symbols: SymbolsConfig, args) -> Feed:
         market_symbols=symbols.market_symbols,
         timeframe=symbols.exchange.timeframe,
         history_bars=DEFAULT_HISTORY_BARS if history is None else int(history),
+        # the runner waits this long for the exchange at start, then keeps cycling (degraded)
+        # while the feed connects in the background
+        start_timeout_s=START_WAIT_S,
         **kwargs,
     )
     try:

@@ -201,17 +201,23 @@ class PaperRunner:
             self.live.anomalies_total[(self.feed.name, kind)] = count
         self.pipeline.live_from_ms = self.feed.live_from_ms
         self.record_event("live_from", {"live_from_ms": self.feed.live_from_ms})
-        self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
-        self.storage.set_feed_state(self.run_id, self.feed.name, 1, time.time(), "registered")
-        self.notify("feed_registered",
-                    f"Фид {self.feed.name} зарегистрирован: {', '.join(self.feed.symbols)}",
-                    component="feed", fields={"feed": self.feed.name, "symbols": list(self.feed.symbols)})
         self.notify("run_started", f"run {self.run_id} started", fields={"config_hash": self.chash,
                     "user": _user(), "max_seconds": self.args.max_seconds}, log=False)
+        self.feed_registered = False
+        if getattr(self.feed, "connected", True):
+            self._register_feed()
+        else:  # the exchange is down: keep cycling (heartbeat fresh), degraded, until it answers
+            self.live.feed_health[self.feed.name] = int(FeedHealth.DEGRADED)
+            self._guard(self.storage.set_feed_state, self.run_id, self.feed.name, 0, time.time(), "connecting")
+            log.warning("Фид %s: биржа не отвечает при старте, подключаюсь в фоне (feed_health 0); "
+                        "строка «зарегистрирован» появится после подключения", self.feed.name)
         status = "stopped"
         self.engine_s = 0.0
+        self.start_refused = False
         try:
             self._loop(t_start)
+        except _StartRefused:
+            status = "failed"
         except LeaseLost as exc:  # another runner owns the account now: stop writing at once
             status = "failed"
             self.lease_lost = True
@@ -222,6 +228,8 @@ class PaperRunner:
             self.live.errors_total["runner"] = self.live.errors_total.get("runner", 0) + 1
             log.exception("paper-loop failed: %s", exc)
         status = self._shutdown(status)
+        if self.start_refused:
+            return 2
         if self.replay and status == "stopped":
             bars = sum(self.live.bars_total.values())
             print(f"replay: bars={bars} fills={self.pipeline.fills_seen} engine_s={self.engine_s:.3f} "
@@ -271,6 +279,27 @@ class PaperRunner:
         self.state = self.book.state
         self.state.cash_usd = self.book.cash_usd
         return 0
+
+    def _register_feed(self) -> None:
+        self.feed_registered = True
+        self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
+        self._guard(self.storage.set_feed_state, self.run_id, self.feed.name, 1, time.time(), "registered")
+        self.notify("feed_registered",
+                    f"Фид {self.feed.name} зарегистрирован: {', '.join(self.feed.symbols)}",
+                    component="feed", fields={"feed": self.feed.name, "symbols": list(self.feed.symbols)})
+
+    def _check_feed_connected(self) -> bool:
+        """Until the feed connects: register it when it does; a fatal error found then stops the run
+        with exit 2 (a setting to fix). Returns False to stop."""
+        error = getattr(self.feed, "fatal_error", None)
+        if error is not None:
+            log.error("feed %s failed to start: %s", self.feed.name, error)
+            self.start_refused = True
+            self.stop_reason = "feed failed to start"
+            return False
+        if getattr(self.feed, "connected", True):
+            self._register_feed()
+        return True
 
     def _end_run_quietly(self, status: str) -> None:
         try:
@@ -341,6 +370,8 @@ class PaperRunner:
             if deadline is not None and now >= deadline:
                 self.stop_reason = f"--max-seconds {self.args.max_seconds:g}"
                 break
+            if not self.feed_registered and not self._check_feed_connected():
+                raise _StartRefused()
             bars = feed.poll(now)
             if bars:
                 live.feed_last_bar_ts[feed.name] = now
@@ -604,6 +635,10 @@ class PaperRunner:
         while time.time() < end and self._signals == signals_before:
             self._wake.wait(min(0.2, end - time.time()))
             self.live.runner_last_cycle_ts = time.time()
+
+
+class _StartRefused(Exception):
+    """The feed found a setting to fix at its first connection (exit 2)."""
 
 
 def _user() -> str:

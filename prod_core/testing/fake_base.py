@@ -56,8 +56,10 @@ class FakeExchangeBase:
     name = "fake"
 
     def __init__(self, symbols: dict[str, float] | None = None, *, max_lifetime_s: float = 120.0,
-                 tick_s: float = 0.05, kline_update_s: float = 0.25, time_scale: float = 1.0) -> None:
+                 tick_s: float = 0.05, kline_update_s: float = 0.25, time_scale: float = 1.0,
+                 port: int = 0, ws_port: int = 0) -> None:
         self.prices = dict(symbols or DEFAULT_SYMBOLS)
+        self._want_ports = (int(port), int(ws_port))  # 0: any free port (a test restarting "the exchange" reuses its ports)
         self.ids = {s.replace("/", ""): s for s in self.prices}
         self.max_lifetime_s = max_lifetime_s
         self.tick_s = tick_s
@@ -134,10 +136,10 @@ class FakeExchangeBase:
     def _routes(self, app: web.Application) -> None:  # pragma: no cover - subclasses
         raise NotImplementedError
 
-    async def _site(self, app: web.Application) -> int:
+    async def _site(self, app: web.Application, port: int = 0) -> int:
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         self._runners.append(runner)
         return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
@@ -148,8 +150,8 @@ class FakeExchangeBase:
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         ws_app = web.Application(middlewares=[self._middleware])
         ws_app.router.add_get("/{tail:.*}", self._ws)
-        self.port = await self._site(app)
-        self.ws_port = await self._site(ws_app)
+        self.port = await self._site(app, self._want_ports[0])
+        self.ws_port = await self._site(ws_app, self._want_ports[1])
         self._done = asyncio.Event()
         self._ready.set()
         ticker = asyncio.create_task(self._broadcast())
