@@ -1,5 +1,6 @@
-"""Malformed bars from a real exchange API leave no hole: the ccxt feed re-requests them (real
-ccxt client against the local fake, which serves each bad bar wrong once, then right)."""
+"""Malformed bars from a real exchange API leave no hole: the ccxt feeds re-request them (real
+ccxt client, REST and websocket, against the Binance and Bybit fakes, which serve each bad bar
+wrong twice, then right)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import zlib
 import pytest
 
 from prod_core.feeds.ccxt_rest import Backoff, CcxtRestFeed
+from prod_core.feeds.ccxt_ws import CcxtWsFeed
+from prod_core.testing.fake_bybit import FakeBybit
 from prod_core.testing.fake_exchange import FakeBinance
 
 TF_MS = 60_000
-SCALE = 60.0
+SCALE = 60.0  # the fakes' market clock runs 60x: a 1m bar closes every wall second
 SYMS = ("BTC/USDT", "ETH/USDT")
 
 
-class _FlakyBars(FakeBinance):
+class _Flaky:
     """About 5% of the bars are served malformed the first two times they are asked for (NaN open
     or high below low), then correct: what a flaky exchange API does."""
 
@@ -47,21 +50,33 @@ class _FlakyBars(FakeBinance):
         return [t, math.nan, h, lo, c, v] if kind == "nan" else [t, o, lo * 0.999, h, c, v]
 
 
-@pytest.fixture
-def fake():
-    server = _FlakyBars({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=90.0, time_scale=SCALE).start()
+class _FlakyBinance(_Flaky, FakeBinance):
+    pass
+
+
+class _FlakyBybit(_Flaky, FakeBybit):
+    pass
+
+
+@pytest.fixture(params=["binance", "bybit"])
+def fake(request):
+    cls = _FlakyBinance if request.param == "binance" else _FlakyBybit
+    server = cls({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=90.0, time_scale=SCALE).start()
     try:
         yield server
     finally:
         server.stop()
 
 
-def test_five_percent_malformed_bars_leave_no_hole_and_are_counted_once(fake) -> None:
+@pytest.mark.parametrize("ws", [False, True], ids=["rest", "ws"])
+def test_five_percent_malformed_bars_leave_no_hole_and_are_counted_once(fake, ws: bool) -> None:
     """History and live bars with 5% malformed rows: the delivered series is contiguous and exact,
     every injected bad bar is counted once by kind and repaired from the exchange."""
-    feed = CcxtRestFeed("binance", SYMS, "1m", api_url=fake.url, ws_url=fake.ws_url, history_bars=200,
-                        stale_after_s=600.0, backoff=Backoff(base_s=0.1, max_s=0.8, jitter=0.2, rng=random.Random(5)),
-                        start_timeout_s=20.0, timeout_ms=3000, clock=fake.clock, max_poll_s=0.2)
+    kw = {} if ws else {"max_poll_s": 0.2}
+    feed = (CcxtWsFeed if ws else CcxtRestFeed)(
+        fake.name, SYMS, "1m", api_url=fake.url, ws_url=fake.ws_url, history_bars=200, stale_after_s=600.0,
+        backoff=Backoff(base_s=0.1, max_s=0.8, jitter=0.2, rng=random.Random(5)), start_timeout_s=20.0,
+        timeout_ms=3000, clock=fake.clock, **kw)
     bars = []
     feed.start(fake.clock())
     try:
