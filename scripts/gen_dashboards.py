@@ -272,13 +272,16 @@ def feed_risk_states() -> Json:
                 options=STATUS_HISTORY_OPTIONS,
             ),
             panel(
-                "status-history", "Runner, kill-switch, safe mode", (0, 24, 16, 6),
+                "status-history", "Runner, kill-switch, safe mode, storage", (0, 24, 16, 6),
                 [
                     target("runner_up", "A", legend="runner_up"),
                     target("kill_switch_state", "B", legend="kill_switch_state"),
                     target("portfolio_safe_mode", "C", legend="portfolio_safe_mode"),
+                    target("storage_write_failing", "D", legend="storage_write_failing"),
                 ],
-                description="runner_up: 1 running, 0 planned stop (linger). kill-switch and safe mode: 1 engaged.",
+                description="runner_up: 1 running, 0 planned stop (linger). kill-switch and safe mode: 1 engaged. "
+                            "storage_write_failing: 1 while fills cannot be journaled (entries halted; alert "
+                            "StorageWriteFailing).",
                 defaults={**common, "mappings": value_map((1, "on", "orange"), (0, "off", "green"))},
                 overrides=[
                     {"matcher": {"id": "byName", "options": "runner_up"},
