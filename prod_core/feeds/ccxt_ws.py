@@ -10,7 +10,15 @@ before a disconnect are discarded, so a partial bar is never delivered as closed
 
 Disconnects and rate limits are retried per stream with exponential backoff and jitter
 (health 0 meanwhile); a watchdog backfills over REST when a stream stays silent longer
-than the staleness threshold. Everything shared with the REST feed lives in
+than the staleness threshold.
+
+A websocket the exchange keeps open but stops sending on is replaced: when a symbol's
+kline stream has had no frame (closed or forming update) for ``ws_silence_s`` (default two
+bars plus the grace, at least 5 s, on the feed's clock), the feed logs one WARNING, counts
+it in ``stats["silent_reconnects"]`` and fails the client's open websocket connections the
+way ccxt's own keepalive timeout does (``client.on_error``): the pending watches raise, the
+usual reconnect path opens new sockets and the gap is backfilled exactly. At most one such
+reconnect per ``ws_silence_s``. Everything shared with the REST feed lives in
 ``ccxt_rest.CcxtFeedBase``.
 """
 
@@ -27,12 +35,26 @@ log = logging.getLogger("prod_core.feeds.ccxt_ws")
 NAN = math.nan
 
 
+def default_ws_silence_s(tf_ms: int, grace_s: float) -> float:
+    """No kline frame for two bars plus the grace (at least 5 s): the socket is replaced (1m -> 125 s)."""
+    return max(5.0, 2 * tf_ms / 1000.0 + grace_s)
+
+
 class CcxtWsFeed(CcxtFeedBase):
     pro = True
 
-    def __init__(self, *args, trades: bool = False, books: bool = False, book_depth: int = 10, **kwargs) -> None:
+    def __init__(self, *args, trades: bool = False, books: bool = False, book_depth: int = 10,
+                 ws_silence_s: float | None = None, **kwargs) -> None:
         kwargs.setdefault("name", "ccxt_ws")
         super().__init__(*args, **kwargs)
+        if ws_silence_s is None:
+            ws_silence_s = default_ws_silence_s(self.tf_ms, self.grace_s)
+        if ws_silence_s <= 0:
+            raise ValueError("ws_silence_s must be > 0")
+        self.ws_silence_s = float(ws_silence_s)
+        self.stats.setdefault("silent_reconnects", 0)
+        self._last_frame_s: dict[str, float] = {}  # symbol -> feed clock of its last kline frame
+        self._silent_reconnect_s = -math.inf  # feed clock of the last forced reconnect
         self.watch_trades = trades
         self.watch_books = books
         self.book_depth = book_depth
@@ -58,6 +80,8 @@ class CcxtWsFeed(CcxtFeedBase):
             async with self._locks[s]:
                 await self._history(s)
         self._mark_started()
+        now = self.clock()
+        self._last_frame_s = {s: now for s in self.symbols}
         jobs = [self._watch_bars(s) for s in self.symbols]
         if self.watch_trades:
             jobs += [self._watch_trades(s) for s in self.symbols]
@@ -116,6 +140,7 @@ class CcxtWsFeed(CcxtFeedBase):
                 resync = True
                 await self._stream_failed(key, f"watch_ohlcv {symbol}", exc)
                 continue
+            self._last_frame_s[symbol] = self.clock()
             self._stream_ok(key)
             for c in batch:
                 pending[int(c[0])] = c
@@ -153,6 +178,7 @@ class CcxtWsFeed(CcxtFeedBase):
         checked = self.clock()
         while True:
             await asyncio.sleep(min(period, 0.5))
+            self._check_silence()
             for s in self.symbols:  # bars being repaired: re-requested on the repair's schedule
                 if self.repair.held(s) or self.repair.wanted(s) is not None:
                     async with self._locks[s]:
@@ -169,6 +195,36 @@ class CcxtWsFeed(CcxtFeedBase):
                     if n:
                         self.stats["backfills"] += 1
                         self.stats["backfilled_bars"] += n
+
+    def _check_silence(self) -> None:
+        """Replace the websockets when a kline stream has been silent for ``ws_silence_s``."""
+        now = self.clock()
+        if now - self._silent_reconnect_s < self.ws_silence_s:
+            return
+        silent = [s for s in self.symbols if now - self._last_frame_s.get(s, now) >= self.ws_silence_s]
+        if not silent:
+            return
+        gap = max(now - self._last_frame_s[s] for s in silent)
+        if not self._drop_sockets(f"no frame for {gap:.0f} s"):
+            return  # nothing open to replace (already reconnecting): the retry path is at work
+        self._silent_reconnect_s = now
+        self.stats["silent_reconnects"] += 1
+        log.warning("%s: websocket silent for %.0f s (%s), reconnecting", self.name, gap, ", ".join(silent))
+
+    def _drop_sockets(self, why: str) -> int:
+        """Fail every open websocket of the client as ccxt's keepalive timeout does: pending watches
+        raise ``NetworkError``, the client is forgotten and its socket closed, and the next watch
+        dials and subscribes afresh. Returns how many sockets were dropped."""
+        import ccxt
+
+        clients = getattr(self.ex, "clients", None) or {}
+        n = 0
+        for client in list(clients.values()):
+            if client.connecting or client.closed():
+                continue  # a dial in progress has its own timeout
+            client.on_error(ccxt.NetworkError(f"{self.name}: websocket {client.url} silent, {why}"))
+            n += 1
+        return n
 
     async def _watch_trades(self, symbol: str) -> None:
         key = f"trades:{symbol}"
