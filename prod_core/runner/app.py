@@ -120,6 +120,8 @@ class PaperRunner:
         self.bars_received = 0
         self._event_seq = 0
         self._feed_rejected_seen: dict[str, int] = {}
+        self._feed_burst: dict[str, int] = {}  # feed-side rejections not logged yet
+        self._feed_burst_logged = 0.0
         if self.session is not None:
             self.gov = GovernanceConfig.model_validate(self.session.start["governance"])
         try:
@@ -461,19 +463,32 @@ class PaperRunner:
                         f"ВНИМАНИЕ: тестовый оверлей {variable}={value} активен (не сохраняется; снимите: unset {variable})",
                         severity="warning", component="runner", fields={"variable": variable, "value": value})
 
-    def _sync_feed_counters(self) -> None:
+    def _sync_feed_counters(self, final: bool = False) -> None:
         """Counters the feed keeps itself: bars its repair rejected (added to data_anomalies_total
         with the pipeline's own), rate-limit events (feed_rate_limited_total)."""
         feed, live = self.feed, self.live
         repair = getattr(feed, "repair", None)
         if repair is not None:
             seen = self._feed_rejected_seen
+            burst = self._feed_burst
             for kind, n in list(repair.rejected.items()):
                 delta = n - seen.get(kind, 0)
                 if delta > 0:
                     key = (feed.name, kind)
                     live.anomalies_total[key] = live.anomalies_total.get(key, 0) + delta
                     seen[kind] = n
+                    burst[kind] = burst.get(kind, 0) + delta
+            now = time.time()
+            if burst and (final or now - self._feed_burst_logged >= 5.0):
+                total = sum(burst.values())
+                kinds = ", ".join(f"{k}: {n}" for k, n in sorted(burst.items(), key=lambda kv: (-kv[1], kv[0])))
+                self.notify("data_anomaly", f"Фид {feed.name}: отклонено баров {total} ({kinds}); перезапрошены у "
+                            f"биржи: восстановлено всего {repair.repaired}, не восстановлено {repair.given_up}",
+                            severity="warning", component="feed",
+                            fields={"burst": total, "kinds": dict(burst), "repaired": repair.repaired,
+                                    "given_up": repair.given_up, "source": "feed"})
+                burst.clear()
+                self._feed_burst_logged = now
         limited = getattr(live, "feed_rate_limited", None)
         if limited is not None:
             limited[feed.name] = int(getattr(feed, "rate_limited", 0))
@@ -577,7 +592,7 @@ class PaperRunner:
         self.live.runner_up = 0 if status == "stopped" else 1
         self.live.runner_last_cycle_ts = now
         self.pipeline.flush_anomalies(final=True)
-        self._sync_feed_counters()
+        self._sync_feed_counters(final=True)
         repair = getattr(self.feed, "repair", None)
         repairs = ({"repaired": repair.repaired, "given_up": repair.given_up, "gaps": repair.gaps}
                    if repair is not None else None)
