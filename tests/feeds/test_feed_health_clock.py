@@ -11,25 +11,11 @@ import pytest
 from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.ccxt_rest import Backoff, CcxtRestFeed
 from prod_core.feeds.ccxt_ws import CcxtWsFeed
-from prod_core.testing.fake_bybit import FakeBybit
-from prod_core.testing.fake_exchange import FakeBinance
-
-SYMS = ("BTC/USDT", "ETH/USDT")
-SCALE = 60.0  # the fakes' market clock runs 60x: a 1m bar closes every wall second
-
-
-@pytest.fixture(params=["binance", "bybit"])
-def fake(request):
-    cls = FakeBinance if request.param == "binance" else FakeBybit
-    server = cls({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0, time_scale=SCALE).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.feeds.test_exchanges_e2e import SYMS, fake  # noqa: F401 (the Binance/Bybit fixture, clock 60x)
 
 
 @pytest.mark.parametrize("ws", [False, True], ids=["rest", "ws"])
-def test_a_stall_degrades_within_the_bar_close_plus_grace(fake, ws: bool) -> None:
+def test_a_stall_degrades_within_the_bar_close_plus_grace(fake, ws: bool) -> None:  # noqa: F811
     """The exchange goes silent: health turns 0 once the next bar is later than its close + grace
     (1m bars: 5 s), before the old staleness threshold; it recovers when bars come again."""
     kw = {} if ws else {"max_poll_s": 0.2}
