@@ -92,6 +92,11 @@ def test_sim_session_with_a_carried_account_and_a_hold_replays_identically(tmp_p
         assert cli(proc.db, "hold", "trend_following", "--comment", "test").returncode == 0
         time.sleep(1.0)  # let bars pass while on hold (what is compared is the replay, not this time)
         assert cli(proc.db, "release", "trend_following", "--comment", "test").returncode == 0
+        run_id = _latest_run(proc.db)
+        deadline = time.time() + 60  # trade on until the session has plans and fills to compare
+        while len(_plans(proc.db, run_id)) < 5 or len(_fills(proc.db, run_id)) < 2:
+            assert time.time() < deadline and proc.proc.poll() is None, proc.output
+            time.sleep(0.2)
         proc.interrupt()
         assert proc.wait(timeout=60) == 0, proc.output
     finally:
@@ -123,8 +128,8 @@ class _NoisyFake(FakeBinance):
         price = path[last]
         for j in range(last + 1, k + 1):
             rng = random.Random(f"{symbol}:{j}")
-            drift = 0.0006 * math.copysign(1.0, math.sin(j / 120.0))
-            price *= math.exp(drift + 0.0015 * rng.gauss(0.0, 1.0))
+            drift = 0.0004 * math.copysign(1.0, math.sin(j / 20.0))  # trends up and down within a minute
+            price *= math.exp(drift + 0.0008 * rng.gauss(0.0, 1.0))
             path[j] = price
         return path[k]
 
@@ -140,7 +145,7 @@ def test_ccxt_session_with_outage_and_hold_replays_identically(tmp_path: Path, c
     """A paper session on the ccxt feed against the fake exchange (account carried over, a feed
     outage and an operator hold in it), replayed from its recording: the same plans and fills."""
     _active_governance(config_dir)
-    fake = _NoisyFake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=240.0).start()
+    fake = _NoisyFake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=400.0).start()
     try:
         sym_path = config_dir / "symbols.yaml"
         cfg = yaml.safe_load(sym_path.read_text())
@@ -150,7 +155,7 @@ def test_ccxt_session_with_outage_and_hold_replays_identically(tmp_path: Path, c
         env = {"CONFIG_DIR": str(config_dir), "FEED": "ccxt"}
         first = PaperProcess(tmp_path, "--max-seconds", "5", "--linger", "0", env=env, port=free_port())
         assert first.wait(timeout=90) == 0, first.output
-        proc = PaperProcess(tmp_path, "--max-seconds", "120", "--linger", "0", env=env)
+        proc = PaperProcess(tmp_path, "--max-seconds", "300", "--linger", "0", env=env)
         try:
             proc.wait_for_line("зарегистрирован", timeout=60)
             assert cli(proc.db, "hold", "mean_reversion", "--comment", "test").returncode == 0
@@ -159,7 +164,11 @@ def test_ccxt_session_with_outage_and_hold_replays_identically(tmp_path: Path, c
             fake.set_silent(False)
             proc.wait_for_line("health 0 -> 1", timeout=60)
             assert cli(proc.db, "release", "mean_reversion", "--comment", "test").returncode == 0
-            time.sleep(3.0)  # a few more live bars after the release (the replay is what is compared)
+            run_id = _latest_run(proc.db)
+            deadline = time.time() + 120  # trade on until the session has plans to compare
+            while len(_plans(proc.db, run_id)) < 3:
+                assert time.time() < deadline and proc.proc.poll() is None, proc.output
+                time.sleep(0.2)
             proc.interrupt()
             assert proc.wait(timeout=60) == 0, proc.output
         finally:
