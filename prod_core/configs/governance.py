@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -129,9 +129,34 @@ class StrategiesConfig(Section):
 class ExecutionConfig(Section):
     taker_fee_bps: float = Field(7.5, ge=0, le=100, description="Taker fee, basis points of notional.")
     maker_fee_bps: float = Field(2.0, ge=0, le=100, description="Maker fee, basis points of notional.")
-    slippage_bps: float = Field(2.0, ge=0, le=500, description="Adverse slippage on market fills, basis points.")
+    slippage_bps: float = Field(
+        2.0, ge=0, le=500,
+        description="Half the bid-ask spread a market order pays on top of the reference price, basis points.",
+    )
     min_notional_usd: float = Field(10.0, ge=0, description="Orders below this notional are rejected.")
     reject_rate_window: int = Field(50, gt=0, description="Orders in the rolling reject-rate window.")
+    fill_model: Literal["ideal_next_open", "market"] = Field(
+        "market",
+        description="ideal_next_open: market orders fill whole at the next bar's open, no spread, impact or cap "
+                    "(the parity scenario); market: spread + impact, latency, participation cap.",
+    )
+    impact_coef: float = Field(
+        0.0, ge=0, le=10,
+        description="Square-root market impact: impact_bps = coef * bar range (bps) * sqrt(order notional / bar "
+                    "notional volume). 0 = none.",
+    )
+    latency_bars: int = Field(0, ge=0, le=100, description="Whole bars an order waits before it may fill (0 = the next bar's open).")
+    max_participation_pct: float | None = Field(
+        None, gt=0, le=100,
+        description="A market order takes at most this % of a bar's volume; the rest works on the following bars. "
+                    "null = no cap.",
+    )
+    cancel_after_bars: int = Field(5, ge=1, le=10_000, description="An entry's unfilled rest is cancelled after working this many bars.")
+    limit_fill: Literal["through", "touch"] = Field(
+        "through",
+        description="A resting limit (the target) fills when the market trades through its price, or on a touch.",
+    )
+    liquidation_fee_bps: float = Field(50.0, ge=0, le=500, description="Fee of a liquidation, basis points of the notional at the bankruptcy price.")
 
 
 class SlaConfig(Section):

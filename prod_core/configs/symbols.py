@@ -48,10 +48,39 @@ class SimSymbolConfig(Section):
     beta: float = Field(1.0, gt=0, le=5, description="Loading on the common market factor.")
 
 
+class FundingModelConfig(Section):
+    """The simulated market's funding rate per interval: a baseline plus a premium term (the
+    price above its recent mean pays longs' funding to shorts) and noise, clamped like an exchange's."""
+
+    base_bps: float = Field(1.0, ge=-300, le=300, description="Baseline rate per interval, basis points (exchanges: 1 = 0.01%).")
+    premium_weight: float = Field(
+        0.1, ge=0, le=10, description="Basis points of rate per basis point of the price's premium over its recent mean."
+    )
+    noise_bps: float = Field(0.5, ge=0, le=100, description="Standard deviation of the rate's noise, basis points.")
+    clamp_bps: float = Field(75.0, gt=0, le=300, description="Rates are clamped to +/- this, basis points.")
+
+
 class SymbolConfig(Section):
     symbol: str = Field(..., pattern=r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$", description="Unified symbol, e.g. BTC/USDT.")
     kind: Literal["spot", "perp"] = Field("spot", description="spot is long-only; perp can short.")
     sim: SimSymbolConfig = SimSymbolConfig()
+    leverage: float = Field(
+        3.0, ge=1, le=125,
+        description="perp: isolated-margin leverage (initial margin = notional / leverage). spot is fully funded "
+                    "(leverage is ignored for spot).",
+    )
+    maint_margin_rate: float = Field(0.005, ge=0, lt=0.5, description="perp: maintenance margin, fraction of the notional.")
+    funding_interval_h: float = Field(8.0, gt=0, le=24, description="perp: hours between funding times (UTC, from midnight).")
+    funding_rate: float | None = Field(
+        None, ge=-0.03, le=0.03,
+        description="perp: a fixed funding rate per interval (0.0001 = 0.01%) instead of the feed's rates. "
+                    "null = the exchange's history (ccxt), the replay file's funding_rate column or side file, "
+                    "or the sim model.",
+    )
+    tick_size: float | None = Field(None, gt=0, description="Price tick. null = the exchange's (ccxt feeds) or none.")
+    lot_step: float | None = Field(None, gt=0, description="Quantity step. null = the exchange's (ccxt feeds) or none.")
+    min_qty: float | None = Field(None, gt=0, description="Smallest order quantity. null = the exchange's or none.")
+    min_notional_usd: float | None = Field(None, gt=0, description="Smallest order notional, USD. null = the exchange's or none.")
 
     @property
     def market_symbol(self) -> str:
@@ -66,8 +95,17 @@ class SymbolConfig(Section):
             raise ValueError(f"symbol {self.symbol} is a contract (':SETTLE'); set kind: perp or drop the suffix")
         return self
 
-    def instrument(self, min_notional_usd: float = 0.0) -> Instrument:
-        return Instrument(symbol=self.symbol, kind=InstrumentKind(self.kind), min_notional_usd=min_notional_usd)
+    def instrument(self) -> Instrument:
+        """The instrument as configured (rules left unset are 0: none, or the exchange's on a ccxt feed)."""
+        perp = self.kind == "perp"
+        return Instrument(
+            symbol=self.symbol, kind=InstrumentKind(self.kind),
+            price_tick=self.tick_size or 0.0, qty_step=self.lot_step or 0.0, min_qty=self.min_qty or 0.0,
+            min_notional_usd=self.min_notional_usd or 0.0,
+            leverage=self.leverage if perp else 1.0, maint_margin_rate=self.maint_margin_rate if perp else 0.0,
+            funding_interval_ms=int(round(self.funding_interval_h * 3_600_000)),
+            funding_rate=self.funding_rate if perp else None,
+        )  # fmt: skip
 
 
 class SimConfig(Section):
@@ -78,6 +116,7 @@ class SimConfig(Section):
     scenario: Literal["crash", "corr_spike", "feed_outage"] | None = Field(None, description="Named stress scenario.")
     scenario_start_bar: int = Field(120, ge=0, description="First live bar of the scenario window.")
     scenario_bars: int = Field(60, ge=1, description="Length of the scenario window, bars.")
+    funding: FundingModelConfig = FundingModelConfig()
 
     _tf = field_validator("timeframe")(_check_timeframe)
 

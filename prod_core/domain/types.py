@@ -65,6 +65,7 @@ class FillReason(StrEnum):
     TARGET = "target"
     EXIT_SIGNAL = "exit_signal"
     KILL_SWITCH = "kill_switch"
+    LIQUIDATION = "liquidation"
 
 
 class OrderStatus(StrEnum):
@@ -77,7 +78,14 @@ class OrderStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """A tradable symbol with its exchange metadata."""
+    """A tradable symbol with its exchange metadata.
+
+    Exchange rules (0 = unset): ``price_tick`` and ``qty_step`` round prices and quantities,
+    ``min_qty`` and ``min_notional_usd`` refuse small orders. A perp trades on isolated margin:
+    initial margin = notional / ``leverage``, liquidation when the margin left falls to
+    ``maint_margin_rate`` of the notional. ``funding_rate``: a fixed rate per funding
+    interval that overrides the feed's rates (None = the feed's). Spot is fully funded.
+    """
 
     symbol: str
     kind: InstrumentKind = InstrumentKind.SPOT
@@ -85,6 +93,10 @@ class Instrument:
     qty_step: float = 0.0
     min_qty: float = 0.0
     min_notional_usd: float = 0.0
+    leverage: float = 1.0
+    maint_margin_rate: float = 0.0
+    funding_interval_ms: int = 8 * 3_600_000
+    funding_rate: float | None = None
 
     @property
     def can_short(self) -> bool:
@@ -224,7 +236,14 @@ class Fill:
 
 @dataclass(slots=True)
 class Position:
-    """An open position. Mutable: execution updates ``last_price`` on every bar."""
+    """An open position. Mutable: execution updates ``last_price`` on every bar.
+
+    ``leverage`` > 0 marks a margined perp (isolated): opening it moves only the fee out of the
+    wallet, closing it books ``side * qty * (price - entry)``; 0 is fully funded (spot, and perps
+    opened before margin accounting): the notional itself moves. ``entry_price`` is the average
+    of the entry fills, ``entry_fee_usd`` their fees, ``funding_usd`` the funding paid (negative:
+    received), ``realized_usd`` the net pnl of partial exits so far.
+    """
 
     position_id: str
     plan_id: str
@@ -239,6 +258,21 @@ class Position:
     nominal_r_usd: float
     entry_fee_usd: float
     last_price: float
+    leverage: float = 0.0
+    maint_margin_rate: float = 0.0
+    funding_usd: float = 0.0
+    realized_usd: float = 0.0
+
+    @property
+    def margined(self) -> bool:
+        return self.leverage > 0.0
+
+    @property
+    def margin_usd(self) -> float:
+        """Margin the position holds: entry notional / leverage (margined), its mark value (funded)."""
+        if self.leverage > 0.0:
+            return self.qty * self.entry_price / self.leverage
+        return self.qty * self.last_price
 
     @property
     def notional_usd(self) -> float:

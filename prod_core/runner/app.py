@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import getpass
 import logging
 import os
@@ -139,12 +141,9 @@ class PaperRunner:
         if code:
             return code
         self.events_csv = EventsCsv(Path(settings.reports_dir) / "telemetry_events.csv")
-        instruments = {
-            s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in self.symbols.symbols
-        }
+        instruments = {s.symbol: s.instrument() for s in self.symbols.symbols}
         if self.session is not None:  # the instruments as the recorded session traded them
-            instruments = {sym: Instrument(symbol=sym, kind=InstrumentKind(kind))
-                           for sym, kind in self.session.start["instruments"].items()}
+            instruments = {sym: _recorded_instrument(sym, rec) for sym, rec in self.session.start["instruments"].items()}
         for symbol in self.feed.symbols:  # replayed symbols not in symbols.yaml trade as spot
             instruments.setdefault(symbol, Instrument(symbol=symbol))
         self.live = LiveMetrics(feeds=[self.feed.name], symbols=list(self.feed.symbols),
@@ -514,7 +513,7 @@ class PaperRunner:
             "account": {"cash_usd": self.pipeline.broker.cash_usd, "lots": [carried_lot(p) for p in carried],
                         "state": {**self.state.to_dict(), "cash_usd": None}},
             "governance": self.gov.model_dump(mode="json"),
-            "instruments": {sym: inst.kind.value for sym, inst in instruments.items()},
+            "instruments": {sym: _instrument_record(inst) for sym, inst in instruments.items()},
             "symbols": list(self.feed.symbols), "feed": self.settings.feed,
             "flatten_at_mark": flatten, "t_start_ms": flatten_ms,
             "overlay": {"daily_lock": self.settings.alert_test_daily_lock,
@@ -698,3 +697,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"storage error: {exc}", file=sys.stderr, flush=True)
         return 2
     return PaperRunner(settings, gov, symbols, args, loader).run()
+
+
+def _instrument_record(inst: Instrument) -> dict:
+    """An instrument as a recorded session keeps it (kind, rules, margin, funding)."""
+    rec = {f.name: getattr(inst, f.name) for f in dataclasses.fields(inst) if f.name != "symbol"}
+    rec["kind"] = inst.kind.value
+    return rec
+
+
+def _recorded_instrument(symbol: str, rec: dict | str) -> Instrument:
+    """The instrument a recorded session traded (sessions before margin accounting kept only the kind)."""
+    if isinstance(rec, str):
+        return Instrument(symbol=symbol, kind=InstrumentKind(rec))
+    known = {f.name for f in dataclasses.fields(Instrument)}
+    values = {k: v for k, v in rec.items() if k in known}
+    values["kind"] = InstrumentKind(values.get("kind", "spot"))
+    return Instrument(symbol=symbol, **values)
