@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prod_core.account.margin import cash_delta, close_pnl, exit_cash, funded, increased, open_cash, reduced
 from prod_core.domain import Position, Side
 from prod_core.risk.ledger import GovernanceState, roll_day
 
@@ -38,20 +39,12 @@ TRANSITION_FIELDS: tuple[str, ...] = (
 # Checkpointed by governance entries, advanced by fills.
 COUNTER_FIELDS: tuple[str, ...] = ("day", "day_start_closed_r", "trades_today", "consecutive_losses")
 
-_LOT_FIELDS = ("plan_id", "strategy", "stop", "target", "nominal_r_usd", "ts_open_ms")
-_POSITION_FIELDS = ("symbol", "side", "qty", "entry_price", "entry_fee_usd", "nominal_r_usd", "stop", "target")
+_LOT_FIELDS = ("plan_id", "strategy", "stop", "target", "nominal_r_usd", "ts_open_ms", "leverage", "maint_margin_rate")
+_POSITION_FIELDS = ("symbol", "side", "qty", "entry_price", "entry_fee_usd", "nominal_r_usd", "stop", "target",
+                    "leverage", "funding_usd", "funding_ts_ms", "realized_usd")
+
+_NEW_POSITION_FIELDS = {"leverage": 0.0, "funding_usd": 0.0, "funding_ts_ms": 0, "realized_usd": 0.0}
 _REL_TOL = 1e-9
-
-
-def cash_delta(side: Side, qty: float, price: float, fee_usd: float) -> float:
-    """Cash a fill moves: a buy spends its notional, a sell receives it; the fee is always paid."""
-    notional = qty * price
-    return (-notional if side is Side.BUY else notional) - fee_usd
-
-
-def close_pnl(position: Position, price: float, fee_usd: float) -> float:
-    """Net pnl of closing ``position`` at ``price`` (entry and exit fees included), USD."""
-    return position.side.sign * position.qty * (price - position.entry_price) - position.entry_fee_usd - fee_usd
 
 
 def state_body(state: GovernanceState, *, counters: bool) -> dict[str, Any]:
@@ -78,6 +71,7 @@ class Book:
     last_seq: int = 0
     entries: int = 0
     fills: int = 0
+    fundings: int = 0
     opened: bool = False
     problems: list[str] = field(default_factory=list)  # the journal contradicts itself
 
@@ -98,7 +92,8 @@ def _position(position_id: str, row: dict[str, Any], lot: dict[str, Any]) -> Pos
         position_id=position_id, plan_id=str(lot["plan_id"]), strategy=str(lot["strategy"]), symbol=row["symbol"],
         side=Side(row["side"]), qty=float(row["qty"]), entry_price=float(row["price"]), stop=float(lot["stop"]),
         target=float(lot["target"]), ts_open_ms=int(lot["ts_open_ms"]), nominal_r_usd=float(lot["nominal_r_usd"]),
-        entry_fee_usd=float(row["fee_usd"]), last_price=float(row["price"]),
+        entry_fee_usd=float(row["fee_usd"]), last_price=float(row["price"]), leverage=float(lot.get("leverage", 0.0)),
+        maint_margin_rate=float(lot.get("maint_margin_rate", 0.0)),
     )  # fmt: skip
 
 
@@ -108,7 +103,9 @@ def _carried(lot: dict[str, Any]) -> Position:
         symbol=str(lot["symbol"]), side=Side(lot["side"]), qty=float(lot["qty"]), entry_price=float(lot["entry_price"]),
         stop=float(lot["stop"]), target=float(lot["target"]), ts_open_ms=int(lot["ts_open_ms"]),
         nominal_r_usd=float(lot["nominal_r_usd"]), entry_fee_usd=float(lot["entry_fee_usd"]),
-        last_price=float(lot.get("last_price", lot["entry_price"])),
+        last_price=float(lot.get("last_price", lot["entry_price"])), leverage=float(lot.get("leverage", 0.0)),
+        maint_margin_rate=float(lot.get("maint_margin_rate", 0.0)), funding_usd=float(lot.get("funding_usd", 0.0)),
+        funding_ts_ms=int(lot.get("funding_ts_ms", 0)), realized_usd=float(lot.get("realized_usd", 0.0)),
     )  # fmt: skip
 
 
@@ -119,7 +116,9 @@ def carried_lot(position: Position) -> dict[str, Any]:
         "symbol": position.symbol, "side": position.side.value, "qty": position.qty,
         "entry_price": position.entry_price, "stop": position.stop, "target": position.target,
         "ts_open_ms": position.ts_open_ms, "nominal_r_usd": position.nominal_r_usd,
-        "entry_fee_usd": position.entry_fee_usd, "last_price": position.last_price,
+        "entry_fee_usd": position.entry_fee_usd, "last_price": position.last_price, "leverage": position.leverage,
+        "maint_margin_rate": position.maint_margin_rate, "funding_usd": position.funding_usd,
+        "funding_ts_ms": position.funding_ts_ms, "realized_usd": position.realized_usd,
     }  # fmt: skip
 
 
@@ -147,6 +146,9 @@ def apply(book: Book, entry: dict[str, Any]) -> None:
     if kind == "governance":
         _apply_state(state, body.get("state") or {}, TRANSITION_FIELDS + COUNTER_FIELDS)
         return
+    if kind == "funding":
+        _funding(book, entry, seq)
+        return
     if kind != "fill":
         book.problems.append(f"seq {seq}: unknown entry kind {kind!r}")
         return
@@ -157,29 +159,57 @@ def apply(book: Book, entry: dict[str, Any]) -> None:
     side = Side(entry["side"])
     qty, price, fee = float(entry["qty"]), float(entry["price"]), float(entry["fee_usd"])
     position_id = str(entry["position_id"])
-    if entry["event"] == "open":
+    event = entry["event"]
+    if event == "open":
         if position_id in book.positions:
             book.problems.append(f"seq {seq}: fill {entry['fill_id']} opens {position_id}, which is already open")
-        book.cash_usd += cash_delta(side, qty, price, fee)
-        book.positions[position_id] = _position(position_id, entry, body["lot"])
+        position = _position(position_id, entry, body["lot"])
+        book.cash_usd += open_cash(position.leverage, side, qty, price, fee)
+        book.positions[position_id] = position
         state.trades_today += 1
-    elif entry["event"] == "close":
-        position = book.positions.pop(position_id, None)
-        book.cash_usd += cash_delta(side, qty, price, fee)
+    elif event in ("increase", "reduce", "close"):
+        position = book.positions.get(position_id)
         if position is None:
-            book.problems.append(f"seq {seq}: fill {entry['fill_id']} closes {position_id}, which is not open")
+            book.problems.append(f"seq {seq}: fill {entry['fill_id']} {event}s {position_id}, which is not open")
+            book.cash_usd += cash_delta(side, qty, price, fee)
+        elif event == "increase":
+            if side is not position.side:
+                book.problems.append(f"seq {seq}: fill {entry['fill_id']} ({side.value}) cannot add to {position_id} "
+                                     f"({position.side.value})")
+            book.cash_usd += open_cash(position.leverage, side, qty, price, fee)
+            book.positions[position_id] = increased(position, qty, price, fee)
         else:
-            if side is position.side or not math.isclose(qty, position.qty, rel_tol=_REL_TOL):
+            closing = event == "close"
+            if side is position.side or (closing and not math.isclose(qty, position.qty, rel_tol=_REL_TOL)) or (
+                not closing and not qty < position.qty
+            ):
                 book.problems.append(
-                    f"seq {seq}: fill {entry['fill_id']} ({side.value} {qty}) does not close {position_id} "
+                    f"seq {seq}: fill {entry['fill_id']} ({side.value} {qty}) does not {event} {position_id} "
                     f"({position.side.value} {position.qty})"
                 )
-            trade_r = close_pnl(position, price, fee) / position.nominal_r_usd
-            state.closed_r += trade_r
-            state.consecutive_losses = state.consecutive_losses + 1 if trade_r < 0 else 0
+            book.cash_usd += exit_cash(position, qty, price, fee)
+            if closing:
+                del book.positions[position_id]
+                trade_r = close_pnl(position, price, fee) / position.nominal_r_usd
+                state.closed_r += trade_r
+                state.consecutive_losses = state.consecutive_losses + 1 if trade_r < 0 else 0
+            else:
+                book.positions[position_id] = reduced(position, qty, price, fee)
     else:
-        book.problems.append(f"seq {seq}: fill event must be open or close, was {entry['event']!r}")
+        book.problems.append(f"seq {seq}: fill event must be open, increase, reduce or close, was {event!r}")
     _apply_state(state, body.get("state") or {}, TRANSITION_FIELDS)
+
+
+def _funding(book: Book, entry: dict[str, Any], seq: int) -> None:
+    """A funding payment: the wallet pays ``fee_usd`` (receives when negative); the open
+    position carries it into its trade R (a payment settled after the close only moves cash)."""
+    amount = float(entry["fee_usd"])
+    book.cash_usd -= amount
+    book.fundings += 1
+    position_id = str(entry["position_id"])
+    position = book.positions.get(position_id)
+    if position is not None:
+        book.positions[position_id] = funded(position, amount, int(entry["ts_ms"]))
 
 
 def fold(account: str, entries: Iterable[dict[str, Any]]) -> Book:
@@ -232,6 +262,7 @@ def compare(book: Book, saved: dict[str, Any] | None, saved_positions: list[dict
         for name in _POSITION_FIELDS:
             want = getattr(p, name)
             want = want.value if name == "side" else want
-            if not _same(r.get(name), want):
-                diffs.append(f"position {position_id}.{name}: saved {r.get(name)!r} != journal {want!r}")
+            have = r.get(name, _NEW_POSITION_FIELDS.get(name))  # rows written before v6 lack the margin columns
+            if not _same(have, want):
+                diffs.append(f"position {position_id}.{name}: saved {have!r} != journal {want!r}")
     return diffs

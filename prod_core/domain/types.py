@@ -210,6 +210,8 @@ class Order:
     reason: FillReason
     status: OrderStatus = OrderStatus.SUBMITTED
     reject_reason: str = ""
+    filled_qty: float = 0.0  # filled so far (partial) or in all (filled, cancelled rest)
+    done_ms: int = 0  # bar time of the last fill, the rejection or the cancellation
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,7 @@ class Fill:
     fee_usd: float
     reason: FillReason
     liquidity: str = "taker"
+    ref_price: float = 0.0  # the price the fill model started from (bar open, stop, book mid): slippage is measured from it
 
     def __post_init__(self) -> None:
         if not (self.qty > 0 and math.isfinite(self.qty)):
@@ -242,7 +245,8 @@ class Position:
     wallet, closing it books ``side * qty * (price - entry)``; 0 is fully funded (spot, and perps
     opened before margin accounting): the notional itself moves. ``entry_price`` is the average
     of the entry fills, ``entry_fee_usd`` their fees, ``funding_usd`` the funding paid (negative:
-    received), ``realized_usd`` the net pnl of partial exits so far.
+    received) and ``funding_ts_ms`` the last funding time it settled, ``realized_usd`` the net pnl of
+    partial exits so far.
     """
 
     position_id: str
@@ -261,6 +265,7 @@ class Position:
     leverage: float = 0.0
     maint_margin_rate: float = 0.0
     funding_usd: float = 0.0
+    funding_ts_ms: int = 0  # the last funding time settled (0: none yet)
     realized_usd: float = 0.0
 
     @property

@@ -88,7 +88,9 @@ def _row_position(r: dict[str, Any]) -> Position:
         position_id=r["position_id"], plan_id=r["plan_id"], strategy=r["strategy"], symbol=r["symbol"],
         side=Side(r["side"]), qty=r["qty"], entry_price=r["entry_price"], stop=r["stop"], target=r["target"],
         ts_open_ms=r["ts_open_ms"], nominal_r_usd=r["nominal_r_usd"], entry_fee_usd=r["entry_fee_usd"],
-        last_price=r["last_price"],
+        last_price=r["last_price"], leverage=float(r.get("leverage") or 0.0),
+        maint_margin_rate=float(r.get("maint_margin_rate") or 0.0), funding_usd=float(r.get("funding_usd") or 0.0),
+        funding_ts_ms=int(r.get("funding_ts_ms") or 0), realized_usd=float(r.get("realized_usd") or 0.0),
     )  # fmt: skip
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from time import perf_counter_ns
 
-from prod_core.account import TRANSITION_FIELDS, cash_delta, lot_body, state_body
+from prod_core.account import TRANSITION_FIELDS, lot_body, state_body
+from prod_core.account.margin import exit_cash, open_cash
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime
 from prod_core.execution import ClosedTrade, PaperBroker
@@ -24,7 +25,7 @@ from prod_core.portfolio import BookSnapshot, PortfolioController, fit
 from prod_core.regime import RegimeDetector, RegimeParams
 from prod_core.risk import GovernanceState, RiskSnapshot, day_of, evaluate, mark_open_r, on_entry_filled, on_trade_closed
 from prod_core.risk.ledger import roll_day
-from prod_core.storage import AccountWrite, LeaseLost, StorageError, journal_fill_row, journal_row
+from prod_core.storage import AccountWrite, LeaseLost, StorageError, journal_fill_row, journal_funding_row, journal_row
 from prod_core.strategies import build_strategies
 from prod_core.strategies.base import Strategy
 
@@ -55,6 +56,7 @@ class Pipeline:
         immediate: bool = True,
         on_storage_error: Callable[[Exception], None] | None = None,
         bar_days: bool = True,
+        funding=None,
     ) -> None:
         self.run_id = run_id
         self.account = account
@@ -102,7 +104,8 @@ class Pipeline:
         self.fills_seen = 0
         if state.cash_usd is None:
             state.cash_usd = gov.account.starting_equity_usd
-        self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-")
+        self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-",
+                                  funding=funding)
         self.detector: RegimeDetector | None = None
         self.apply_config(gov)
         # The UTC day is rolled by ``tick`` (journaled), never silently here.
@@ -588,12 +591,19 @@ class Pipeline:
         self.storage.add_order(self.run_id, order)
         if order.status is OrderStatus.REJECTED or order.status is OrderStatus.FILLED:
             self._outcome(1 if order.status is OrderStatus.REJECTED else 0)
+        if order.done_ms and order.status is not OrderStatus.PARTIAL:  # the order ended
+            live = self.live
+            sym = order.symbol
+            live.order_qty[sym] = live.order_qty.get(sym, 0.0) + order.qty
+            live.order_filled_qty[sym] = live.order_filled_qty.get(sym, 0.0) + order.filled_qty
+            if order.status is OrderStatus.FILLED:
+                live.fill_time.observe(sym, (order.done_ms - order.ts_ms) / 1000.0)
         if order.status is OrderStatus.REJECTED:
             self.storage.update_plan_status(self.run_id, order.plan_id, "rejected")
             self.live.pending_plans = len(self.broker.pending_entries)
             self.notify("order_rejected", f"{order.symbol}: {order.reject_reason}", severity="warning",
                         component="execution", fields={"order_id": order.order_id, "reason": order.reject_reason}, log=False)
-        elif order.status is OrderStatus.CANCELLED:
+        elif order.status is OrderStatus.CANCELLED and order.filled_qty == 0.0:  # a worked rest keeps "filled"
             self.storage.update_plan_status(self.run_id, order.plan_id, "cancelled")
 
     def _outcome(self, rejected: int) -> None:
@@ -606,8 +616,12 @@ class Pipeline:
     def _fill_seen(self, fill: Fill) -> None:
         self.fills_seen += 1
         key = (fill.symbol, fill.reason.value)
-        fills_total = self.live.fills_total
+        live = self.live
+        fills_total = live.fills_total
         fills_total[key] = fills_total.get(key, 0) + 1
+        ref = fill.ref_price
+        if ref > 0.0 and fill.reason is not FillReason.LIQUIDATION:
+            live.fill_slippage.observe(fill.symbol, fill.side.sign * (fill.price - ref) / ref * 10_000.0)
         self.notify("fill", f"{fill.reason.value} {fill.side.value} {fill.qty:.8g} {fill.symbol} @ {fill.price:.8g}",
                     component="execution",
                     fields={"fill_id": fill.fill_id, "price": fill.price, "qty": fill.qty, "fee_usd": round(fill.fee_usd, 6),
@@ -622,7 +636,7 @@ class Pipeline:
         """Journal an entry fill with every consequence, then (only then) change the state."""
         new = replace(self.state, holds=list(self.state.holds))
         engaged = on_entry_filled(new, self.gov)
-        cash = self.broker.cash_usd + cash_delta(fill.side, fill.qty, fill.price, fill.fee_usd)
+        cash = self.broker.cash_usd + open_cash(position.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
         body = {"day": new.day, "lot": lot_body(position), "state": state_body(new, counters=False)}
         write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                              entries=(journal_fill_row(fill, "open", position.position_id, body),),
@@ -635,12 +649,52 @@ class Pipeline:
         self._fill_seen(fill)
         return True
 
+    def _commit_change(self, fill: Fill, event: str, after: Position, cash: float) -> bool:
+        """Journal a fill that changes an open position without opening or closing it."""
+        body = {"day": self.state.day, "state": state_body(self.state, counters=False)}
+        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                             entries=(journal_fill_row(fill, event, after.position_id, body),),
+                             snapshot=self.snapshot(self.state, cash), fill=fill, update_position=after)
+        if not self._commit(write):
+            return False
+        self._fill_seen(fill)
+        return True
+
+    def commit_increase(self, fill: Fill, before: Position, after: Position) -> bool:
+        """A further fill of a working entry (participation cap): one trade, a bigger position."""
+        cash = self.broker.cash_usd + open_cash(before.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
+        return self._commit_change(fill, "increase", after, cash)
+
+    def commit_reduce(self, fill: Fill, before: Position, after: Position) -> bool:
+        """A partial exit: its net pnl is realised; the trade's R is booked when the rest closes."""
+        cash = self.broker.cash_usd + exit_cash(before, fill.qty, fill.price, fill.fee_usd)
+        return self._commit_change(fill, "reduce", after, cash)
+
+    def commit_funding(self, after: Position, funding_ts_ms: int, mark: float, rate: float, amount: float) -> bool:
+        """A funding payment of an open perp (journaled like a fee; negative ``amount``: received)."""
+        cash = self.broker.cash_usd - amount
+        body = {"rate": rate, "day": self.state.day}
+        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                             entries=(journal_funding_row(after, funding_ts_ms, mark, amount, body),),
+                             snapshot=self.snapshot(self.state, cash), update_position=after)
+        if not self._commit(write):
+            return False
+        live = self.live
+        live.funding_usd_total[after.symbol] = live.funding_usd_total.get(after.symbol, 0.0) + amount
+        live.funding_events_total[after.symbol] = live.funding_events_total.get(after.symbol, 0) + 1
+        self.notify("funding", f"funding {after.symbol} {after.side.value} {after.qty:.8g} @ {mark:.8g}: rate "
+                    f"{rate * 100:.4f}%, {'paid' if amount >= 0 else 'received'} {abs(amount):.4f} USD",
+                    component="execution",
+                    fields={"symbol": after.symbol, "position_id": after.position_id, "funding_ts_ms": funding_ts_ms,
+                            "rate": rate, "mark": mark, "amount_usd": round(amount, 8)}, log=False)
+        return True
+
     def commit_close(self, trade: ClosedTrade) -> bool:
         """Journal an exit fill, the closed position and the R it books, then change the state."""
         p, fill = trade.position, trade.exit_fill
         new = replace(self.state, holds=list(self.state.holds))
         engaged = on_trade_closed(new, trade.trade_r, self.broker.open_r(exclude=p.symbol), self.gov)
-        cash = self.broker.cash_usd + cash_delta(fill.side, fill.qty, fill.price, fill.fee_usd)
+        cash = self.broker.cash_usd + exit_cash(p, fill.qty, fill.price, fill.fee_usd)
         body = {"day": new.day, "state": state_body(new, counters=False)}
         write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                              entries=(journal_fill_row(fill, "close", p.position_id, body),),
@@ -654,6 +708,13 @@ class Pipeline:
         self.mark_journaled()
         self._close_info = (engaged, ladder)
         self._fill_seen(fill)
+        if fill.reason is FillReason.LIQUIDATION:
+            self.notify("liquidation", f"Ликвидация {p.symbol} {p.side.value} {p.qty:.8g}: цена банкротства "
+                        f"{fill.price:.8g}, потеряна маржа {p.margin_usd:.2f} USD + комиссия {fill.fee_usd:.2f} USD",
+                        severity="critical", component="execution",
+                        fields={"symbol": p.symbol, "position_id": p.position_id, "price": fill.price,
+                                "margin_usd": round(p.margin_usd, 6), "fee_usd": round(fill.fee_usd, 6),
+                                "trade_r": round(trade.trade_r, 6)})
         return True
 
     def on_open(self, position: Position, decision: Decision) -> None:

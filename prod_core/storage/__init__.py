@@ -16,6 +16,7 @@ from prod_core.storage.sqlite import (
     LeaseLost,
     Storage,
     journal_fill_row,
+    journal_funding_row,
     journal_row,
     resolve_sqlite_path,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "journal_fill_row",
+    "journal_funding_row",
     "journal_row",
     "resolve_sqlite_path",
 ]

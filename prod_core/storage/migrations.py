@@ -318,12 +318,58 @@ CREATE TABLE session_events (
 );
 """
 
+# v6: margined perpetuals and funding.
+# - journal.kind gains 'funding' (a funding payment of an open perp position; fee_usd is the
+#   amount paid, negative when received); fill events gain 'increase' and 'reduce' (partial
+#   fills). The table is rebuilt to widen its CHECK; seq values are kept.
+# - positions gain the margin terms (leverage 0 = fully funded, as spot and every position
+#   opened before v6), the funding paid so far, the last funding time settled and the net pnl
+#   of partial exits.
+# - orders gain what was filled and when the order ended; fills the reference price their
+#   slippage is measured from.
+_V6_MARGIN = """
+CREATE TABLE journal_v6 (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    account      TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    ts_ms        BIGINT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('open', 'fill', 'funding', 'governance')),
+    event        TEXT NOT NULL,
+    fill_id      TEXT UNIQUE,
+    position_id  TEXT,
+    symbol       TEXT,
+    side         TEXT,
+    qty          DOUBLE PRECISION,
+    price        DOUBLE PRECISION,
+    fee_usd      DOUBLE PRECISION,
+    reason       TEXT,
+    body_json    TEXT NOT NULL DEFAULT '{}'
+);
+INSERT INTO journal_v6 (seq, account, run_id, ts_ms, kind, event, fill_id, position_id, symbol, side, qty, price,
+    fee_usd, reason, body_json)
+SELECT seq, account, run_id, ts_ms, kind, event, fill_id, position_id, symbol, side, qty, price, fee_usd, reason,
+       body_json
+FROM journal;
+DROP TABLE journal;
+ALTER TABLE journal_v6 RENAME TO journal;
+CREATE INDEX idx_journal_account ON journal (account, seq);
+ALTER TABLE positions ADD COLUMN leverage DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN maint_margin_rate DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN funding_usd DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN funding_ts_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN realized_usd DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN filled_qty DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN done_ms BIGINT;
+ALTER TABLE fills ADD COLUMN ref_price DOUBLE PRECISION;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
     (3, "exports table: report exports and rotation archives of runs", _V3_EXPORTS),
     (4, "account journal, writer leases, positions.account and the void status", _V4_JOURNAL),
     (5, "recorded session: bars in arrival order and control events", _V5_SESSION),
+    (6, "margined perps: journal funding entries, position margin/funding/partial-exit columns", _V6_MARGIN),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

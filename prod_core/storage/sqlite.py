@@ -67,7 +67,8 @@ class AccountWrite:
     ``entries`` are ``journal_row``/``journal_fill_row`` tuples. ``fill`` goes to the run's
     fills table, ``open_position`` is inserted (a duplicate id is an error), ``close`` is
     ``(position_id, ts_close_ms, exit_price, exit_reason, pnl_usd, trade_r)`` and must close
-    exactly one open row, ``snapshot`` replaces the account's saved state.
+    exactly one open row, ``update_position`` rewrites one open row (a partial fill or a funding
+    payment changed it), ``snapshot`` replaces the account's saved state.
     """
 
     account: str
@@ -78,6 +79,7 @@ class AccountWrite:
     fill: Fill | None = None
     open_position: Position | None = None
     close: tuple[str, int, float, str, float, float] | None = None
+    update_position: Position | None = None
 
 
 def journal_row(ts_ms: int, kind: str, event: str, body: dict[str, Any]) -> tuple[Any, ...]:
@@ -87,9 +89,18 @@ def journal_row(ts_ms: int, kind: str, event: str, body: dict[str, Any]) -> tupl
 
 
 def journal_fill_row(fill: Fill, event: str, position_id: str, body: dict[str, Any]) -> tuple[Any, ...]:
-    """A fill's journal entry: ``event`` is ``open`` or ``close`` of ``position_id``."""
+    """A fill's journal entry: ``event`` is ``open``, ``increase``, ``reduce`` or ``close`` of ``position_id``."""
     return (fill.ts_ms, "fill", event, fill.fill_id, position_id, fill.symbol, _val(fill.side), fill.qty,
             fill.price, fill.fee_usd, _val(fill.reason), json.dumps(body, sort_keys=True, default=str))  # fmt: skip
+
+
+def journal_funding_row(position: Position, funding_ts_ms: int, mark: float, amount: float,
+                        body: dict[str, Any]) -> tuple[Any, ...]:
+    """A funding payment of ``position`` at ``funding_ts_ms``: ``fee_usd`` is the amount paid
+    (negative: received), ``price`` the mark it was computed at, ``qty`` the position's size."""
+    return (int(funding_ts_ms), "funding", "funding", None, position.position_id, position.symbol,
+            _val(position.side), position.qty, mark, amount, "funding",
+            json.dumps(body, sort_keys=True, default=str))  # fmt: skip
 
 # Tables ``table_rows`` may export, each filtered by its run_id column.
 EXPORT_TABLES: tuple[str, ...] = (
@@ -127,17 +138,23 @@ _SQL_UPDATE_PLAN = "UPDATE plans SET status = ? WHERE run_id = ? AND plan_id = ?
 # An order may be written again when its status changes (submitted -> filled / rejected).
 _SQL_UPSERT_ORDER = (
     "INSERT INTO orders (run_id, order_id, plan_id, ts_ms, symbol, side, qty, kind, reason, status,"
-    " reject_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " reject_reason, filled_qty, done_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id, order_id) DO UPDATE SET status = excluded.status,"
-    " reject_reason = excluded.reject_reason, qty = excluded.qty"
+    " reject_reason = excluded.reject_reason, qty = excluded.qty, filled_qty = excluded.filled_qty,"
+    " done_ms = excluded.done_ms"
 )
 # Position rows: inserted by the opening fill's commit (a repeated id is an error), marked on
 # the heartbeat, closed by the closing fill's commit. The row belongs to the run that manages
 # it now (a restart adopts it). Each write must hit exactly one open row.
 _SQL_INSERT_POSITION = (
     "INSERT INTO positions (run_id, account, position_id, plan_id, strategy, symbol, side, qty, entry_price,"
-    " stop, target, ts_open_ms, nominal_r_usd, entry_fee_usd, last_price, status)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')"
+    " stop, target, ts_open_ms, nominal_r_usd, entry_fee_usd, last_price, leverage, maint_margin_rate,"
+    " funding_usd, funding_ts_ms, realized_usd, status)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')"
+)
+_SQL_UPDATE_POSITION = (
+    "UPDATE positions SET run_id = ?, qty = ?, entry_price = ?, entry_fee_usd = ?, last_price = ?, funding_usd = ?,"
+    " funding_ts_ms = ?, realized_usd = ? WHERE position_id = ? AND status = 'open'"
 )
 _SQL_MARK_POSITION = "UPDATE positions SET last_price = ?, run_id = ? WHERE position_id = ? AND status = 'open'"
 _SQL_CLOSE_POSITION = (
@@ -169,7 +186,7 @@ _SQL_INSERT_SESSION_EVENT = (
 )
 _SQL_INSERT_FILL = (
     "INSERT INTO fills (run_id, fill_id, order_id, ts_ms, symbol, side, qty, price, fee_usd, reason,"
-    " liquidity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " liquidity, ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -655,6 +672,7 @@ class Storage:
             (
                 run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side),
                 order.qty, order.kind, _val(order.reason), _val(order.status), order.reject_reason,
+                order.filled_qty, order.done_ms or None,
             )
         )  # fmt: skip
         self._buffered += 1
@@ -685,7 +703,7 @@ class Storage:
                 _SQL_INSERT_FILL,
                 (
                     w.run_id, fill.fill_id, fill.order_id, fill.ts_ms, fill.symbol, _val(fill.side),
-                    fill.qty, fill.price, fill.fee_usd, _val(fill.reason), fill.liquidity,
+                    fill.qty, fill.price, fill.fee_usd, _val(fill.reason), fill.liquidity, fill.ref_price or None,
                 ),
             )  # fmt: skip
             crash_point("after_fill_insert")
@@ -697,9 +715,22 @@ class Storage:
                 (
                     w.run_id, w.account, pos.position_id, pos.plan_id, pos.strategy, pos.symbol, _val(pos.side),
                     pos.qty, pos.entry_price, pos.stop, pos.target, pos.ts_open_ms, pos.nominal_r_usd,
-                    pos.entry_fee_usd, pos.last_price,
+                    pos.entry_fee_usd, pos.last_price, pos.leverage, pos.maint_margin_rate, pos.funding_usd,
+                    pos.funding_ts_ms, pos.realized_usd,
                 ),
             )  # fmt: skip
+        upd = w.update_position
+        if upd is not None:
+            cur = conn.execute(
+                _SQL_UPDATE_POSITION,
+                (w.run_id, upd.qty, upd.entry_price, upd.entry_fee_usd, upd.last_price, upd.funding_usd,
+                 upd.funding_ts_ms, upd.realized_usd, upd.position_id),
+            )  # fmt: skip
+            if cur.rowcount != 1:
+                raise StorageError(
+                    f"database {self.path}: updating position {upd.position_id} matched no open position; nothing "
+                    f"of this entry was written: run `python -m prod_core.cli reconcile --account {w.account}`"
+                )
         if w.close is not None:
             position_id, ts_close_ms, exit_price, exit_reason, pnl_usd, trade_r = w.close
             cur = conn.execute(
@@ -792,7 +823,8 @@ class Storage:
                     (
                         run_id, account, pos.position_id, pos.plan_id, pos.strategy, pos.symbol, _val(pos.side),
                         pos.qty, pos.entry_price, pos.stop, pos.target, pos.ts_open_ms, pos.nominal_r_usd,
-                        pos.entry_fee_usd, pos.last_price,
+                        pos.entry_fee_usd, pos.last_price, pos.leverage, pos.maint_margin_rate, pos.funding_usd,
+                        pos.funding_ts_ms, pos.realized_usd,
                     ),
                 )  # fmt: skip
             conn.execute("UPDATE positions SET run_id = ? WHERE account = ? AND status = 'open'", (run_id, account))

@@ -143,7 +143,36 @@ class TelemetryCollector(Collector):
         yield CounterMetricFamily("storage_retries", "Writes retried because another process held the DB write lock.",
                                   value=live.storage_retries)
 
+        yield from self._fill_realism()
+
         yield from self._topology(feed_health, bars, plans, orders, fills, anomalies)
+
+    def _fill_realism(self) -> Iterator[Metric]:
+        """Fill slippage, time to fill and fill ratio per symbol; funding per symbol."""
+        live = self.live
+        for name, doc, hist in (
+            ("fill_slippage_bps", "Fill price vs the fill model's reference (bar open, stop, book), bps; >0 paid.",
+             live.fill_slippage),
+            ("fill_time_seconds", "Bar time from an order's decision bar to its last fill, seconds.", live.fill_time),
+        ):
+            h = HistogramMetricFamily(name, doc, labels=["symbol"])
+            les = tuple(floatToGoString(b) for b in hist.bounds) + ("+Inf",)
+            for symbol, (counts, total, _n) in hist.snapshot().items():
+                h.add_metric([symbol], list(zip(les, _cumulative(counts))), total)
+            yield h
+        ordered, filled = dict(live.order_qty), dict(live.order_filled_qty)
+        g = GaugeMetricFamily("fill_ratio", "Filled / ordered quantity of the orders that ended, per symbol.",
+                              labels=["symbol"])
+        for symbol, qty in ordered.items():
+            g.add_metric([symbol], filled.get(symbol, 0.0) / qty if qty > 0 else 1.0)
+        yield g
+        g = GaugeMetricFamily("funding_paid_usd", "Funding paid by this run's perp positions, USD (negative: received).",
+                              labels=["symbol"])
+        for symbol, amount in dict(live.funding_usd_total).items():
+            g.add_metric([symbol], amount)
+        yield g
+        yield _counter("funding_events", "Funding payments settled, per symbol.", ["symbol"],
+                       dict(live.funding_events_total))
 
     def _latency(self) -> Iterator[Metric]:
         ms = HistogramMetricFamily("stage_latency_ms", "Per-stage latency in milliseconds.", labels=["stage"])

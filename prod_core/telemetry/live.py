@@ -20,7 +20,12 @@ LOCK_REASONS: tuple[str, ...] = (
     "limits_ok", "max_daily_loss", "max_trades", "max_consecutive_losses", "manual",
 )
 ORDER_STATUSES: tuple[str, ...] = ("submitted", "filled", "partial", "rejected", "cancelled")
-FILL_REASONS: tuple[str, ...] = ("entry", "stop", "target", "exit_signal", "kill_switch")
+FILL_REASONS: tuple[str, ...] = ("entry", "stop", "target", "exit_signal", "kill_switch", "liquidation")
+# Fill slippage against the fill model's reference price (bar open, stop, book), basis points;
+# positive = paid (worse than the reference), negative = better (a gap through a limit).
+SLIPPAGE_BUCKETS_BPS: tuple[float, ...] = (-10, -2, -0.5, 0, 0.5, 1, 2, 3, 5, 10, 20, 50, 100)
+# Bar time from an order's decision bar to its last fill, seconds.
+FILL_TIME_BUCKETS_S: tuple[float, ...] = (0, 60, 120, 300, 600, 900, 1800, 3600, 14400)
 
 # Integer nanosecond upper bounds ("le") of the finite buckets; 0.001 ms == 1_000 ns exactly.
 _BOUNDS_NS: tuple[int, ...] = tuple(round(b * 1_000_000) for b in LATENCY_BUCKETS_MS)
@@ -73,6 +78,29 @@ class StageTimes:
         return float(LATENCY_BUCKETS_MS[-1])  # pragma: no cover - rank <= total always hits
 
 
+class ValueHistogram:
+    """A labelled histogram in plain lists: ``observe(label, value)`` per event, read at scrape time."""
+
+    __slots__ = ("bounds", "counts", "sums")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, label: str, value: float) -> None:
+        counts = self.counts.get(label)
+        if counts is None:
+            counts = self.counts[label] = [0] * (len(self.bounds) + 1)
+            self.sums[label] = 0.0
+        counts[bisect_left(self.bounds, value)] += 1
+        self.sums[label] += value
+
+    def snapshot(self) -> dict[str, tuple[list[int], float, int]]:
+        """Label -> (non-cumulative bucket counts incl. +Inf, sum, count), copied."""
+        return {k: (list(c), self.sums.get(k, 0.0), sum(c)) for k, c in list(self.counts.items())}
+
+
 class LiveMetrics:
     """Current telemetry state; every metric of DESIGN.md's table is read from here at scrape time.
 
@@ -88,7 +116,8 @@ class LiveMetrics:
         "runner_last_cycle_ts", "runner_up", "execution_reject_rate", "pending_plans",
         "stage_sla_ms", "alert_test", "storage_write_failing", "storage_retries",
         "bars_total", "anomalies_total", "feed_rate_limited", "plans_total", "orders_total", "fills_total",
-        "errors_total", "stage_times",
+        "errors_total", "stage_times", "funding_usd_total", "funding_events_total", "fill_slippage",
+        "fill_time", "order_qty", "order_filled_qty",
     )
 
     def __init__(
@@ -144,6 +173,13 @@ class LiveMetrics:
         }
         self.errors_total: dict[str, int] = {c: 0 for c in (*self.stages, "runner")}
         self.stage_times: StageTimes = StageTimes(self.stages)
+        # fill realism and funding, per symbol
+        self.funding_usd_total: dict[str, float] = {}  # paid (negative: received) this run
+        self.funding_events_total: dict[str, int] = {}
+        self.fill_slippage: ValueHistogram = ValueHistogram(SLIPPAGE_BUCKETS_BPS)
+        self.fill_time: ValueHistogram = ValueHistogram(FILL_TIME_BUCKETS_S)
+        self.order_qty: dict[str, float] = {}  # ordered qty of orders that ended (filled, cancelled, rejected)
+        self.order_filled_qty: dict[str, float] = {}
 
     @staticmethod
     def inc(counter: MutableMapping[Hashable, int], key: Hashable, n: int = 1) -> None:
