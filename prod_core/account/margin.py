@@ -108,15 +108,3 @@ def entry_cost(leverage: float, qty: float, price: float, fee_usd: float) -> flo
     """What an entry needs from the available balance: its margin (or notional) and fee."""
     notional = qty * price
     return (notional / leverage if leverage > 0.0 else notional) + fee_usd
-
-
-def liquidation_price(long: bool, entry: float, leverage: float, mmr: float) -> float:
-    """Isolated margin: the mark at which margin + unrealised pnl = maintenance margin."""
-    if long:
-        return entry * (1.0 - 1.0 / leverage) / (1.0 - mmr)
-    return entry * (1.0 + 1.0 / leverage) / (1.0 + mmr)
-
-
-def bankruptcy_price(long: bool, entry: float, leverage: float) -> float:
-    """The price at which the position's whole margin is lost (a liquidation settles here)."""
-    return entry * (1.0 - 1.0 / leverage) if long else entry * (1.0 + 1.0 / leverage)

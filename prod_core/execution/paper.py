@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from prod_core.account.margin import (
-    bankruptcy_price,
     close_pnl,
     entry_cost,
     equity,
@@ -34,7 +33,6 @@ from prod_core.account.margin import (
     funded,
     funding_amount,
     increased,
-    liquidation_price,
     margin_in_use,
     open_cash,
     open_pnl,
@@ -55,6 +53,8 @@ from prod_core.domain import (
 )
 from prod_core.execution.fills import (
     Book,
+    bankruptcy_price,
+    liquidation_price,
     limit_fill_price,
     limit_fills,
     market_price,
@@ -406,7 +406,7 @@ class PaperBroker:
                 plan_id=plan.plan_id, strategy=plan.strategy, symbol=symbol, side=plan.side, qty=qty,
                 entry_price=price, stop=plan.stop, target=plan.target, ts_open_ms=bar.ts_ms,
                 nominal_r_usd=w.decision.nominal_r_usd, entry_fee_usd=fee, last_price=price, leverage=leverage,
-                maint_margin_rate=inst.maint_margin_rate if leverage > 0.0 else 0.0, funding_ts_ms=bar.ts_ms,
+                maint_margin_rate=inst.maint_margin_rate if leverage > 0.0 else 0.0,
             )  # fmt: skip
             ok = self.sink.commit_open(fill, position, w.decision)
         else:

@@ -44,7 +44,8 @@ def test_entry_fills_at_the_next_bar_open_with_slippage_and_taker_fee() -> None:
     assert (fill.ts_ms, fill.reason, fill.side) == (60_000, FillReason.ENTRY, Side.BUY)
     assert fill.price == pytest.approx(101.0 * (1 + SLIP))
     assert fill.fee_usd == pytest.approx(10.0 * fill.price * TAKER)
-    assert b.cash_usd == pytest.approx(100_000.0 - 10.0 * fill.price - fill.fee_usd)
+    assert b.cash_usd == pytest.approx(100_000.0 - fill.fee_usd)  # a perp on margin: only the fee leaves the wallet
+    assert b.margin_usd == pytest.approx(10.0 * fill.price)  # at 1x leverage the margin is the notional
     assert [o.status for o in sink.orders] == [OrderStatus.SUBMITTED, OrderStatus.FILLED]
     assert b.positions[PERP].last_price == 101.5
 
@@ -95,11 +96,15 @@ def test_instrument_min_notional_overrides_a_smaller_config_minimum() -> None:
 
 
 def test_buy_without_enough_cash_is_rejected_with_reason() -> None:
-    """A buy whose notional plus fee exceeds cash is rejected as insufficient_cash."""
+    """A spot buy whose notional plus fee exceeds the available cash is rejected as insufficient_cash;
+    a perp whose margin plus fee exceeds it as insufficient_margin."""
     b, sink = broker(cash=1_000.0)
-    enter(b, qty=10.0)
-    b.on_bar(make_bar(PERP, 60_000, 100.0))
-    assert sink.rejected()[0].reject_reason.startswith("insufficient_cash")
+    enter(b, qty=10.0, symbol=SPOT)
+    b.on_bar(make_bar(SPOT, 60_000, 100.0))
+    assert sink.rejected()[0].reject_reason.startswith("insufficient_cash: need 1001.00, available 1000.00 USD")
+    enter(b, qty=10.0, ts_ms=60_000)
+    b.on_bar(make_bar(PERP, 120_000, 100.0))
+    assert sink.rejected()[1].reject_reason.startswith("insufficient_margin: need 1001.00, available 1000.00 USD")
     assert b.positions == {} and b.cash_usd == 1_000.0
 
 
@@ -375,7 +380,10 @@ def test_paper_broker_invariants_hold_for_any_bars_and_entries(session, kind, fe
             p.side.sign * p.qty * (x.price - p.entry_price) - p.entry_fee_usd - x.fee_usd, rel=1e-9, abs=1e-9
         )
     for order in sink.rejected():
-        assert order.reject_reason.split(":")[0] in {"min_notional", "insufficient_cash", "short_not_allowed", "invalid_qty"}
+        assert order.reject_reason.split(":")[0] in {
+            "min_notional", "insufficient_cash", "insufficient_margin", "short_not_allowed", "invalid_qty"}
+    if kind is InstrumentKind.PERP:
+        return  # margined: the wallet and equity are checked against the journal in test_margin_properties
     scale = cash0 + buys + sells
     assert b.cash_usd == pytest.approx(cash0 - buys + sells - fee_total, rel=0, abs=1e-9 * scale)
     p = b.positions.get(sym)

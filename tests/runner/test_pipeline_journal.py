@@ -13,6 +13,7 @@ from prod_core.account import compare, fold
 from prod_core.configs import ConfigLoader
 from prod_core.configs.governance import ExecutionConfig, GovernanceConfig
 from prod_core.domain import Bar, FillReason, Instrument, InstrumentKind, Side
+from prod_core.feeds.funding import ConstantFunding
 from prod_core.execution import PaperBroker
 from prod_core.runner.account import open_book, reconcile_at_start
 from prod_core.runner.pipeline import Pipeline
@@ -25,13 +26,19 @@ REPO = Path(__file__).resolve().parents[2]
 RUN = "r1"
 START_CASH = 10_000.0
 SYMS = {"BTC/USDT": InstrumentKind.PERP, "ETH/USDT": InstrumentKind.PERP, "BNB/USDT": InstrumentKind.SPOT}
+FUNDING_MS = 3_600_000
 N_BARS = 1500  # per symbol: 25 hours of 1m bars, two UTC days, ~30 trades
 
 
-def _gov() -> GovernanceConfig:
-    """The shipped config with the drawdown stop and daily loss lock pushed away, so the account keeps trading."""
+def _gov(realistic: bool = False) -> GovernanceConfig:
+    """The shipped config with the drawdown stop and daily loss lock pushed away, so the account keeps trading.
+
+    Not ``realistic``: market orders fill whole at open +- the spread (no impact, no participation
+    cap), so a test can price an exit by hand; ``realistic`` keeps the shipped fill model (partial fills)."""
     gov = ConfigLoader(REPO / "configs").load_governance()
     data = gov.model_dump()
+    if not realistic:
+        data["execution"].update(impact_coef=0.0, max_participation_pct=None)
     data["drawdown"].update(throttle_at_r=-5.0, no_entries_at_r=-1000.0)
     data["daily_lock"].update(max_daily_loss_r=1000.0, max_consecutive_losses=1000)
     return GovernanceConfig.model_validate(data)
@@ -73,21 +80,25 @@ class Rig:
 
 
 def _rig(tmp_path: Path, *, immediate: bool = True, account: str = "paper", flaky: bool = False,
-         run_id: str = RUN, clock_mode: str = "bar", now_s: float = 1_700_000_000.0) -> Rig:
-    """Open the account like the runner does (journal fold, reconcile, state from the book), then a Pipeline."""
-    gov = _gov()
+         run_id: str = RUN, clock_mode: str = "bar", now_s: float = 1_700_000_000.0, realistic: bool = False) -> Rig:
+    """Open the account like the runner does (journal fold, reconcile, state from the book), then a Pipeline.
+
+    Perps trade on 3x isolated margin and pay a constant funding rate of 0.01% every hour (so that
+    the short trades of these bars live through funding times)."""
+    gov = _gov(realistic)
     storage = Storage(str(tmp_path / "account.db"))
     storage.start_run(run_id, mode="paper", feed="replay", config_hash="x", code_version="test", ts=now_s)
     book = open_book(storage, account, run_id, starting_cash=START_CASH, actor="test")
     assert reconcile_at_start(storage, book, run_id, actor="test") == []
     state = book.state
     state.cash_usd = book.cash_usd
-    instruments = {s: Instrument(symbol=s, kind=k) for s, k in SYMS.items()}
+    instruments = {s: Instrument(symbol=s, kind=k, leverage=3.0 if k is InstrumentKind.PERP else 1.0,
+                                 maint_margin_rate=0.005, funding_interval_ms=FUNDING_MS) for s, k in SYMS.items()}
     live = LiveMetrics(feeds=["replay"], symbols=list(instruments), strategies=["trend_following", "mean_reversion"])
     store = FlakyStorage(storage) if flaky else storage
     pipe = Pipeline(run_id=run_id, gov=gov, instruments=instruments, storage=store, live=live,
                     notify=lambda *a, **k: None, state=state, feed_name="replay", clock_mode=clock_mode,
-                    wall_clock=lambda: now_s, account=account, immediate=immediate)
+                    wall_clock=lambda: now_s, account=account, immediate=immediate, funding=ConstantFunding(0.0001))
     pipe.mark_journaled()  # as the runner does right after building the pipeline
     if state.config_hash != "test-config":
         state.config_hash = "test-config"
@@ -101,6 +112,19 @@ def _flow(fill: dict[str, Any]) -> float:
     return (-notional if fill["side"] == "buy" else notional) - fill["fee_usd"]
 
 
+def _expected_cash(rig: Rig, fills: list[dict[str, Any]]) -> float:
+    """The wallet from the trade rows, independently of the fold: a closed trade moved it by its
+    pnl (every fee, partial exit and funding included); an open position so far by its realised
+    partial exits less its entry fees and funding, and a fully funded one also by its cost."""
+    funded = {s for s, inst in rig.pipe.instruments.items() if inst.kind is not InstrumentKind.PERP}
+    cash = START_CASH + sum(r["pnl_usd"] for r in rig.storage.closed_trades(RUN))
+    for r in rig.storage.open_positions(rig.account):
+        cash += r["realized_usd"] - r["entry_fee_usd"] - r["funding_usd"]
+        if r["symbol"] in funded or not r["leverage"]:
+            cash -= (1 if r["side"] == "buy" else -1) * r["qty"] * r["entry_price"]
+    return cash
+
+
 def _check_account(rig: Rig, *, memory: bool = True):
     """The journal's fold equals the saved snapshot and the trading tables; returns the fold."""
     storage, account = rig.storage, rig.account
@@ -109,7 +133,7 @@ def _check_account(rig: Rig, *, memory: bool = True):
     rows = storage.open_positions(account)
     assert compare(book, saved, rows) == []
     fills = storage.fills(RUN)
-    cash = START_CASH + sum(_flow(f) for f in fills)
+    cash = _expected_cash(rig, fills)
     assert math.isclose(book.cash_usd, cash, rel_tol=1e-6)
     assert math.isclose(saved["cash_usd"], cash, rel_tol=1e-6)
     closed = storage.closed_trades(RUN)
@@ -118,12 +142,13 @@ def _check_account(rig: Rig, *, memory: bool = True):
     assert math.isclose(saved["closed_r"], trade_r, rel_tol=1e-9, abs_tol=1e-9)
     # none lost: every entry fill's position is closed or still open, every exit fill closed one
     orders = {o["order_id"]: o for o in storage.orders(RUN)}
-    entry_plans = sorted(orders[f["order_id"]]["plan_id"] for f in fills if f["reason"] == "entry")
+    entry_plans = sorted({orders[f["order_id"]]["plan_id"] for f in fills if f["reason"] == "entry"})
     closed_plans = {r["plan_id"] for r in closed}
     open_plans = {r["plan_id"] for r in rows}
     assert not closed_plans & open_plans
-    assert entry_plans == sorted(closed_plans | open_plans)
-    assert len(fills) - len(entry_plans) == len(closed)
+    assert entry_plans == sorted(closed_plans | open_plans)  # a worked entry may fill in several parts
+    events = [e["event"] for e in storage.journal(account) if e["kind"] == "fill"]
+    assert events.count("open") == len(entry_plans) and events.count("close") == len(closed)
     assert book.fills == len(fills)
     if memory:  # what the pipeline holds is what the journal says
         broker = rig.pipe.broker
@@ -265,7 +290,7 @@ def test_storage_failure_vetoes_entries_keeps_cash_and_retries_the_exit(tmp_path
 def test_intermittent_storage_failures_never_split_memory_journal_and_snapshot(tmp_path: Path, period: int,
                                                                                 phase: int) -> None:
     """With commits failing on and off (and a heartbeat save like the runner's), memory, journal and snapshot agree."""
-    rig = _rig(tmp_path, flaky=True)
+    rig = _rig(tmp_path, flaky=True, realistic=True)
     pipe, flaky = rig.pipe, rig.pipe.storage
     for i, bar in enumerate(_bars()):
         flaky.failing = (i // period) % phase == 0
@@ -339,3 +364,23 @@ def test_a_retried_target_exit_records_the_fee_of_its_liquidity() -> None:
     assert exit_fill.reason is FillReason.TARGET and exit_fill.price == pytest.approx(103.0 * (1 - 0.0005))
     rate = cfg.maker_fee_bps if exit_fill.liquidity == "maker" else cfg.taker_fee_bps
     assert exit_fill.fee_usd == pytest.approx(exit_fill.qty * exit_fill.price * rate / 10_000, rel=1e-9)
+
+
+def test_a_realistic_run_journals_funding_and_partial_fills_and_folds_exactly(tmp_path: Path) -> None:
+    """With the shipped fill model (participation cap) and perps on margin paying funding, the journal
+    holds funding payments and worked (partial) fills, and its fold equals memory and the snapshot."""
+    rig = _rig(tmp_path, realistic=True)
+    for bar in _bars():
+        rig.pipe.on_bar(bar)
+    rig.pipe.save_snapshot()
+    book = _check_account(rig)
+    journal = rig.storage.journal(rig.account)
+    kinds = {(e["kind"], e["event"]) for e in journal}
+    assert ("funding", "funding") in kinds and book.fundings > 0
+    assert ("fill", "increase") in kinds or ("fill", "reduce") in kinds
+    fundings = [e for e in journal if e["kind"] == "funding"]
+    assert all(e["ts_ms"] % FUNDING_MS == 0 for e in fundings)  # at the funding times only
+    for e in fundings:  # qty * mark * rate, paid by longs, received by shorts
+        sign = 1 if e["side"] == "buy" else -1
+        assert math.isclose(e["fee_usd"], sign * e["qty"] * e["price"] * 0.0001, rel_tol=1e-12)
+    rig.storage.close()
