@@ -25,6 +25,7 @@ from typing import Any
 
 from prod_core.domain import Bar
 from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.funding import FundingTable
 
 SESSION_FILE = "session.json"
 BARS_FILE = "bars.parquet"
@@ -156,6 +157,14 @@ class SessionReplayFeed:
 
     def next_due_s(self) -> float | None:
         return None
+
+    def funding_rates(self) -> FundingTable | None:
+        """The funding rates the recorded session settled (``funding_rate`` events), or None if none."""
+        rows: dict[str, list[tuple[int, float]]] = {}
+        for e in self.recording.events:
+            if e.kind == "funding_rate":
+                rows.setdefault(str(e.payload["symbol"]), []).append((int(e.payload["ts_ms"]), float(e.payload["rate"])))
+        return FundingTable(rows, tolerance_ms=0) if rows else None
 
     def health(self, now_s: float) -> int:
         return int(FeedHealth.HEALTHY) if self._started and not self.exhausted else int(FeedHealth.PAUSED)

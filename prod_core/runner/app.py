@@ -23,6 +23,7 @@ from prod_core.configs.symbols import SymbolsConfig
 from prod_core.domain import Instrument, InstrumentKind
 from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.factory import build_feed
+from prod_core.feeds.funding import FundingRates, Overrides
 from prod_core.runner.account import (
     host_name,
     open_book,
@@ -163,7 +164,7 @@ class PaperRunner:
                                  clock_mode="bar" if self.replay else "wall",
                                  timing_every=16 if self.replay else 1, account=self.account,
                                  immediate=not self.replay, on_storage_error=self._storage_error,
-                                 bar_days=self.session is None)
+                                 bar_days=self.session is None, funding=self._funding_source(instruments))
         self.pipeline.mark_journaled()
         flatten = settings.feed == "sim"
         flatten_ms = int(t_start * 1000)
@@ -499,6 +500,26 @@ class PaperRunner:
         return 0 if test == "bad" else 1
 
     # ------------------------------------------------------------ session recording
+    def _funding_source(self, instruments: dict[str, Instrument]) -> FundingRates | None:
+        """Funding rates of the perps: a fixed ``funding_rate`` from symbols.yaml, else the feed's own
+        (exchange history, the replay file, the sim model). A paper session records every rate it
+        settles, so that replaying the session settles the same."""
+        perps = [s for s, i in instruments.items() if i.kind is InstrumentKind.PERP]
+        if not perps:
+            return None
+        fixed = {s: i.funding_rate for s, i in instruments.items() if s in perps and i.funding_rate is not None}
+        get = getattr(self.feed, "funding_rates", None)
+        source = get() if get is not None else None
+        missing = [s for s in perps if s not in fixed] if source is None else []
+        if missing:
+            log.warning("Фандинг не начисляется по %s: у фида %s нет ставок фандинга (задайте funding_rate в "
+                        "configs/symbols.yaml, колонку funding_rate или файл <данные>.funding.csv для replay)",
+                        ", ".join(missing), self.feed.name)
+        rates: FundingRates = Overrides(fixed, source)
+        if self.recording:
+            rates = _RecordedFunding(rates, self.record_event)
+        return rates
+
     def record_event(self, kind: str, payload: dict) -> None:
         """Record a control event of this paper session at the bar it takes effect (buffered)."""
         if self.recording:
@@ -697,6 +718,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"storage error: {exc}", file=sys.stderr, flush=True)
         return 2
     return PaperRunner(settings, gov, symbols, args, loader).run()
+
+
+class _RecordedFunding:
+    """Passes funding rates through and records each settled one as a session event."""
+
+    def __init__(self, source: FundingRates, record) -> None:
+        self._source = source
+        self._record = record
+        self._seen: set[tuple[str, int]] = set()
+
+    def rate(self, symbol: str, funding_ts_ms: int) -> float | None:
+        rate = self._source.rate(symbol, funding_ts_ms)
+        if rate is not None and (symbol, funding_ts_ms) not in self._seen:
+            self._seen.add((symbol, funding_ts_ms))
+            self._record("funding_rate", {"symbol": symbol, "ts_ms": funding_ts_ms, "rate": rate})
+        return rate
 
 
 def _instrument_record(inst: Instrument) -> dict:

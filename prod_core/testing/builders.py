@@ -9,9 +9,12 @@ Every builder has sensible defaults so a test names only what it is about::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from prod_core.account import lot_body
+from prod_core.storage import journal_fill_row, journal_funding_row
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, Instrument, InstrumentKind, Order, Position, Regime, Side, TradePlan
 from prod_core.execution import ClosedTrade
@@ -149,6 +152,21 @@ class RecordingSink:
             self.on_fill(trade.exit_fill)
         return self.accept
 
+    def commit_increase(self, fill: Fill, before: Position, after: Position) -> bool:
+        if self.accept:
+            self.on_fill(fill)
+        return self.accept
+
+    def commit_reduce(self, fill: Fill, before: Position, after: Position) -> bool:
+        if self.accept:
+            self.on_fill(fill)
+        return self.accept
+
+    def commit_funding(self, after: Position, funding_ts_ms: int, mark: float, rate: float, amount: float) -> bool:
+        if self.accept:
+            self.events.append(("funding", (after.symbol, funding_ts_ms, mark, rate, amount)))
+        return self.accept
+
     def on_open(self, position: Position, decision: Decision) -> None:
         self.opens.append((position, decision))
         self.events.append(("open", position))
@@ -180,3 +198,51 @@ def close_write(fill: Fill, position_id: str, *, run_id: str, account: str = "pa
     return AccountWrite(account=account, run_id=run_id, ts=ts, snapshot={},
                         entries=(journal_fill_row(fill, "close", position_id, {"day": "", "state": {}}),),
                         fill=fill, close=(position_id, fill.ts_ms, fill.price, fill.reason.value, pnl_usd, trade_r))
+
+
+_JOURNAL_COLUMNS = ("ts_ms", "kind", "event", "fill_id", "position_id", "symbol", "side", "qty", "price", "fee_usd",
+                    "reason", "body_json")
+
+
+@dataclass
+class JournalSink(RecordingSink):
+    """A ``BrokerSink`` that journals like the pipeline (same row builders) into a list the
+    account fold reads: ``fold(account, sink.entries)`` rebuilds what the broker holds."""
+
+    cash_usd: float = 0.0
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.entries.append({"seq": 1, "kind": "open", "event": "open", "body": {"cash_usd": self.cash_usd, "lots": [],
+                                                                                "state": {}}})
+
+    def _add(self, row: tuple[Any, ...]) -> None:
+        entry = dict(zip(_JOURNAL_COLUMNS, row, strict=True))
+        entry["body"] = json.loads(entry.pop("body_json"))
+        entry["seq"] = len(self.entries) + 1
+        self.entries.append(entry)
+
+    def commit_open(self, fill: Fill, position: Position, decision: Decision) -> bool:
+        if self.accept:
+            self._add(journal_fill_row(fill, "open", position.position_id, {"lot": lot_body(position)}))
+        return super().commit_open(fill, position, decision)
+
+    def commit_increase(self, fill: Fill, before: Position, after: Position) -> bool:
+        if self.accept:
+            self._add(journal_fill_row(fill, "increase", after.position_id, {}))
+        return super().commit_increase(fill, before, after)
+
+    def commit_reduce(self, fill: Fill, before: Position, after: Position) -> bool:
+        if self.accept:
+            self._add(journal_fill_row(fill, "reduce", after.position_id, {}))
+        return super().commit_reduce(fill, before, after)
+
+    def commit_close(self, trade: ClosedTrade) -> bool:
+        if self.accept:
+            self._add(journal_fill_row(trade.exit_fill, "close", trade.position.position_id, {}))
+        return super().commit_close(trade)
+
+    def commit_funding(self, after: Position, funding_ts_ms: int, mark: float, rate: float, amount: float) -> bool:
+        if self.accept:
+            self._add(journal_funding_row(after, funding_ts_ms, mark, amount, {"rate": rate}))
+        return super().commit_funding(after, funding_ts_ms, mark, rate, amount)
