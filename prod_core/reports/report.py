@@ -105,7 +105,68 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
         "pnl_cum_r_end": equity[-1]["pnl_cum_r"] if equity else None,
         "max_dd_r_end": equity[-1]["max_dd_r"] if equity else None,
         **anomaly_summary(storage.events(run_id)),
+        "execution": execution_summary(fills, storage.orders(run_id)),
+        "funding": funding_summary(storage.funding_payments(run_id)),
     }
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def execution_summary(fills: list[dict[str, Any]], orders: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Fill realism per symbol: slippage against the fill model's reference price (bps, >0 paid),
+    fill ratio and bar time to fill of the orders that ended, rejections by reason code."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def row(symbol: str) -> dict[str, Any]:
+        return out.setdefault(symbol, {"fills": 0, "partial_fills": 0, "slippage_bps": [], "ordered": 0.0,
+                                       "filled": 0.0, "time_to_fill_s": [], "rejected": {}, "liquidations": 0})
+
+    orders_by_id = {o["order_id"]: o for o in orders}
+    for f in fills:
+        r = row(f["symbol"])
+        r["fills"] += 1
+        if f["reason"] == "liquidation":
+            r["liquidations"] += 1
+        elif f.get("ref_price"):
+            sign = 1.0 if f["side"] == "buy" else -1.0
+            r["slippage_bps"].append(sign * (f["price"] - f["ref_price"]) / f["ref_price"] * 10_000.0)
+        o = orders_by_id.get(f["order_id"])
+        if o is not None and f["qty"] < o["qty"] * (1 - 1e-9):
+            r["partial_fills"] += 1
+    for o in orders:
+        r = row(o["symbol"])
+        if o["status"] in ("filled", "cancelled", "rejected") and o.get("done_ms"):
+            r["ordered"] += o["qty"]
+            r["filled"] += o.get("filled_qty") or 0.0
+        if o["status"] == "filled" and o.get("done_ms"):
+            r["time_to_fill_s"].append((o["done_ms"] - o["ts_ms"]) / 1000.0)
+        if o["status"] == "rejected":
+            code = (o.get("reject_reason") or "unknown").split(":")[0]
+            r["rejected"][code] = r["rejected"].get(code, 0) + 1
+    summary = {}
+    for symbol, r in sorted(out.items()):
+        slips, times = r["slippage_bps"], r["time_to_fill_s"]
+        summary[symbol] = {
+            "fills": r["fills"], "partial_fills": r["partial_fills"], "liquidations": r["liquidations"],
+            "slippage_bps_mean": sum(slips) / len(slips) if slips else 0.0, "slippage_bps_p95": _pct(slips, 0.95),
+            "fill_ratio": r["filled"] / r["ordered"] if r["ordered"] > 0 else 1.0,
+            "time_to_fill_s_mean": sum(times) / len(times) if times else 0.0, "rejected": r["rejected"],
+        }  # fmt: skip
+    return summary
+
+
+def funding_summary(payments: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Funding per symbol: payments, USD paid (negative: received), funding times."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in payments:
+        r = out.setdefault(p["symbol"], {"payments": 0, "paid_usd": 0.0, "times_ms": []})
+        r["payments"] += 1
+        r["paid_usd"] += p["fee_usd"]
+        r["times_ms"].append(p["ts_ms"])
+    return dict(sorted(out.items()))
 
 
 def _fmt_ts(ts: float | None) -> str:
@@ -130,6 +191,35 @@ def _anomalies_md(s: dict[str, Any]) -> list[str]:
         out += [f"Bar repairs: repaired {repairs.get('repaired', 0)}, given up {repairs.get('given_up', 0)}, "
                 f"gaps {repairs.get('gaps', 0)}.", ""]
     return out
+
+
+def _execution_md(s: dict[str, Any]) -> list[str]:
+    out = ["## Execution by symbol", ""]
+    rows = s.get("execution") or {}
+    if not rows:
+        return out + ["No order was placed.", ""]
+    out += ["| symbol | fills | partial | slippage mean / p95, bps | fill ratio | time to fill, s | liquidations "
+            "| rejected |", "|---|---|---|---|---|---|---|---|"]
+    for symbol, r in rows.items():
+        rejected = ", ".join(f"{k}: {n}" for k, n in sorted(r["rejected"].items())) or "-"
+        out.append(f"| {symbol} | {r['fills']} | {r['partial_fills']} | {r['slippage_bps_mean']:.2f} / "
+                   f"{r['slippage_bps_p95']:.2f} | {r['fill_ratio']:.1%} | {r['time_to_fill_s_mean']:.0f} | "
+                   f"{r['liquidations']} | {rejected} |")
+    return out + [""]
+
+
+def _funding_md(s: dict[str, Any]) -> list[str]:
+    out = ["## Funding", ""]
+    rows = s.get("funding") or {}
+    if not rows:
+        return out + ["No funding was settled (no perp position was open at a funding time).", ""]
+    out += ["| symbol | payments | paid, USD (negative: received) | first / last funding time |", "|---|---|---|---|"]
+    for symbol, r in rows.items():
+        first, last = r["times_ms"][0], r["times_ms"][-1]
+        out.append(f"| {symbol} | {r['payments']} | {r['paid_usd']:.4f} | {_fmt_ts(first / 1000)} / "
+                   f"{_fmt_ts(last / 1000)} |")
+    total = sum(r["paid_usd"] for r in rows.values())
+    return out + [f"| total | {sum(r['payments'] for r in rows.values())} | {total:.4f} | |", ""]
 
 
 def _summary_md(s: dict[str, Any]) -> str:
@@ -157,6 +247,8 @@ def _summary_md(s: dict[str, Any]) -> str:
             f"| max_dd_r at end | {num(s['max_dd_r_end'], '.3f')} |",
             "",
             *_anomalies_md(s),
+            *_execution_md(s),
+            *_funding_md(s),
             "Tables: " + ", ".join(f"`{t}.csv`/`{t}.parquet`" for t in REPORT_TABLES) + "; log: `run.log`.",
             "",
         ]

@@ -767,6 +767,13 @@ class Storage:
             row["body"] = json.loads(row.pop("body_json"))
         return rows
 
+    def funding_payments(self, run_id: str) -> list[dict[str, Any]]:
+        """Funding payments journaled by one run, in time order (``fee_usd``: paid, negative: received)."""
+        return self._query(
+            "SELECT seq, account, ts_ms, position_id, symbol, side, qty, price, fee_usd, body_json FROM journal"
+            " WHERE run_id = ? AND kind = 'funding' ORDER BY seq", (run_id,)
+        )
+
     def journal_size(self, account: str) -> int:
         (n,) = self._db().execute("SELECT COUNT(*) FROM journal WHERE account = ?", (account,)).fetchone()
         return int(n)

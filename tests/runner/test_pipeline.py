@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from prod_core.configs import ConfigLoader
-from prod_core.domain import STAGES, Bar, Instrument, InstrumentKind
+import pytest
+
+from prod_core.domain import STAGES, Bar, Instrument, InstrumentKind, Side
 from prod_core.feeds.sim import SimFeed
 from prod_core.risk import GovernanceState
 from prod_core.runner.pipeline import Pipeline
 from prod_core.storage import Storage
 from prod_core.telemetry import LiveMetrics
+from prod_core.testing.builders import make_bar, make_plan
 from tests.conftest import REPO
 
 
@@ -23,7 +26,7 @@ def _pipeline(tmp_path: Path, gov_overrides: dict, clock_mode: str = "bar"):
     gov = type(gov).model_validate(data)
     storage = Storage(str(tmp_path / "p.db"))
     storage.start_run("r1", mode="paper", feed="replay", config_hash="x", code_version="t", ts=0.0)
-    instruments = {s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in sym.symbols}
+    instruments = {s.symbol: s.instrument() for s in sym.symbols}  # as the runner builds them
     live = LiveMetrics(feeds=["replay"], symbols=list(instruments), strategies=["trend_following", "mean_reversion"])
     events: list[tuple[str, dict]] = []
 
@@ -99,4 +102,32 @@ def test_automatic_kill_switch_flattens_at_its_max_dd_threshold(tmp_path: Path) 
     assert p.broker.positions == {}  # entries stay blocked while the switch is on
     decisions = {d for (_, d), n in live.plans_total.items() if n}
     assert p.plans_seen == before or "vetoed_kill_switch" in decisions
+    storage.close()
+
+
+def test_the_default_account_reaches_the_gross_exposure_cap_without_a_margin_reject(tmp_path: Path) -> None:
+    """Shipped configs: 10,000 USD, 150% gross cap, 50% per symbol, perps at 3x. Entries on a spot and two
+    perps (one short) fill whole up to the cap, no order is rejected; the margin they hold fits in equity;
+    the fourth entry is refused by the portfolio (exposure), not by the broker."""
+    p, sym, storage, live, _ = _pipeline(tmp_path, {})
+    prices = {"BNB/USDT": 580.0, "BTC/USDT": 65_000.0, "ETH/USDT": 3_400.0, "SOL/USDT": 150.0}
+    sides = {"BNB/USDT": Side.BUY, "BTC/USDT": Side.BUY, "ETH/USDT": Side.SELL, "SOL/USDT": Side.BUY}
+    for i, (symbol, price) in enumerate(prices.items()):
+        ts = i * 60_000
+        volume = 2e6 / price  # about 2M USD a bar, like the sim's calm market: the cap takes 10% of it
+        p.on_bar(make_bar(symbol, ts, price, volume=volume))
+        side = sides[symbol]
+        # a stop 0.4% away: 1R of 50 USD wants ~12,500 USD of notional, the portfolio scales it to its room
+        plan = make_plan(side, price, price * (1 - side.sign * 0.004), price * (1 + side.sign * 0.02),
+                         symbol=symbol, ts_ms=ts, strategy="trend_following")
+        p._handle_plan(plan, False)
+        p.on_bar(make_bar(symbol, ts + 60_000, price, volume=volume))
+    gross, _net = p.broker.position_exposure_usd()
+    equity = p.broker.equity_usd
+    assert live.orders_total["rejected"] == 0 and live.execution_reject_rate == 0.0
+    assert gross / equity * 100.0 == pytest.approx(150.0, rel=0.01)  # the governance cap, reached
+    assert sorted(p.broker.positions) == ["BNB/USDT", "BTC/USDT", "ETH/USDT"]
+    assert p.broker.positions["ETH/USDT"].side is Side.SELL
+    assert ("trend_following", "vetoed_exposure") in live.plans_total  # the 4th: no room left, a portfolio veto
+    assert 0.0 < p.broker.margin_usd < equity and p.broker.available_usd > 0.0
     storage.close()
