@@ -223,13 +223,11 @@ def first_hit(long: bool, bar: Bar, stop: float | None, liq_price: float | None)
     a stop fill beyond bankruptcy; beyond the stop only: the stop. A tie is a liquidation (the
     exchange's engine acts on the same price; it is also the costlier outcome for the paper run).
     """
-    stop_hit = stop is not None and stop_triggered(long, stop, bar)
     liq_hit = liq_price is not None and liquidation_hit(long, liq_price, bar)
-    if not liq_hit:
-        return FillReason.STOP if stop_hit else None
-    if not stop_hit:
-        return FillReason.LIQUIDATION
-    assert stop is not None and liq_price is not None
+    if stop is None or not stop_triggered(long, stop, bar):
+        return FillReason.LIQUIDATION if liq_hit else None
+    if liq_price is None or not liq_hit:
+        return FillReason.STOP
     if (bar.open <= liq_price) if long else (bar.open >= liq_price):
         return FillReason.LIQUIDATION
     stop_first = stop > liq_price if long else stop < liq_price
