@@ -65,18 +65,18 @@ def walk_book(levels: tuple[Level, ...], qty: float) -> tuple[float, float]:
     fills (``qty`` <= 0 or an empty side).
     """
     remaining = qty
-    cost = 0.0
+    cost = taken = 0.0
     done = 1e-12 * qty  # float residue of the subtractions below: counts as filled
     for price, level_qty in levels:
         if remaining <= done:
             break
         take = level_qty if level_qty < remaining else remaining
         cost += price * take
+        taken += take
         remaining -= take
-    filled = qty if remaining <= done else qty - remaining
-    if not filled > 0.0:
+    if not taken > 0.0:
         return math.nan, 0.0
-    return cost / (qty - remaining), filled
+    return cost / taken, (qty if remaining <= done else taken)
 
 
 # ------------------------------------------------------------- market orders
@@ -96,7 +96,10 @@ def impact_bps(impact_coef: float, notional_usd: float, bar: Bar) -> float:
     spread = bar.high - bar.low
     if not (volume_usd > 0.0 and spread > 0.0 and bar.open > 0.0):
         return 0.0
-    return impact_coef * spread / bar.open * 1e4 * math.sqrt(notional_usd / volume_usd)
+    scale = impact_coef * (spread / bar.open * 1e4)
+    if scale <= 0.0:  # underflow: without this, 0 * an overflowing size ratio would be nan
+        return 0.0
+    return scale * math.sqrt(notional_usd / volume_usd)  # may be inf on a dust bar: market_price clamps it
 
 
 def market_price(buying: bool, ref: float, qty: float, bar: Bar, spread_bps: float, impact_coef: float) -> float:
@@ -220,13 +223,11 @@ def first_hit(long: bool, bar: Bar, stop: float | None, liq_price: float | None)
     a stop fill beyond bankruptcy; beyond the stop only: the stop. A tie is a liquidation (the
     exchange's engine acts on the same price; it is also the costlier outcome for the paper run).
     """
-    stop_hit = stop is not None and stop_triggered(long, stop, bar)
     liq_hit = liq_price is not None and liquidation_hit(long, liq_price, bar)
-    if not liq_hit:
-        return FillReason.STOP if stop_hit else None
-    if not stop_hit:
-        return FillReason.LIQUIDATION
-    assert stop is not None and liq_price is not None
+    if stop is None or not stop_triggered(long, stop, bar):
+        return FillReason.LIQUIDATION if liq_hit else None
+    if liq_price is None or not liq_hit:
+        return FillReason.STOP
     if (bar.open <= liq_price) if long else (bar.open >= liq_price):
         return FillReason.LIQUIDATION
     stop_first = stop > liq_price if long else stop < liq_price

@@ -8,16 +8,16 @@ Float robustness: quantities and prices arrive as binary floats of decimal numbe
 (``0.3 / 0.1 == 2.9999999999999996``). Rounding to a step counts a value within
 ``_SLACK_STEPS`` (1e-9) of a step, or within a few float ulps of it for very large step counts,
 as lying on that step, then rebuilds the result as ``k * step`` rounded to the step's decimal
-places, so ``round_qty`` of 0.3 with step 0.1 is exactly ``0.3``. We chose this over
+places with integer arithmetic (``k * m / 10**d`` for a step of ``m / 10**d``, one correctly
+rounded division), so ``round_qty`` of 0.3 with step 0.1 is exactly ``0.3``. We chose this over
 ``decimal.Decimal`` because it costs a few float operations instead of object allocations and
-is exact for every step an exchange publishes (a power-of-ten multiple such as 0.001, 0.5, 5).
+is exact for every step an exchange publishes (a decimal such as 0.001, 0.5, 5 or 1e-8).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from functools import lru_cache
 
 from prod_core.domain import Instrument, Side
 
@@ -25,41 +25,47 @@ from prod_core.domain import Instrument, Side
 _SLACK_STEPS = 1e-9
 # Relative float error of ``value / step`` for decimal inputs is about 1.5 ulp; allow 4.
 _SLACK_REL = 4.0 * sys.float_info.epsilon
+_ONE_PLUS = 1.0 + _SLACK_REL
+# From 2**52 steps on a float holds whole step counts only.
+_WHOLE = float(2**52)
 # Relative tolerance of the minimum-size checks, so float noise never rejects an order at the minimum.
 _MIN_TOL = 1e-9
 
 
-@lru_cache(maxsize=256)
-def _decimals(step: float) -> int:
-    """Decimal places of ``step`` (0.001 -> 3, 0.5 -> 1, 5 -> 0, 1e-8 -> 8); 15 for a non-decimal step."""
-    for d in range(16):
-        if abs(round(step, d) - step) <= step * 1e-9:
-            return d
-    return 15
+_STEP_PARTS: dict[float, tuple[int, int]] = {}
 
 
-def _slack(ratio: float) -> float:
-    return _SLACK_STEPS + abs(ratio) * _SLACK_REL
-
-
-def _on_step(k: float, step: float) -> float:
-    """``k`` whole steps as the nearest float to the decimal the exchange means."""
-    return round(k * step, _decimals(step))
+def _step_parts(step: float) -> tuple[int, int]:
+    """``step`` as ``m / scale`` with integer ``m`` and ``scale = 10**d`` (0.001 -> (1, 1000),
+    0.5 -> (5, 10), 5 -> (5, 1)); d is at most 15 (a non-decimal step is approximated)."""
+    parts = _STEP_PARTS.get(step)
+    if parts is None:
+        d = next((d for d in range(16) if abs(round(step, d) - step) <= step * 1e-9), 15)
+        parts = (round(step * 10**d), 10**d)
+        if len(_STEP_PARTS) < 1024:  # a handful of instruments; bounded against a caller's mistake
+            _STEP_PARTS[step] = parts
+    return parts
 
 
 def round_qty(inst: Instrument, qty: float) -> float:
     """``qty`` rounded down (toward zero) to a whole number of ``inst.qty_step`` (0 = no step).
 
     A qty within 1e-9 step of the next step counts as on it (see the module docstring), so
-    0.3 with step 0.1 gives 0.3, not 0.2. A non-finite qty is returned unchanged (``check_order``
+    0.3 with step 0.1 gives 0.3, not 0.2. From 2**52 steps on (beyond any real order) the qty is
+    returned as it is: a float holds no remainder there. A non-finite qty is returned unchanged (``check_order``
     refuses it).
     """
     step = inst.qty_step
     if step <= 0.0 or not math.isfinite(qty):
         return qty
     ratio = abs(qty) / step
-    k = math.floor(ratio + _slack(ratio))
-    return math.copysign(_on_step(k, step), qty) if k else 0.0
+    if ratio >= _WHOLE:  # no sub-step remainder is representable: already whole
+        return qty
+    k = math.floor(ratio * _ONE_PLUS + _SLACK_STEPS)
+    if k == 0:
+        return 0.0
+    m, scale = _STEP_PARTS.get(step) or _step_parts(step)
+    return k * m / scale if qty > 0.0 else -(k * m / scale)
 
 
 def _clamp(price: float, low: float, high: float) -> float:
@@ -85,12 +91,15 @@ def round_price(inst: Instrument, price: float, buying: bool, low: float, high: 
     if tick <= 0.0 or not math.isfinite(price):
         return price
     ratio = price / tick
-    slack = _slack(ratio)
+    if ratio >= _WHOLE:
+        return price
+    slack = ratio * _SLACK_REL + _SLACK_STEPS
     up = math.ceil(ratio - slack)
     down = math.floor(ratio + slack)
+    m, scale = _STEP_PARTS.get(tick) or _step_parts(tick)
     tol = tick * _SLACK_STEPS  # a bar's low/high a hair off the tick (float noise) still bounds it
     for k in ((up, down) if buying else (down, up)):
-        p = _on_step(k, tick)
+        p = k * m / scale
         if low - tol <= p <= high + tol:
             return _clamp(p, low, high)
     return price
@@ -104,9 +113,12 @@ def round_limit(inst: Instrument, price: float, side_of_order: Side) -> float:
     if tick <= 0.0 or not math.isfinite(price):
         return price
     ratio = price / tick
-    slack = _slack(ratio)
+    if ratio >= _WHOLE:
+        return price
+    slack = ratio * _SLACK_REL + _SLACK_STEPS
     k = math.ceil(ratio - slack) if side_of_order is Side.SELL else math.floor(ratio + slack)
-    return _on_step(k, tick)
+    m, scale = _STEP_PARTS.get(tick) or _step_parts(tick)
+    return k * m / scale
 
 
 def _fmt(x: float) -> str:

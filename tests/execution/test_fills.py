@@ -102,6 +102,15 @@ def test_impact_is_zero_without_volume_range_or_coef() -> None:
     assert impact_bps(0.0, 1_000.0, BAR) == 0.0
 
 
+def test_impact_on_a_dust_bar_is_never_nan() -> None:
+    """A bar that traded 5e-324 units makes the size ratio overflow: the impact is infinite, even for a
+    coefficient of 5e-324 (0 x inf would be nan), and the market fill is capped at the bar."""
+    dust = make_bar(open=1.0, high=1.125, low=1.0, volume=5e-324)
+    assert impact_bps(5e-324, 1.0, dust) == math.inf
+    assert impact_bps(1.0, 1.0, dust) == math.inf
+    assert market_price(False, 1.0, 1.0, dust, 0.0, 1.0) == 1.0
+
+
 # ---------------------------------------------------------------- market price
 def test_market_price_adds_half_spread_and_impact_against_the_taker() -> None:
     """Half spread 5 bps + impact 20 bps (10 units = 1,000 USD): a buy pays 100.25, a sell gets 99.75."""
