@@ -320,19 +320,28 @@ class PaperBroker:
 
     # ------------------------------------------------------------- pricing
     def _market(self, symbol: str, buying: bool, ref: float, qty: float, bar: Bar) -> float:
-        """A market fill's price from ``ref``: the book walked when the feed has one, else spread +
-        impact on the bar; always inside the bar's range, on the instrument's tick."""
-        book = self.books.get(symbol)
-        if book is not None and not self._ideal:
-            price, got = walk_book(book.asks if buying else book.bids, qty)
-            if got > 0.0:
-                price = min(max(price, bar.low), bar.high)
-            else:
-                price = market_price(buying, ref, qty, bar, self._spread_bps, self._impact)
-        else:
-            price = market_price(buying, ref, qty, bar, self._spread_bps, self._impact)
+        """A market fill's price for ``qty`` from ``ref`` (spread + impact on the bar), inside the
+        bar's range, on the instrument's tick."""
+        price = market_price(buying, ref, qty, bar, self._spread_bps, self._impact)
         inst = self.instruments.get(symbol)
         return round_price(inst, price, buying, bar.low, bar.high) if inst is not None else price
+
+    def _take(self, symbol: str, buying: bool, ref: float, qty: float, bar: Bar) -> tuple[float, float, float]:
+        """(price, qty, reference) of a market fill: the feed's order book walked when it has one
+        (at most its depth; the snapshot is consumed), else spread + impact on the bar."""
+        book = self.books.get(symbol) if not self._ideal else None
+        if book is not None:
+            price, got = walk_book(book.levels(buying), qty)
+            if got > 0.0:
+                del self.books[symbol]
+                inst = self.instruments.get(symbol)
+                price = min(max(price, bar.low), bar.high)
+                if inst is not None:
+                    price = round_price(inst, price, buying, bar.low, bar.high)
+                    got = round_qty(inst, got) if inst.qty_step > 0.0 else got
+                if got > 0.0:
+                    return price, got, book.mid
+        return self._market(symbol, buying, ref, qty, bar), qty, ref
 
     def _tranche(self, symbol: str, remaining: float, bar: Bar) -> float:
         """The part of ``remaining`` this bar can fill (participation cap, lot step)."""
@@ -361,7 +370,7 @@ class PaperBroker:
         if qty > 0.0 and w.filled > 0.0 and check_order(inst, qty, bar.open, self.cfg.min_notional_usd):
             qty = 0.0  # a tranche below the exchange minimums waits for a bar with more volume
         if qty > 0.0:
-            price = self._market(symbol, buying, bar.open, qty, bar)
+            price, qty, ref = self._take(symbol, buying, bar.open, qty, bar)
             fee = qty * price * self._taker
             leverage = inst.leverage if inst.kind is InstrumentKind.PERP else 0.0
             need = entry_cost(leverage, qty, price, fee)
@@ -374,7 +383,7 @@ class PaperBroker:
                 else:
                     self._cancel_entry(symbol, bar.ts_ms)
                 return
-            if not self._fill_entry(w, inst, leverage, qty, price, fee, bar):
+            if not self._fill_entry(w, inst, leverage, qty, price, fee, bar, ref):
                 return
         if w.remaining > 0.0 and w.age >= self.cfg.cancel_after_bars:
             self._cancel_entry(symbol, bar.ts_ms)
@@ -392,12 +401,12 @@ class PaperBroker:
         self.sink.on_order(w.done(OrderStatus.REJECTED, ts_ms, reason))
 
     def _fill_entry(self, w: Working, inst: Instrument, leverage: float, qty: float, price: float, fee: float,
-                    bar: Bar) -> bool:
+                    bar: Bar, ref: float) -> bool:
         plan = w.decision.plan
         symbol = plan.symbol
         fill = Fill(
             fill_id=self._next_id("f"), order_id=w.order.order_id, ts_ms=bar.ts_ms, symbol=symbol, side=plan.side,
-            qty=qty, price=price, fee_usd=fee, reason=FillReason.ENTRY, ref_price=bar.open,
+            qty=qty, price=price, fee_usd=fee, reason=FillReason.ENTRY, ref_price=ref,
         )  # fmt: skip
         before = self.positions.get(symbol)
         if before is None:
@@ -465,7 +474,7 @@ class PaperBroker:
         if qty <= 0.0:
             return
         buying = p.side is Side.SELL
-        price = self._market(p.symbol, buying, ref, qty, bar)
+        price, qty, ref = self._take(p.symbol, buying, ref, qty, bar)
         if qty >= p.qty * (1.0 - 1e-12):
             del self.pending_exits[p.symbol]
             if self._close(p, price, w.reason, bar.ts_ms, self._taker, ref=ref, order=w.order) is None:
