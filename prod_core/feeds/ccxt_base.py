@@ -22,6 +22,17 @@ bar is missed or delivered twice, and a forming bar is never delivered.
 Symbols: bars carry the configured name; ccxt is asked for ``market_symbols[name]``
 (a ``perp`` ``BTC/USDT`` is the linear contract ``BTC/USDT:USDT``).
 
+Exchange rules: ``instruments()`` (alias ``instrument_rules()``) gives tick, step and minimums
+from ``load_markets`` keyed by the configured names (ccxt 4.x Binance/Bybit use
+``TICK_SIZE`` precision: ``precision.amount`` is the step itself, not a digit count).
+
+Funding (opt-in, ``funding=True``): a feed with perp symbols keeps a ``LiveFunding`` table (``funding_rates()``), filled
+with ``fetch_funding_rate_history`` over the last ``funding_lookback_ms`` at start, then
+refreshed in a task of its own loop shortly after each funding time passes (up to
+``funding_tries`` with backoff until the new settlement is published). Stamps are rounded
+down to the funding instant (``funding.funding_instant``). Funding failures are counted and
+logged like other REST failures (bans and rate limits honoured) but never stop the bars.
+
 Stop: the ccxt client is closed outside the cancellable task and whatever ccxt left
 running is cancelled and awaited before the loop closes.
 """
@@ -38,6 +49,7 @@ from collections.abc import Mapping, Sequence
 
 from prod_core.domain import Bar, Instrument, InstrumentKind, timeframe_to_ms
 from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.funding import DEFAULT_INTERVAL_MS, FundingRates, LiveFunding, funding_instant, funding_times
 from prod_core.feeds.repair import BarRepair
 from prod_core.feeds.exchanges import quirks_for
 from prod_core.feeds.exchanges.client import FeedFatalError, make_exchange, rewrite_urls
@@ -49,6 +61,7 @@ log = logging.getLogger("prod_core.feeds.ccxt")
 
 NAN = float("nan")
 PAGE_LIMIT = 1000
+FUNDING_LIMIT = 200  # settlements per request (Bybit's maximum; Binance allows 1000)
 
 
 class Backoff:
@@ -161,6 +174,12 @@ class CcxtFeedBase:
         grace_s: float | None = None,
         name: str = "ccxt",
         clock=time.time,
+        funding: bool = False,
+        funding_lookback_ms: int = 86_400_000,
+        funding_settle_s: float = 5.0,
+        funding_tries: int = 5,
+        funding_backoff: Backoff | None = None,
+        funding_poll_s: float = 30.0,
     ) -> None:
         if not symbols:
             raise ValueError("a ccxt feed needs at least one symbol")
@@ -191,7 +210,18 @@ class CcxtFeedBase:
         self.repair = BarRepair(self.tf_ms)
         self.markets: dict[str, dict] = {}
         self.stats = {"rate_limited": 0, "network_errors": 0, "other_errors": 0, "reconnects": 0,
-                      "backfills": 0, "backfilled_bars": 0, "bars": 0}
+                      "backfills": 0, "backfilled_bars": 0, "bars": 0, "funding_fetches": 0, "funding_errors": 0}
+        # Funding of the perps (configured name -> BASE/QUOTE:SETTLE market); kept across restarts.
+        self.funding_lookback_ms = int(funding_lookback_ms)
+        self.funding_settle_s = float(funding_settle_s)  # feed-clock seconds after a funding time before asking
+        self.funding_tries = max(1, int(funding_tries))
+        self.funding_backoff = funding_backoff or Backoff(base_s=2.0, max_s=60.0)
+        self.funding_poll_s = float(funding_poll_s)  # wall-clock cap of one sleep while waiting for a funding time
+        self._funding_syms = tuple(s for s in self.symbols if ":" in self.market_symbols[s]) if funding else ()
+        self._funding: LiveFunding | None = LiveFunding() if self._funding_syms else None
+        self.funding_interval_ms: dict[str, int] = {s: DEFAULT_INTERVAL_MS for s in self._funding_syms}
+        self._funding_disabled: dict[str, str] = {}  # symbol -> why (an error retrying cannot fix)
+        self._precision_mode = None
         self._queue: deque[Bar] = deque()
         self._trouble: dict[str, str] = {}  # stream -> 'reconnecting' | 'rate_limited'
         self._last_bar_s: dict[str, float] = {}
@@ -325,20 +355,58 @@ class CcxtFeedBase:
 
     # ------------------------------------------------------------- metadata
     def instruments(self) -> dict[str, Instrument]:
-        """Instrument metadata (tick, step, minimums) from ``load_markets``."""
+        """The exchange's rules per CONFIGURED symbol name from ``load_markets`` (empty before it):
+        tick, step, minimum quantity and notional (0 where the exchange says nothing), the kind,
+        and a perp's funding interval. Merge them into the configuration with
+        ``feeds.exchanges.rules.merge_rules``."""
         out = {}
         for sym, m in self.markets.items():
             prec = m.get("precision") or {}
             limits = m.get("limits") or {}
+            perp = bool(m.get("contract"))
             out[sym] = Instrument(
                 symbol=sym,
-                kind=InstrumentKind.PERP if m.get("contract") else InstrumentKind.SPOT,
-                price_tick=float(prec.get("price") or 0.0),
-                qty_step=float(prec.get("amount") or 0.0),
+                kind=InstrumentKind.PERP if perp else InstrumentKind.SPOT,
+                price_tick=self._step(prec.get("price")),
+                qty_step=self._step(prec.get("amount")),
                 min_qty=float((limits.get("amount") or {}).get("min") or 0.0),
                 min_notional_usd=float((limits.get("cost") or {}).get("min") or 0.0),
+                funding_interval_ms=self._interval_of(sym, m),
             )
         return out
+
+    instrument_rules = instruments
+
+    @staticmethod
+    def _interval_of(symbol: str, market: dict) -> int:
+        """A perp's funding interval: Bybit publishes it (``fundingInterval``, minutes); otherwise 8 h."""
+        minutes = (market.get("info") or {}).get("fundingInterval")
+        try:
+            if minutes is not None and int(minutes) > 0:
+                return int(minutes) * 60_000
+        except (TypeError, ValueError):
+            pass
+        return DEFAULT_INTERVAL_MS
+
+    def _step(self, precision) -> float:
+        """A ccxt precision as a step: the value itself in TICK_SIZE mode (Binance, Bybit in ccxt 4.x),
+        10**-digits in DECIMAL_PLACES mode, 0 (unknown) otherwise."""
+        if precision is None:
+            return 0.0
+        import ccxt
+
+        mode = self._precision_mode
+        if mode is None or mode == ccxt.TICK_SIZE:
+            return float(precision)
+        if mode == ccxt.DECIMAL_PLACES:
+            return 10.0 ** -float(precision)
+        return 0.0
+
+    def funding_rates(self) -> FundingRates | None:
+        """Settled funding rates of the perp symbols (configured names), refreshed in the background;
+        None for a spot-only feed or one built without ``funding=True``. The same object for the
+        feed's whole life (restarts included)."""
+        return self._funding
 
     def fees(self) -> dict[str, tuple[float, float]]:
         """symbol -> (maker, taker) fee rates from the markets."""
@@ -402,9 +470,16 @@ class CcxtFeedBase:
         self._task = asyncio.current_task()
         try:
             self.ex = make_exchange(self.exchange_id, **self._ex_kwargs)
+            self._precision_mode = getattr(self.ex, "precisionMode", None)
             await self._load_markets()
             self._check_timeframe()
-            await self._run()
+            funding = asyncio.create_task(self._funding_loop()) if self._funding is not None else None
+            try:
+                await self._run()
+            finally:
+                if funding is not None:
+                    funding.cancel()
+                    await asyncio.gather(funding, return_exceptions=True)
         except asyncio.CancelledError:
             pass
         except FeedFatalError as exc:
@@ -453,6 +528,8 @@ class CcxtFeedBase:
             raise FeedFatalError(f"{self.name}: symbol {', '.join(inactive)} is not trading on {self.exchange_id}; "
                                  "remove it from configs/symbols.yaml")
         self.markets = {s: markets[ms[s]] for s in self.symbols}
+        for s in self._funding_syms:
+            self.funding_interval_ms[s] = self._interval_of(s, self.markets[s])
 
     async def _wait_ban(self) -> None:
         """Keep away from the exchange's REST host until the rate limit / ban it announced ends."""
@@ -597,3 +674,92 @@ class CcxtFeedBase:
             total += n
             if len(rows) < PAGE_LIMIT or n == 0:  # n counts new rows seen, held ones included
                 return total
+
+    # --------------------------------------------------------------- funding
+    async def _funding_loop(self) -> None:
+        """Fill the funding table, then refresh it after every funding time; never stops the feed."""
+        try:
+            for s in self._funding_syms:
+                await self._refresh_funding(s)
+            now_ms = int(self.clock() * 1000)
+            due = {s: self._next_funding_ms(s, now_ms) for s in self._funding_syms}
+            while True:
+                live = [s for s in due if s not in self._funding_disabled]
+                if not live:
+                    return
+                await self._sleep_until(min(due[s] for s in live) / 1000.0 + self.funding_settle_s)
+                now_ms = int(self.clock() * 1000)
+                for s in live:
+                    if due[s] + self.funding_settle_s * 1000 <= now_ms:
+                        await self._refresh_funding(s, want_ms=due[s])
+                        due[s] = self._next_funding_ms(s, int(self.clock() * 1000))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in the funding refresh must not take the bars down
+            self.stats["funding_errors"] += 1
+            log.error("%s: funding refresh stopped by an unexpected error: %r", self.name, exc)
+
+    def _next_funding_ms(self, symbol: str, now_ms: int) -> int:
+        iv = self.funding_interval_ms[symbol]
+        return funding_times(now_ms, now_ms + iv, iv)[0]
+
+    async def _sleep_until(self, target_s: float) -> None:
+        """Sleep until the feed's clock reaches ``target_s`` (in steps of at most ``funding_poll_s``)."""
+        while True:
+            left = target_s - self.clock()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, self.funding_poll_s))
+
+    async def _refresh_funding(self, symbol: str, want_ms: int | None = None) -> bool:
+        """Fetch new settlements of ``symbol`` (up to ``funding_tries`` times with backoff until the one
+        at ``want_ms`` is in); False when it is still missing."""
+        backoff = self.funding_backoff.clone()
+        for attempt in range(self.funding_tries):
+            if symbol in self._funding_disabled:
+                return False
+            fetched = await self._fetch_funding(symbol)
+            if fetched and (want_ms is None or self._funding.rate(symbol, want_ms) is not None):
+                return True
+            if attempt + 1 < self.funding_tries:
+                await asyncio.sleep(backoff.next())
+        if want_ms is not None:
+            log.warning("%s: funding rate of %s at %d not published by %s after %d tries; "
+                        "asking again after the next funding time", self.name, symbol, want_ms, self.exchange_id,
+                        self.funding_tries)
+        return False
+
+    async def _fetch_funding(self, symbol: str) -> bool:
+        """One ``fetch_funding_rate_history`` call since the last known settlement; True if it answered."""
+        what = f"fetch_funding_rate_history {symbol}"
+        last = self._funding.last_ts(symbol)
+        since = last + 1 if last is not None else int(self.clock() * 1000) - self.funding_lookback_ms
+        await self._wait_ban()
+        try:
+            rows = await self.ex.fetch_funding_rate_history(self.market_symbols[symbol], since, FUNDING_LIMIT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats["funding_errors"] += 1
+            kind = classify_error(exc)
+            if kind == "rate_limit":
+                self._rate_limited(exc, what)
+                return False
+            if kind == "fatal":  # e.g. NotSupported: the bars go on, this symbol's funding stays unknown
+                self._funding_disabled[symbol] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.error("%s: %s failed (%s); funding of %s stays unknown until restarted", self.name, what,
+                          self._funding_disabled[symbol], symbol)
+                return False
+            self.stats["network_errors" if kind == "network" else "other_errors"] += 1
+            log.warning("%s: %s failed (%s: %s); retrying with backoff", self.name, what, type(exc).__name__,
+                        str(exc)[:200])
+            return False
+        iv = self.funding_interval_ms[symbol]
+        parsed = [(funding_instant(int(r["timestamp"]), iv), float(r["fundingRate"])) for r in rows or ()
+                  if r.get("timestamp") is not None and r.get("fundingRate") is not None]
+        new = self._funding.update(symbol, parsed)
+        self.stats["funding_fetches"] += 1
+        if new:
+            log.info("%s: %d new funding rate(s) of %s, last at %d", self.name, new, symbol,
+                     self._funding.last_ts(symbol))
+        return True

@@ -96,3 +96,56 @@ class Overrides:
         if self._source is None:
             return None
         return self._source.rate(symbol, funding_ts_ms)
+
+
+DEFAULT_INTERVAL_MS = 8 * 3_600_000
+HOUR_MS = 3_600_000
+
+
+def funding_instant(stamp_ms: int, interval_ms: int = DEFAULT_INTERVAL_MS, tolerance_ms: int = 60_000) -> int:
+    """The funding instant an exchange's settlement stamp belongs to.
+
+    Exchanges stamp a settlement a few ms late (Binance ``fundingTime`` ...001): a stamp at most
+    ``tolerance_ms`` after a multiple of ``interval_ms`` is rounded down to it. A stamp off that
+    grid (a symbol whose interval changed, e.g. to 4 h) is rounded down to the whole hour when
+    within the tolerance of one, and otherwise kept as it is.
+    """
+    stamp = int(stamp_ms)
+    for grid in (int(interval_ms), HOUR_MS):
+        instant = stamp // grid * grid
+        if stamp - instant <= tolerance_ms:
+            return instant
+    return stamp
+
+
+class LiveFunding:
+    """A ``FundingRates`` one thread refreshes while others read (a live feed's table).
+
+    Each ``update`` builds a new ``FundingTable`` and swaps it in, so a reader never sees a
+    half-updated table (``FundingTable.extend`` is not atomic).
+    """
+
+    def __init__(self, tolerance_ms: int = 60_000) -> None:
+        self._rows: dict[str, dict[int, float]] = {}
+        self._tol = int(tolerance_ms)
+        self._table = FundingTable({}, tolerance_ms=self._tol)
+
+    def update(self, symbol: str, rows: Iterable[tuple[int, float]]) -> int:
+        """Add settlements (a repeated time keeps the latest value); returns how many times were new."""
+        known = dict(self._rows.get(symbol, {}))
+        before = len(known)
+        for ts, rate in rows:
+            known[int(ts)] = float(rate)
+        self._rows = {**self._rows, symbol: known}
+        self._table = FundingTable({s: r.items() for s, r in self._rows.items()}, tolerance_ms=self._tol)
+        return len(known) - before
+
+    def rows(self, symbol: str) -> list[tuple[int, float]]:
+        """The settlements known for ``symbol``, oldest first."""
+        return sorted(self._rows.get(symbol, {}).items())
+
+    def last_ts(self, symbol: str) -> int | None:
+        return self._table.last_ts(symbol)
+
+    def rate(self, symbol: str, funding_ts_ms: int) -> float | None:
+        return self._table.rate(symbol, funding_ts_ms)

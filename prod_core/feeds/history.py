@@ -8,6 +8,13 @@ retried with exponential backoff; a bad symbol is a clear ``HistoryError``.
 Output: CSV ``ts_ms,open,high,low,close,volume,symbol`` (canonical columns plus the
 unified symbol) or Parquet with the same columns when the name ends in ``.parquet``.
 Only closed bars with ``since <= ts_ms < until`` are written.
+
+Funding (``fetch_funding_history``, ``fetch-history --funding``): the settled funding rates of
+a linear perp (``BASE/QUOTE:SETTLE``) over the same span go to the side file next to the
+candles (``funding_path``: ``X.csv`` / ``X.parquet`` -> ``X.funding.csv``), header
+``timestamp,funding_rate``: the funding instant in epoch ms (the exchange's late stamp rounded
+down to the interval, ``funding.funding_instant``) and the rate as a fraction (0.0001 = 0.01%),
+sorted, no duplicates, resumable after its last row like the candles.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from pathlib import Path
 
 from prod_core.domain import timeframe_to_ms
 from prod_core.feeds.ccxt_rest import Backoff, FeedFatalError, classify_error, make_exchange
+from prod_core.feeds.funding import DEFAULT_INTERVAL_MS, funding_instant
 
 COLUMNS = ("ts_ms", "open", "high", "low", "close", "volume", "symbol")
+FUNDING_COLUMNS = ("timestamp", "funding_rate")
+FUNDING_LIMIT = 200  # settlements per request (Bybit's maximum; Binance allows 1000)
 
 
 class HistoryError(RuntimeError):
@@ -256,3 +266,153 @@ def _write_parquet(path: Path, rows: list[list], symbol: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+# ----------------------------------------------------------------------- funding
+@dataclass
+class FundingResult:
+    path: Path
+    written: int
+    total: int
+    first_ts: int | None
+    last_ts: int | None
+    resumed_from: int | None
+    requests: int
+
+
+def is_perp_symbol(symbol: str) -> bool:
+    """A ccxt contract symbol ``BASE/QUOTE:SETTLE`` (the only kind with funding)."""
+    return ":" in symbol
+
+
+def funding_path(out: str | Path) -> Path:
+    """The funding side file of a candle file: ``X.csv`` / ``X.parquet`` -> ``X.funding.csv``."""
+    path = Path(out)
+    return path.with_name(path.stem + ".funding.csv")
+
+
+def _existing_funding(path: Path) -> tuple[int | None, int]:
+    """(last timestamp, rows) of an existing side file; a torn last line (interrupted write) is cut off."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+        data = data[:cut]
+    lines = data.decode().splitlines()
+    if not lines:
+        return None, 0
+    if tuple(h.strip() for h in lines[0].split(",")) != FUNDING_COLUMNS:
+        raise HistoryError(f"{path}: exists but is not a funding side file (header {lines[0]}); "
+                           "choose another --out or delete it")
+    rows = [line for line in lines[1:] if line.strip()]
+    return (int(rows[-1].split(",")[0]) if rows else None), len(rows)
+
+
+def fetch_funding_history(
+    exchange_id: str,
+    symbol: str,
+    since_ms: int,
+    until_ms: int | None,
+    out: str | Path,
+    *,
+    api_url: str | None = None,
+    sandbox: bool = False,
+    limit: int = FUNDING_LIMIT,
+    enable_rate_limit: bool = True,
+    backoff: Backoff | None = None,
+    max_retries: int = 8,
+    timeout_ms: int = 15_000,
+    exchange=None,
+) -> FundingResult:
+    """Download the settled funding rates of the perp ``symbol`` at instants in [since_ms, until_ms)
+    into the CSV ``out`` (``timestamp,funding_rate``), continuing after its last row if it exists."""
+    if not is_perp_symbol(symbol):
+        raise HistoryError(f"{symbol} is spot and has no funding; use the perp symbol, e.g. {symbol}:USDT")
+    path = Path(out)
+    now_ms = int(time.time() * 1000)
+    end_ms = min(until_ms if until_ms is not None else now_ms, now_ms)
+    if since_ms >= end_ms:
+        raise HistoryError(f"--since ({_fmt_ts(since_ms)}) must be before --until ({_fmt_ts(end_ms)})")
+    resumed_from, total_before = None, 0
+    if path.exists() and path.stat().st_size > 0:
+        resumed_from, total_before = _existing_funding(path)
+    own = exchange is None
+    if own:
+        try:
+            exchange = make_exchange(exchange_id, sync=True, symbols=(symbol,), api_url=api_url, sandbox=sandbox,
+                                     enable_rate_limit=enable_rate_limit, timeout_ms=timeout_ms)
+        except FeedFatalError as exc:
+            raise HistoryError(str(exc)) from None
+    call = _Caller(exchange_id, symbol, backoff or Backoff(base_s=1.0, max_s=60.0), max_retries)
+    written = 0
+    first_ts = last_ts = None
+    try:
+        markets = call(exchange.load_markets)
+        market = markets.get(symbol)
+        if market is None:
+            raise HistoryError(f"symbol {symbol} is not listed on {exchange_id} ({len(markets)} markets loaded)")
+        if not market.get("swap"):
+            raise HistoryError(f"{symbol} on {exchange_id} is not a perpetual swap; it has no funding")
+        minutes = (market.get("info") or {}).get("fundingInterval")
+        interval_ms = int(minutes) * 60_000 if str(minutes or "").isdigit() and int(minutes) > 0 else DEFAULT_INTERVAL_MS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            if fresh:
+                writer.writerow(FUNDING_COLUMNS)
+                fh.flush()
+            prev = resumed_from
+            cursor = since_ms if prev is None else max(since_ms, prev + 1)
+            while cursor < end_ms:
+                rows = call(exchange.fetch_funding_rate_history, symbol, cursor, limit)
+                stamps = [int(r["timestamp"]) for r in rows if r.get("timestamp") is not None]
+                page = sorted({funding_instant(int(r["timestamp"]), interval_ms): float(r["fundingRate"])
+                               for r in rows if r.get("timestamp") is not None and r.get("fundingRate") is not None
+                               }.items())
+                for ts, rate in page:
+                    if since_ms <= ts < end_ms and (prev is None or ts > prev):
+                        writer.writerow([ts, repr(rate)])
+                        prev = ts
+                        first_ts = ts if first_ts is None else first_ts
+                        last_ts = ts
+                        written += 1
+                fh.flush()
+                # from just after the newest stamp seen; an empty page skips the span it covered (Bybit
+                # answers [startTime, startTime + limit x interval]; Binance from startTime on)
+                cursor = max(stamps) + 1 if stamps and max(stamps) >= cursor else cursor + limit * interval_ms
+    finally:
+        if own:
+            close = getattr(exchange, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+    return FundingResult(path, written, total_before + written, first_ts, last_ts, resumed_from, call.requests)
+
+
+class _Caller:
+    """Call ccxt with retries: backoff on rate limits and network errors, HistoryError on fatal ones."""
+
+    def __init__(self, exchange_id: str, symbol: str, backoff: Backoff, max_retries: int) -> None:
+        self.exchange_id, self.symbol, self.backoff, self.max_retries = exchange_id, symbol, backoff, max_retries
+        self.requests = 0
+
+    def __call__(self, fn, *args):
+        failures = 0
+        while True:
+            self.requests += 1
+            try:
+                result = fn(*args)
+                self.backoff.reset()
+                return result
+            except Exception as exc:
+                if classify_error(exc) == "fatal":
+                    raise HistoryError(f"{self.exchange_id} {self.symbol}: {type(exc).__name__}: {exc}") from None
+                failures += 1
+                if failures > self.max_retries:
+                    raise HistoryError(f"{self.exchange_id} {self.symbol}: giving up after {failures} failures: "
+                                       f"{type(exc).__name__}: {exc}") from None
+                time.sleep(self.backoff.next())

@@ -1,6 +1,13 @@
 """What the local fake exchanges share: two loopback servers (REST and websockets on
 different random ports), a request log, failure injection, deterministic candles and a
-market clock that may run faster than the wall clock.
+market clock that may run faster than the wall clock (``time_scale``), optionally starting at
+a chosen instant (``start_ms``, e.g. just before a funding time).
+
+Market rules (tick size, lot step, minimum quantity and notional) are ``MarketRules`` per
+(market, symbol), realistic defaults per exchange, overridable with ``rules=``. Settled funding
+rates of the perps follow ``funding_rate`` (a constant, or ``f(symbol, funding_ts_ms)``) at
+every multiple of ``funding_interval_ms``, stamped ``funding_late_ms(funding_ts_ms)`` ms late
+like the real exchanges, and are published once the market clock passes the stamp.
 
 Candles are a deterministic function of (symbol, open time, market): ``candle(...)``
 gives the final values of a closed bar, and the newest (forming) candle is served with
@@ -16,12 +23,30 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
 DEFAULT_SYMBOLS = {"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}
 FUTURES_BASIS = 1.001  # a perp candle = the spot candle x this (a feed reading the wrong market is caught)
+FUNDING_INTERVAL_MS = 8 * 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """One market's trading rules, as decimal strings the way exchanges publish them."""
+
+    tick: str  # price tick (Binance PRICE_FILTER.tickSize, Bybit priceFilter.tickSize)
+    step: str  # quantity step (Binance LOT_SIZE.stepSize, Bybit qtyStep / basePrecision)
+    min_qty: str  # Binance LOT_SIZE.minQty, Bybit minOrderQty
+    min_notional: str  # quote currency: Binance NOTIONAL/MIN_NOTIONAL, Bybit minOrderAmt / minNotionalValue
+
+
+def default_funding_rate(symbol: str, funding_ts_ms: int) -> float:
+    """A deterministic rate per settlement: around +0.01% with a swing (some negative), 8 decimals."""
+    k = funding_ts_ms // FUNDING_INTERVAL_MS
+    return round(0.0001 + 0.00015 * math.sin(k * 0.7 + len(symbol)), 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +82,18 @@ class FakeExchangeBase:
 
     def __init__(self, symbols: dict[str, float] | None = None, *, max_lifetime_s: float = 120.0,
                  tick_s: float = 0.05, kline_update_s: float = 0.25, time_scale: float = 1.0,
-                 port: int = 0, ws_port: int = 0) -> None:
+                 port: int = 0, ws_port: int = 0, start_ms: int | None = None,
+                 rules: Mapping[tuple[str, str], MarketRules] | None = None,
+                 funding_rate: float | Callable[[str, int], float] = default_funding_rate,
+                 funding_interval_ms: int = FUNDING_INTERVAL_MS,
+                 funding_late_ms: int | Callable[[int], int] | None = None) -> None:
         self.prices = dict(symbols or DEFAULT_SYMBOLS)
+        # (market 'spot' | 'linear', symbol) -> rules; unset ones come from the subclass's defaults
+        self.rules: dict[tuple[str, str], MarketRules] = {
+            (m, s): (rules or {}).get((m, s)) or self.default_rules(m, s) for s in self.prices for m in ("spot", "linear")}
+        self.funding_rate = funding_rate
+        self.funding_interval_ms = int(funding_interval_ms)
+        self.funding_late_ms = funding_late_ms if funding_late_ms is not None else self.default_funding_late_ms
         self._want_ports = (int(port), int(ws_port))  # 0: any free port (a test restarting "the exchange" reuses its ports)
         self.ids = {s.replace("/", ""): s for s in self.prices}
         self.max_lifetime_s = max_lifetime_s
@@ -66,6 +101,8 @@ class FakeExchangeBase:
         self.kline_update_s = kline_update_s
         self.time_scale = float(time_scale)
         self._t0 = time.time()
+        # the market clock reads start_ms at construction (default: the wall clock)
+        self._offset_s = 0.0 if start_ms is None else start_ms / 1000.0 - self._t0
         self.requests: list[RecordedRequest] = []
         self.ws_messages_sent = 0
         self.ws_connections = 0
@@ -119,7 +156,7 @@ class FakeExchangeBase:
     def clock(self) -> float:
         """The fake market's wall clock in seconds (scaled by ``time_scale``); hand it to a feed."""
         now = time.time()
-        return self._t0 + (now - self._t0) * self.time_scale
+        return self._t0 + self._offset_s + (now - self._t0) * self.time_scale
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -210,6 +247,38 @@ class FakeExchangeBase:
 
     def count(self, path: str) -> int:
         return sum(1 for p in self.paths() if p == path)
+
+    # ------------------------------------------------------------ rules, funding
+    def default_rules(self, market: str, symbol: str) -> MarketRules:
+        """Realistic rules of ``symbol`` on ``market`` (subclasses publish their exchange's)."""
+        return MarketRules("0.01", "0.001", "0.001", "5")
+
+    @staticmethod
+    def default_funding_late_ms(funding_ts_ms: int) -> int:
+        return 0
+
+    def funding_rate_at(self, symbol: str, funding_ts_ms: int) -> float:
+        """The rate settled at the funding instant ``funding_ts_ms`` (what a feed must report)."""
+        model = self.funding_rate
+        return float(model(symbol, funding_ts_ms)) if callable(model) else float(model)
+
+    def funding_stamp(self, funding_ts_ms: int) -> int:
+        """When the exchange stamps the settlement of ``funding_ts_ms`` (a few ms late)."""
+        late = self.funding_late_ms
+        return funding_ts_ms + int(late(funding_ts_ms) if callable(late) else late)
+
+    def settled_funding(self, symbol: str, start_ms: int | None, end_ms: int | None) -> list[tuple[int, float]]:
+        """(stamp, rate) of the settlements published by now with start <= stamp <= end, oldest first."""
+        iv = self.funding_interval_ms
+        now = self.now_ms()
+        hi = now if end_ms is None else min(now, end_ms)
+        lo = hi - 1000 * iv if start_ms is None else start_ms
+        out = []
+        for t in range((lo // iv - 1) * iv, hi + 1, iv):
+            stamp = self.funding_stamp(t)
+            if lo <= stamp <= hi:
+                out.append((stamp, self.funding_rate_at(symbol, t)))
+        return out
 
     # ------------------------------------------------------------------- data
     def _now_ms(self) -> int:

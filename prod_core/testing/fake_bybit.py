@@ -10,6 +10,11 @@ bounded in time; every request is recorded (see ``FakeExchangeBase``). Shapes fo
 - ws ``.../v5/public/spot`` and ``.../v5/public/linear``: ``{"op":"subscribe"}`` gets an
   ack, ``{"op":"ping"}`` a pong; topics ``kline.<interval>.<id>``, ``publicTrade.<id>``.
   A bar's final frame has ``confirm: true``.
+- Market rules in instruments-info from ``rules`` / ``BYBIT_RULES``: spot
+  ``priceFilter.tickSize``, ``lotSizeFilter.basePrecision/minOrderQty/minOrderAmt``; linear
+  ``priceFilter.tickSize``, ``lotSizeFilter.qtyStep/minOrderQty/minNotionalValue``.
+- Funding history ``GET /v5/market/funding/history`` (category=linear, symbol, startTime,
+  endTime, limit <= 200): the newest ``limit`` settlements up to endTime, newest first.
 
 Rate limits: ``fail(10006, count, path, retry_after=s)`` answers HTTP 200 +
 ``retCode 10006`` with ``X-Bapi-Limit-Reset-Timestamp`` = now + s (ms);
@@ -25,7 +30,16 @@ import time
 
 from aiohttp import web
 
-from prod_core.testing.fake_base import FakeExchangeBase, _Conn, _Failure
+from prod_core.testing.fake_base import FakeExchangeBase, MarketRules, _Conn, _Failure
+
+# Real values (2025) of Bybit spot and linear; other symbols get GENERIC_RULES.
+BYBIT_RULES = {
+    ("spot", "BTC/USDT"): MarketRules("0.01", "0.000001", "0.000048", "1"),
+    ("spot", "ETH/USDT"): MarketRules("0.01", "0.00001", "0.00062", "1"),
+    ("linear", "BTC/USDT"): MarketRules("0.10", "0.001", "0.001", "5"),
+    ("linear", "ETH/USDT"): MarketRules("0.01", "0.01", "0.01", "5"),
+}
+GENERIC_RULES = {"spot": MarketRules("0.01", "0.001", "0.001", "1"), "linear": MarketRules("0.01", "0.01", "0.01", "5")}
 
 # Bybit interval code -> ms (the real list; '1s' does not exist on Bybit)
 INTERVALS = {"1": 60_000, "3": 180_000, "5": 300_000, "15": 900_000, "30": 1_800_000, "60": 3_600_000,
@@ -51,6 +65,24 @@ class FakeBybit(FakeExchangeBase):
         r.add_get("/v5/market/kline", self._kline)
         r.add_get("/v5/market/time", self._time)
         r.add_get("/v5/market/orderbook", self._orderbook)
+        r.add_get("/v5/market/funding/history", self._funding_history)
+
+    def default_rules(self, market: str, symbol: str) -> MarketRules:
+        return BYBIT_RULES.get((market, symbol), GENERIC_RULES[market])
+
+    async def _funding_history(self, request: web.Request) -> web.Response:
+        q = request.query
+        mid = q.get("symbol", "")
+        if mid not in self.ids or q.get("category") != "linear":
+            return self._envelope({}, 10001, "params error: symbol or category invalid")
+        if "startTime" in q and "endTime" not in q:  # like Bybit: startTime alone is refused
+            return self._envelope({}, 10001, "params error: endTime is required with startTime")
+        limit = max(1, min(int(q.get("limit", 200)), 200))
+        rows = self.settled_funding(self.ids[mid], int(q["startTime"]) if "startTime" in q else None,
+                                    int(q["endTime"]) if "endTime" in q else None)[-limit:]
+        lst = [{"symbol": mid, "fundingRate": f"{rate:.8f}".rstrip("0").rstrip(".") or "0",
+                "fundingRateTimestamp": str(stamp)} for stamp, rate in reversed(rows)]
+        return self._envelope({"category": "linear", "list": lst})
 
     def _failure_response(self, failure: _Failure) -> web.Response:
         wait = failure.retry_after if failure.retry_after is not None else 1.0
@@ -77,21 +109,22 @@ class FakeBybit(FakeExchangeBase):
             return self._envelope({"category": cat, "list": [], "nextPageCursor": ""})
         for mid, sym in self.ids.items():
             base, quote = sym.split("/")
+            r = self.rules[("linear" if cat == "linear" else "spot", sym)]
             if cat == "spot":
                 out.append({"symbol": mid, "baseCoin": base, "quoteCoin": quote, "innovation": "0",
                             "status": "Trading", "marginTrading": "none",
-                            "lotSizeFilter": {"basePrecision": "0.000001", "quotePrecision": "0.00000001",
-                                              "minOrderQty": "0.000048", "maxOrderQty": "71.73956243",
-                                              "minOrderAmt": "1", "maxOrderAmt": "2000000"},
-                            "priceFilter": {"tickSize": "0.01"}})
+                            "lotSizeFilter": {"basePrecision": r.step, "quotePrecision": "0.00000001",
+                                              "minOrderQty": r.min_qty, "maxOrderQty": "71.73956243",
+                                              "minOrderAmt": r.min_notional, "maxOrderAmt": "2000000"},
+                            "priceFilter": {"tickSize": r.tick}})
             elif cat == "linear":
                 out.append({"symbol": mid, "contractType": "LinearPerpetual", "status": "Trading",
                             "baseCoin": base, "quoteCoin": quote, "settleCoin": quote,
                             "launchTime": "1585526400000", "deliveryTime": "0", "deliveryFeeRate": "",
-                            "priceScale": "2", "fundingInterval": 480,
-                            "priceFilter": {"minPrice": "0.10", "maxPrice": "199999.80", "tickSize": "0.10"},
-                            "lotSizeFilter": {"minOrderQty": "0.001", "maxOrderQty": "100.000", "qtyStep": "0.001",
-                                              "minNotionalValue": "5"},
+                            "priceScale": "2", "fundingInterval": self.funding_interval_ms // 60_000,
+                            "priceFilter": {"minPrice": r.tick, "maxPrice": "199999.80", "tickSize": r.tick},
+                            "lotSizeFilter": {"minOrderQty": r.min_qty, "maxOrderQty": "100.000", "qtyStep": r.step,
+                                              "minNotionalValue": r.min_notional},
                             "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00",
                                                "leverageStep": "0.01"}})
             else:

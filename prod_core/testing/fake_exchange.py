@@ -12,6 +12,11 @@ read). Websockets: spot on ``/stream/...``, futures on ``/fstream/...`` (what
 ``exchange.ws_url`` rewriting produces from ``stream.binance.com`` / ``fstream.binance.com``).
 Futures reject the ``1s`` interval with ``-1120 Invalid interval`` like the real fapi.
 
+Market rules in ``exchangeInfo`` filters (``PRICE_FILTER`` tickSize, ``LOT_SIZE``
+stepSize/minQty, spot ``NOTIONAL`` minNotional, fapi ``MIN_NOTIONAL`` notional), from
+``rules`` / ``BINANCE_RULES``. Funding history: ``GET /fapi/v1/fundingRate`` (symbol,
+startTime, endTime, limit <= 1000; oldest first; ``fundingTime`` ends in ...000 or ...001).
+
 ``time_scale`` runs the fake's market clock faster than the wall clock (60: a 1m bar
 closes every wall second); give the feed ``clock=fake.clock`` so both agree.
 
@@ -43,12 +48,21 @@ from prod_core.testing.fake_base import (  # noqa: F401  (re-exported for tests)
     DEFAULT_SYMBOLS,
     FUTURES_BASIS,
     FakeExchangeBase,
+    MarketRules,
     RecordedRequest,
     _Conn,
     _Failure,
 )
 
 BOOK_LEVELS = 5
+# Real values (2025) of Binance spot and USDT-M futures; other symbols get GENERIC_RULES.
+BINANCE_RULES = {
+    ("spot", "BTC/USDT"): MarketRules("0.01", "0.00001", "0.00001", "5"),
+    ("spot", "ETH/USDT"): MarketRules("0.01", "0.0001", "0.0001", "5"),
+    ("linear", "BTC/USDT"): MarketRules("0.10", "0.001", "0.001", "100"),
+    ("linear", "ETH/USDT"): MarketRules("0.01", "0.001", "0.001", "20"),
+}
+GENERIC_RULES = {"spot": MarketRules("0.01", "0.001", "0.001", "5"), "linear": MarketRules("0.01", "0.01", "0.01", "5")}
 FAPI_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
 
@@ -79,6 +93,7 @@ class FakeBinance(FakeExchangeBase):
         r.add_get("/fapi/v1/depth", self._depth)
         r.add_get("/fapi/v1/time", self._time)
         r.add_get("/fapi/v1/ping", self._ping)
+        r.add_get("/fapi/v1/fundingRate", self._funding_rate)
 
     def _failure_response(self, failure: _Failure) -> web.Response:
         headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
@@ -99,6 +114,27 @@ class FakeBinance(FakeExchangeBase):
     def _bad_symbol() -> web.Response:
         return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
 
+    def default_rules(self, market: str, symbol: str) -> MarketRules:
+        return BINANCE_RULES.get((market, symbol), GENERIC_RULES[market])
+
+    @staticmethod
+    def default_funding_late_ms(funding_ts_ms: int) -> int:
+        return (funding_ts_ms // 28_800_000) % 2  # fundingTime ends in ...000 or ...001
+
+    async def _funding_rate(self, request: web.Request) -> web.Response:
+        """``/fapi/v1/fundingRate``: from startTime (or the newest ``limit``), oldest first."""
+        mid = self._market_id(request)
+        if mid is None:
+            return self._bad_symbol()
+        q = request.query
+        limit = max(1, min(int(q.get("limit", 100)), 1000))
+        start = int(q["startTime"]) if "startTime" in q else None
+        rows = self.settled_funding(self.ids[mid], start, int(q["endTime"]) if "endTime" in q else None)
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        mark = self.prices[self.ids[mid]] * FUTURES_BASIS
+        return web.json_response([{"symbol": mid, "fundingTime": stamp, "fundingRate": f"{rate:.8f}",
+                                   "markPrice": f"{mark:.8f}"} for stamp, rate in rows])
+
     async def _ping(self, request: web.Request) -> web.Response:
         return web.json_response({})
 
@@ -109,15 +145,16 @@ class FakeBinance(FakeExchangeBase):
         symbols = []
         for mid, sym in self.ids.items():
             base, quote = sym.split("/")
+            r = self.rules[("spot", sym)]
             symbols.append({
                 "symbol": mid, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
                 "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
                 "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
                 "permissions": ["SPOT"],
                 "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000.00", "tickSize": "0.01"},
-                    {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000.00000", "stepSize": "0.00001"},
-                    {"filterType": "NOTIONAL", "minNotional": "5.00", "applyMinToMarket": True,
+                    {"filterType": "PRICE_FILTER", "minPrice": r.tick, "maxPrice": "1000000.00", "tickSize": r.tick},
+                    {"filterType": "LOT_SIZE", "minQty": r.min_qty, "maxQty": "9000.00000", "stepSize": r.step},
+                    {"filterType": "NOTIONAL", "minNotional": r.min_notional, "applyMinToMarket": True,
                      "maxNotional": "9000000.00", "applyMaxToMarket": False, "avgPriceMins": 5},
                 ],
             })
@@ -128,6 +165,7 @@ class FakeBinance(FakeExchangeBase):
         symbols = []
         for mid, sym in self.ids.items():
             base, quote = sym.split("/")
+            r = self.rules[("linear", sym)]
             symbols.append({
                 "symbol": mid, "pair": mid, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
                 "onboardDate": 1569398400000, "status": "TRADING", "baseAsset": base, "quoteAsset": quote,
@@ -135,10 +173,10 @@ class FakeBinance(FakeExchangeBase):
                 "quotePrecision": 8, "underlyingType": "COIN", "orderTypes": ["LIMIT", "MARKET"],
                 "timeInForce": ["GTC"],
                 "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "4529764", "tickSize": "0.10"},
-                    {"filterType": "LOT_SIZE", "stepSize": "0.001", "minQty": "0.001", "maxQty": "1000"},
-                    {"filterType": "MARKET_LOT_SIZE", "stepSize": "0.001", "minQty": "0.001", "maxQty": "120"},
-                    {"filterType": "MIN_NOTIONAL", "notional": "100"},
+                    {"filterType": "PRICE_FILTER", "minPrice": r.tick, "maxPrice": "4529764", "tickSize": r.tick},
+                    {"filterType": "LOT_SIZE", "stepSize": r.step, "minQty": r.min_qty, "maxQty": "1000"},
+                    {"filterType": "MARKET_LOT_SIZE", "stepSize": r.step, "minQty": r.min_qty, "maxQty": "120"},
+                    {"filterType": "MIN_NOTIONAL", "notional": r.min_notional},
                 ],
             })
         return web.json_response({"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
