@@ -10,6 +10,12 @@ Supported inputs (one symbol per file unless the file has a ``symbol`` column):
   (spot dumps since 2025 use microseconds);
 - Parquet with the same column names (``ts_ms`` may also be a timestamp column).
 
+Any of them may carry a ``funding_rate`` column: the perp funding rate settled at the
+bar's timestamp (a fraction, 0.0001 = 0.01%), empty or NaN on the other bars. It is kept
+in ``CandleSeries.funding`` and never touches the bars; a non-numeric value or one beyond
++/- ``MAX_FUNDING_RATE`` is a ``CandleFormatError``. Side files ``X.funding.csv`` next to
+``X.csv`` are read by ``prod_core.feeds.funding_file`` and skipped when a directory is expanded.
+
 The unit of a timestamp is told by its magnitude, row by row, and converted to
 milliseconds: for any date after 1973-03 the four units cannot be confused
 (seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17 <= nanoseconds). Values
@@ -52,6 +58,10 @@ OHLCV_NAMES = (
     ("volume", "v", "vol"),
 )
 SYMBOL_NAMES = ("symbol", "pair", "instrument")
+FUNDING_NAMES = ("funding_rate",)
+MAX_FUNDING_RATE = 0.03
+"""Largest believable funding rate per interval (3%); larger values are unit mistakes (percent)."""
+FUNDING_SUFFIX = ".funding.csv"
 
 # Quote currencies used to split a concatenated pair such as BTCUSDT (longest first).
 QUOTES = (
@@ -84,6 +94,14 @@ class CandleSeries:
     source: str
     ts: np.ndarray  # int64 epoch ms of the bar open
     ohlcv: np.ndarray  # float64, shape (n, 5)
+    funding: np.ndarray | None = None  # float64 (n,): rate settled at the bar's ts, NaN elsewhere
+
+    def funding_rows(self) -> list[tuple[int, float]]:
+        """``(ts_ms, rate)`` of the rows that carry a funding rate, in file order."""
+        if self.funding is None:
+            return []
+        has = ~np.isnan(self.funding)
+        return list(zip(self.ts[has].tolist(), self.funding[has].tolist()))
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -181,8 +199,8 @@ def _find(names: Sequence[str], aliases: Iterable[str]) -> int | None:
     return None
 
 
-def _column_map(header: Sequence[str], path: str | Path) -> tuple[list[int], int | None]:
-    """Indices of ts, open, high, low, close, volume (and symbol or None) in a header."""
+def _column_map(header: Sequence[str], path: str | Path) -> tuple[list[int], int | None, int | None]:
+    """Indices of ts, open, high, low, close, volume (and symbol, funding rate or None) in a header."""
     names = [h.strip().strip('"').lower() for h in header]
     ts = _find(names, TS_NAMES)
     cols = [ts] + [_find(names, aliases) for aliases in OHLCV_NAMES]
@@ -192,7 +210,8 @@ def _column_map(header: Sequence[str], path: str | Path) -> tuple[list[int], int
             f"{path}: header {','.join(names)} lacks column(s) {', '.join(missing)}; expected "
             "ts_ms,open,high,low,close,volume (or a Binance 12-column kline dump)"
         )
-    return [int(c) for c in cols], _find(names, SYMBOL_NAMES)  # type: ignore[arg-type]
+    symbol, funding = _find(names, SYMBOL_NAMES), _find(names, FUNDING_NAMES)
+    return [int(c) for c in cols], symbol, funding  # type: ignore[arg-type]
 
 
 def _is_number(text: str) -> bool:
@@ -268,16 +287,16 @@ def _to_ts(text: str) -> int | None:
 
 # --------------------------------------------------------------------- CSV
 def _read_csv_fast(
-    path: Path, has_header: bool, cols: list[int], sym_col: int | None, ncols: int
-) -> tuple[np.ndarray, np.ndarray, list[str] | None, int] | None:
+    path: Path, has_header: bool, cols: list[int], sym_col: int | None, ncols: int, fund_col: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, int, np.ndarray | None] | None:
     """pyarrow's CSV reader for well-formed files; None when the file needs the row-by-row path."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     names = [f"c{i}" for i in range(ncols)]
-    wanted = cols + ([sym_col] if sym_col is not None else [])
+    wanted = cols + [c for c in (sym_col, fund_col) if c is not None]
     types = {names[cols[0]]: pa.float64()}
-    for c in cols[1:]:
+    for c in cols[1:] + ([fund_col] if fund_col is not None else []):
         types[names[c]] = pa.float64()
     if sym_col is not None:
         types[names[sym_col]] = pa.string()
@@ -309,11 +328,18 @@ def _read_csv_fast(
     if sym_col is not None:
         raw = table.column(names[sym_col]).to_pylist()
         syms = [(s or "").strip() for s, ok in zip(raw, valid) if ok]
-    return ts_f.astype(np.int64), ohlcv, syms, bad
+    funding = None
+    if fund_col is not None:
+        funding = np.asarray(table.column(names[fund_col]).to_numpy(zero_copy_only=False), dtype=np.float64)
+        funding = funding[valid] if bad else funding
+    return ts_f.astype(np.int64), ohlcv, syms, bad, funding
 
 
-def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None, str]:
-    """(raw ts int64, ohlcv float64 (n,5), per-row symbols or None, ts column label) of a CSV file."""
+def _read_csv(
+    path: Path, rejected: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, str, np.ndarray | None]:
+    """(raw ts int64, ohlcv float64 (n,5), per-row symbols or None, ts column label, funding
+    rates or None) of a CSV file."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         first: list[str] | None = None
@@ -322,10 +348,11 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
                 first = row
                 break
         if first is None:
-            return np.empty(0, np.int64), np.empty((0, 5)), None, "1"
+            return np.empty(0, np.int64), np.empty((0, 5)), None, "1", None
         has_header = not _is_number(first[0].strip())
+        fund_col: int | None = None
         if has_header:
-            cols, sym_col = _column_map(first, path)
+            cols, sym_col, fund_col = _column_map(first, path)
             pending: list[list[str]] = []
         else:
             if len(first) < 6:
@@ -335,14 +362,15 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
             cols, sym_col = [0, 1, 2, 3, 4, 5], None
             pending = [first]
         label = first[cols[0]].strip().strip('"') if has_header else "1"
-        need = max(cols + ([sym_col] if sym_col is not None else [])) + 1
-        fast = _read_csv_fast(path, has_header, cols, sym_col, len(first)) if len(first) >= need else None
+        need = max(cols + [c for c in (sym_col, fund_col) if c is not None]) + 1
+        fast = _read_csv_fast(path, has_header, cols, sym_col, len(first), fund_col) if len(first) >= need else None
         if fast is not None:
-            ts, ohlcv, syms, bad = fast
+            ts, ohlcv, syms, bad, funding = fast
             if bad:
                 rejected["malformed"] = rejected.get("malformed", 0) + bad
-            return ts, ohlcv, syms, label
+            return ts, ohlcv, syms, label, funding
         ts_list: list[int] = []
+        rates: list[float] | None = [] if fund_col is not None else None
         rows: list[tuple[float, float, float, float, float]] = []
         syms: list[str] | None = [] if sym_col is not None else None
         c_ts, c_o, c_h, c_l, c_c, c_v = cols
@@ -363,6 +391,8 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
                          _to_float(row[c_c]), _to_float(row[c_v])))
             if syms is not None:
                 syms.append(row[sym_col].strip())
+            if rates is not None:
+                rates.append(_to_rate(row[fund_col], path, reader.line_num))
 
         for row in pending:
             take(row)
@@ -372,11 +402,29 @@ def _read_csv(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndar
         rejected["malformed"] = rejected.get("malformed", 0) + malformed
     ts = np.asarray(ts_list, dtype=np.int64) if ts_list else np.empty(0, np.int64)
     ohlcv = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-    return ts, ohlcv, syms, label
+    funding = None if rates is None else np.asarray(rates, dtype=np.float64)
+    return ts, ohlcv, syms, label, funding
+
+
+def _to_rate(text: str, path: Path, line: int | None = None) -> float:
+    """A ``funding_rate`` cell: empty or ``nan`` is no rate (NaN); other text is refused."""
+    text = text.strip()
+    if not text:
+        return NAN
+    try:
+        return float(text)
+    except ValueError:
+        where = path if line is None else f"{path}:{line}"
+        raise CandleFormatError(
+            f"{where}: funding_rate {text!r} is not a number; write the rate as a fraction "
+            "(0.0001 = 0.01%) on the funding-time bar and leave the other rows empty"
+        ) from None
 
 
 # ----------------------------------------------------------------- Parquet
-def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.ndarray, list[str] | None, str | None]:
+def _read_parquet(
+    path: Path, rejected: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, str | None, np.ndarray | None]:
     """Like ``_read_csv``; the label is None for a timestamp-typed column (already in ms)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -386,7 +434,7 @@ def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
-    cols, sym_col = _column_map(table.column_names, path)
+    cols, sym_col, fund_col = _column_map(table.column_names, path)
     ts_arr = table.column(cols[0])
     label: str | None = table.column_names[cols[0]]
     if pa.types.is_timestamp(ts_arr.type):
@@ -417,7 +465,14 @@ def _read_parquet(path: Path, rejected: dict[str, int]) -> tuple[np.ndarray, np.
     if sym_col is not None:
         raw = table.column(sym_col).to_pylist()
         syms = [str(s) if s is not None else "" for s, ok in zip(raw, valid) if ok]
-    return ts, ohlcv, syms, label
+    funding = None
+    if fund_col is not None:
+        arr = table.column(fund_col)
+        if not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type) or pa.types.is_null(arr.type)):
+            arr = pa.chunked_array([[_to_rate(str(x), path) if x is not None else NAN for x in arr.to_pylist()]],
+                                   type=pa.float64())
+        funding = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)[valid]
+    return ts, ohlcv, syms, label, funding
 
 
 # ------------------------------------------------------------------ public
@@ -437,17 +492,24 @@ def read_candles(
         raise CandleFormatError(f"{path}: no such file")
     rejected = {} if rejected is None else rejected
     suffix = p.suffix.lower()
+    if p.name.lower().endswith(FUNDING_SUFFIX):
+        raise CandleFormatError(
+            f"{path}: a funding side file, not candles; pass its candle file "
+            f"({p.name[: -len(FUNDING_SUFFIX)]}.csv or .parquet): the side file is found next to it"
+        )
     if suffix in (".parquet", ".pq"):
-        ts, ohlcv, syms, label = _read_parquet(p, rejected)
+        ts, ohlcv, syms, label, funding = _read_parquet(p, rejected)
     else:
-        ts, ohlcv, syms, label = _read_csv(p, rejected)
+        ts, ohlcv, syms, label, funding = _read_csv(p, rejected)
     if label is not None:
         ts = _to_ms(ts, p, label)
+    if funding is not None:
+        funding = _check_funding_column(funding, ts, p)
     if symbol is not None:
         resolved = normalize_symbol(symbol, known_symbols)
         if resolved is None:
             raise CandleFormatError(f"{path}: {symbol!r} is not a symbol (expected e.g. BTC/USDT or BTCUSDT)")
-        return [CandleSeries(resolved, str(p), ts, ohlcv)]
+        return [CandleSeries(resolved, str(p), ts, ohlcv, funding)]
     if syms is not None:
         unique: dict[str, str] = {}
         for raw in dict.fromkeys(syms):
@@ -456,14 +518,30 @@ def read_candles(
                 raise CandleFormatError(f"{path}: symbol column value {raw!r} is not a symbol (expected e.g. BTC/USDT)")
             unique[raw] = resolved
         if len(set(unique.values())) == 1:
-            return [CandleSeries(next(iter(unique.values())), str(p), ts, ohlcv)]
+            return [CandleSeries(next(iter(unique.values())), str(p), ts, ohlcv, funding)]
         labels = np.asarray([unique[s] for s in syms], dtype=object)
         out = []
         for sym in dict.fromkeys(unique.values()):
             mask = labels == sym
-            out.append(CandleSeries(sym, str(p), ts[mask], ohlcv[mask]))
+            out.append(CandleSeries(sym, str(p), ts[mask], ohlcv[mask], None if funding is None else funding[mask]))
         return out
-    return [CandleSeries(symbol_from_filename(p, known_symbols), str(p), ts, ohlcv)]
+    return [CandleSeries(symbol_from_filename(p, known_symbols), str(p), ts, ohlcv, funding)]
+
+
+def _check_funding_column(funding: np.ndarray, ts: np.ndarray, path: Path) -> np.ndarray | None:
+    """The ``funding_rate`` column, refused when a rate is beyond +/- ``MAX_FUNDING_RATE``;
+    None when no row carries a rate."""
+    has = ~np.isnan(funding)
+    if not has.any():
+        return None
+    over = np.flatnonzero(has & ~(np.abs(funding) <= MAX_FUNDING_RATE))
+    if over.size:
+        i = int(over[0])
+        raise CandleFormatError(
+            f"{path}: funding_rate {float(funding[i])} at ts {int(ts[i])} is beyond +/-{MAX_FUNDING_RATE}; rates are "
+            "fractions per interval (0.0001 = 0.01%), not percent: divide by 100 or fix the row"
+        )
+    return funding
 
 
 def load_data_args(
@@ -484,7 +562,10 @@ def load_data_args(
         sym, path = parse_data_arg(arg)
         p = Path(path)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".csv", ".parquet", ".pq"))
+            files = sorted(
+                f for f in p.iterdir()
+                if f.suffix.lower() in (".csv", ".parquet", ".pq") and not f.name.lower().endswith(FUNDING_SUFFIX)
+            )
             if not files:
                 raise CandleFormatError(f"{path}: directory has no .csv or .parquet files")
         else:

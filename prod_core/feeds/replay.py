@@ -12,18 +12,25 @@ symbols come in symbol order (order of first appearance in the ``--data`` argume
 Bars are delivered as parsed: hygiene is the pipeline's job. But a file whose every row
 would be rejected (by the reader or by hygiene) is refused when the feed is built, with
 the rejection counts by kind: a replay of nothing must not end as a successful run.
+
+Funding rates (``funding_rates()``) come from a ``funding_rate`` column of the bars files
+and from side files ``X.funding.csv`` next to a data file ``X.csv`` / ``X.parquet`` (see
+``funding_file``); a side file belongs to its data file's symbol. Where both give a rate
+for the same time, the side file wins. No rate anywhere: ``funding_rates()`` is None.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from prod_core.domain import Bar
 from prod_core.feeds.base import FeedHealth
 from prod_core.feeds.candles import CandleFormatError, CandleSeries, load_data_args
+from prod_core.feeds.funding import FundingTable
+from prod_core.feeds.funding_file import FundingFileError, read_funding_file, side_file_path
 
 DEFAULT_CHUNK = 2048
 _ORDER_KINDS = ("duplicate", "out_of_order")
@@ -61,6 +68,7 @@ class ReplayFeed:
         chunk: int = DEFAULT_CHUNK,
         name: str = "replay",
         rejected: dict[str, int] | None = None,
+        funding: Mapping[str, Iterable[tuple[int, float]]] | None = None,
     ) -> None:
         self.name = name
         self.speed = parse_speed(speed)
@@ -71,6 +79,7 @@ class ReplayFeed:
             order.setdefault(s.symbol, len(order))
         self.symbols: tuple[str, ...] = tuple(order)
         self._merge(series, order)
+        self._funding = _funding_table(series, funding or {})
         self.rows = int(self._ts.shape[0])
         self.live_from_ms = int(self._ts[0]) if self.rows else 0
         self._i = 0
@@ -92,7 +101,12 @@ class ReplayFeed:
         _refuse_dead_files(series, per_file)
         if not any(len(s) for s in series):
             raise CandleFormatError(f"no candle rows in {' '.join(data)}")
-        return cls(series, speed=speed, chunk=chunk, name=name, rejected=rejected)
+        funding = read_side_files(series, per_file)
+        return cls(series, speed=speed, chunk=chunk, name=name, rejected=rejected, funding=funding)
+
+    def funding_rates(self) -> FundingTable | None:
+        """Settled funding rates of the replayed files, or None when they carry none."""
+        return self._funding
 
     # --------------------------------------------------------------- merging
     def _merge(self, series: Sequence[CandleSeries], order: dict[str, int]) -> None:
@@ -180,6 +194,53 @@ class ReplayFeed:
 
     def stop(self) -> None:
         self._stopped = True
+
+
+# ------------------------------------------------------------ funding
+def _funding_table(
+    series: Sequence[CandleSeries], extra: Mapping[str, Iterable[tuple[int, float]]]
+) -> FundingTable | None:
+    """Column rates of every series, then ``extra`` (side files) on top; None when there is none."""
+    table = FundingTable({})
+    found = False
+    for s in series:
+        rows = s.funding_rows()
+        if rows:
+            table.extend(s.symbol, rows)
+            found = True
+    for symbol, rows in extra.items():
+        rows = list(rows)
+        if rows:
+            table.extend(symbol, rows)
+            found = True
+    return table if found else None
+
+
+def read_side_files(series: Sequence[CandleSeries], files: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+    """Rows of the side file of each data file in ``files`` that has one, by the file's symbol.
+
+    A side file next to a file that holds several symbols (a ``symbol`` column) is refused:
+    it could belong to any of them.
+    """
+    symbols: dict[str, list[str]] = {}
+    for s in series:
+        names = symbols.setdefault(s.source, [])
+        if s.symbol not in names:
+            names.append(s.symbol)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for f in files:
+        side = side_file_path(f)
+        if not side.is_file():
+            continue
+        owners = symbols.get(f, [])
+        if len(owners) != 1:
+            held = ", ".join(owners) or "no rows"
+            raise FundingFileError(
+                f"{side}: its data file {f} holds {held}, so the funding rates have no single symbol; "
+                "split the data file by symbol, or put a funding_rate column in it instead"
+            )
+        out.setdefault(owners[0], []).extend(read_funding_file(side))
+    return out
 
 
 # ------------------------------------------------------------ build checks

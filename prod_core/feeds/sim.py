@@ -29,6 +29,7 @@ import numpy as np
 from prod_core.configs.symbols import SimConfig, SymbolConfig
 from prod_core.domain import Bar, Regime, timeframe_to_ms
 from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.sim_funding import SimFunding
 
 CHUNK_BARS = 4096
 """Timestamps per internal generation chunk (part of the determinism contract)."""
@@ -188,6 +189,7 @@ class SimFeed:
         self._start_ms = int(start_ms)
         self._tf_ms = timeframe_to_ms(sim.timeframe)
         self._history = sim.history_bars
+        self._funding_interval_ms = {s.symbol: int(s.funding_interval_h * 3_600_000) for s in symbols}
         self.live_from_ms = self._start_ms + self._history * self._tf_ms
         self._sigma = np.array([s.sim.vol_bps / 1e4 for s in symbols])[:, None]
         self._beta = np.array([s.sim.beta for s in symbols])[:, None]
@@ -199,6 +201,8 @@ class SimFeed:
         self._init_schedule()
         self._states: list[_State] = [_State(np.zeros(len(names)), start_price.copy(), 0.0)]
         self._cache: OrderedDict[int, _Chunk] = OrderedDict()
+        self._aside: tuple[int, _Chunk] | None = None  # an old chunk rebuilt for funding, outside the cache
+        self._chunks_made = 0  # chunks 0.._chunks_made-1 have been generated at least once
         self._reset_session()
 
     # ------------------------------------------------------------------ scenarios
@@ -368,6 +372,7 @@ class SimFeed:
         return chunk
 
     def _remember(self, c: int, chunk: _Chunk) -> None:
+        self._chunks_made = max(self._chunks_made, c + 1)
         self._cache[c] = chunk
         self._cache.move_to_end(c)
         while len(self._cache) > _CACHE_CHUNKS:
@@ -418,6 +423,46 @@ class SimFeed:
             out.extend(_bars_from_lists(self.symbols, self._chunk(c).lists(), a - c0, end - c0))
             a = end
         return out
+
+    # ------------------------------------------------------------------ funding
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    def funding_rates(self) -> SimFunding:
+        """The sim market's funding rates (model ``SimConfig.funding``; see ``sim_funding``)."""
+        return SimFunding(self, self._sim.funding, self._funding_interval_ms)
+
+    def _known_end(self) -> int:
+        """Exclusive bar index bound of what the sim has produced: the bars delivered in a
+        session, else (pure API) the chunks generated so far."""
+        if self._started:
+            return self._next
+        return self._chunks_made * CHUNK_BARS
+
+    def closes_before(self, symbol_index: int, ts_ms: int, window_ms: int) -> np.ndarray | None:
+        """Closes of symbol ``symbol_index`` for the bars with ``ts_ms - window_ms <= ts < ts_ms``
+        (oldest first, empty before the first bar); None when the sim has not reached ``ts_ms``
+        (the bar just before it is not produced yet). Generates nothing new."""
+        tf, start = self._tf_ms, self._start_ms
+        end = max(0, -(-(ts_ms - start) // tf))  # first index with ts >= ts_ms
+        begin = max(0, -(-(ts_ms - window_ms - start) // tf))
+        if end > self._known_end():
+            return None
+        parts = []
+        a = begin
+        while a < end:
+            c = a // CHUNK_BARS
+            c0 = c * CHUNK_BARS
+            b = min(end, c0 + CHUNK_BARS)
+            chunk = self._cache.get(c)
+            if chunk is None:  # left the cache: rebuild it from its saved start state, aside
+                if self._aside is None or self._aside[0] != c:
+                    self._aside = (c, self._make_chunk(c, self._states[c])[0])
+                chunk = self._aside[1]
+            parts.append(chunk.close[symbol_index, a - c0 : b - c0])
+            a = b
+        return np.concatenate(parts) if parts else np.empty(0)
 
     # ------------------------------------------------------------------ Feed protocol
     def _reset_session(self) -> None:
