@@ -54,7 +54,9 @@ class FundingModelConfig(Section):
 
     base_bps: float = Field(1.0, ge=-300, le=300, description="Baseline rate per interval, basis points (exchanges: 1 = 0.01%).")
     premium_weight: float = Field(
-        0.1, ge=0, le=10, description="Basis points of rate per basis point of the price's premium over its recent mean."
+        0.002, ge=0, le=10,
+        description="Basis points of rate per basis point of the price's premium over its mean of the interval "
+                    "(the sim's 8 h premium is often hundreds of bps: 0.002 keeps rates near real ones, 1-2 bps).",
     )
     noise_bps: float = Field(0.5, ge=0, le=100, description="Standard deviation of the rate's noise, basis points.")
     clamp_bps: float = Field(75.0, gt=0, le=300, description="Rates are clamped to +/- this, basis points.")

@@ -142,6 +142,11 @@ class PaperBroker:
         self.active: set[str] = set()  # symbols with a position or working order
         self.reconfigure(cfg)
 
+    def set_instruments(self, instruments: dict[str, Instrument]) -> None:
+        """Install new instrument rules (the exchange's, once its markets are loaded)."""
+        self.instruments = dict(instruments)
+        self._perp = {s for s, i in self.instruments.items() if i.kind is InstrumentKind.PERP}
+
     def reconfigure(self, cfg: ExecutionConfig) -> None:
         """Apply new fees/fill model/limits (governance reload) to orders filled from now on."""
         self.cfg = cfg

@@ -89,6 +89,8 @@ def _build_ccxt(settings: Settings, symbols: SymbolsConfig, args) -> Feed:
         # the runner waits this long for the exchange at start, then keeps cycling (degraded)
         # while the feed connects in the background
         start_timeout_s=START_WAIT_S,
+        # settled funding rates of the perps (fetchFundingRateHistory), for the paper broker
+        funding=any(s.kind == "perp" for s in symbols.symbols),
         **kwargs,
     )
     try:

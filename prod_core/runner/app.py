@@ -22,6 +22,7 @@ from prod_core.configs.settings import Settings
 from prod_core.configs.symbols import SymbolsConfig
 from prod_core.domain import Instrument, InstrumentKind
 from prod_core.feeds.base import FeedHealth
+from prod_core.feeds.exchanges.rules import merge_rules
 from prod_core.feeds.factory import build_feed
 from prod_core.feeds.funding import FundingRates, Overrides
 from prod_core.runner.account import (
@@ -282,7 +283,27 @@ class PaperRunner:
         self.state.cash_usd = self.book.cash_usd
         return 0
 
+    def _apply_exchange_rules(self) -> None:
+        """A ccxt feed that has loaded its markets: the exchange's tick, step and minimums fill the
+        rules symbols.yaml leaves unset (a looser configured rule is warned about). Recorded, so
+        a replay of the session trades under the same rules."""
+        rules = getattr(self.feed, "instrument_rules", None)
+        if rules is None or self.pipeline is None:
+            return
+        exchange = rules()
+        if not exchange:
+            return
+        merged, warnings = merge_rules(self.pipeline.instruments, exchange)
+        for line in warnings:
+            log.warning("Правила биржи: %s", line)
+        self.pipeline.set_instruments(merged)
+        self.record_event("instruments", {sym: _instrument_record(inst) for sym, inst in merged.items()})
+        log.info("Правила биржи применены: %s", "; ".join(
+            f"{sym} tick={inst.price_tick:g} step={inst.qty_step:g} min_qty={inst.min_qty:g} "
+            f"min_notional={inst.min_notional_usd:g}" for sym, inst in merged.items()))
+
     def _register_feed(self) -> None:
+        self._apply_exchange_rules()
         self.feed_registered = True
         self.live.feed_health[self.feed.name] = int(FeedHealth.HEALTHY)
         self._guard(self.storage.set_feed_state, self.run_id, self.feed.name, 1, time.time(), "registered")
@@ -554,6 +575,8 @@ class PaperRunner:
                 self.apply_governance(GovernanceConfig.model_validate(p["governance"]))
             elif event.kind == "day_roll":
                 self.pipeline.roll_day_to(str(p["day"]))
+            elif event.kind == "instruments":
+                self.pipeline.set_instruments({sym: _recorded_instrument(sym, rec) for sym, rec in p.items()})
         return events[0].after_bar if events else 1 << 62
 
     def journal_command(self, cmd: dict, status: str, result: str) -> None:

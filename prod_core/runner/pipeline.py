@@ -111,6 +111,11 @@ class Pipeline:
         # The UTC day is rolled by ``tick`` (journaled), never silently here.
 
     # ---------------------------------------------------------------- config
+    def set_instruments(self, instruments: dict[str, Instrument]) -> None:
+        """New exchange rules (a ccxt feed loaded its markets) for orders filled from now on."""
+        self.instruments = {**self.instruments, **instruments}
+        self.broker.set_instruments(self.instruments)
+
     def apply_config(self, gov: GovernanceConfig) -> None:
         """Install a (validated) governance config; indicators keep their state when lengths match."""
         self.gov = gov
