@@ -225,7 +225,9 @@ def test_paper_run_trades_and_r_bookkeeping_balances(tmp_path: Path) -> None:
         while time.time() < deadline:
             time.sleep(1.0)
             second = run.scrape()
-            if _family_total(second, "fills") >= _family_total(first, "fills") + 2:
+            # a worked order fills in parts (participation cap): wait for new plans AND fills
+            if (_family_total(second, "fills") >= _family_total(first, "fills") + 2
+                    and _family_total(second, "plans") > _family_total(first, "plans")):
                 break
         assert _family_total(second, "plans") > _family_total(first, "plans")
         assert _family_total(second, "fills") > _family_total(first, "fills")
