@@ -405,7 +405,7 @@ def exposure_positions() -> Json:
     return dashboard(
         "crupto-exposure-positions",
         "Exposure & Positions",
-        "Open positions, gross and net exposure (% of equity) and portfolio safe mode.",
+        "Open positions, gross and net exposure (% of equity), portfolio safe mode, fill realism and funding.",
         [
             panel("stat", "open_positions_count", (0, 0, 6, 6), [target("open_positions_count", legend="positions")],
                   defaults={"unit": "short", "decimals": 0, "color": {"mode": "fixed", "fixedColor": "blue"}},
@@ -429,6 +429,41 @@ def exposure_positions() -> Json:
                 [target("exposure_gross_pct", "A", legend="gross"), target("exposure_net_pct", "B", legend="net")],
                 defaults={"unit": "percent", "custom": {"fillOpacity": 10}, "color": {"mode": "palette-classic"}},
                 options=TIMESERIES_OPTIONS,
+            ),
+            # fill realism and funding (the paper broker's market model, margin and funding)
+            panel(
+                "timeseries", "Fill slippage p50 / p95 (bps, >0 paid)", (0, 14, 12, 8),
+                [target("histogram_quantile(0.5, sum by (symbol, le) (rate(fill_slippage_bps_bucket[5m])))", "A",
+                        legend="p50 {{symbol}}"),
+                 target("histogram_quantile(0.95, sum by (symbol, le) (rate(fill_slippage_bps_bucket[5m])))", "B",
+                        legend="p95 {{symbol}}")],
+                description="Fill price against the fill model's reference (bar open, stop, book mid): spread + impact paid.",
+                defaults={"unit": "short", "decimals": 2, "custom": {"fillOpacity": 0}, "color": {"mode": "palette-classic"}},
+                options=TIMESERIES_OPTIONS,
+            ),
+            panel(
+                "timeseries", "Fill ratio and partial fills", (12, 14, 12, 8),
+                [target("fill_ratio", "A", legend="fill ratio {{symbol}}"),
+                 target('sum(increase(orders_total{status="partial"}[5m]))', "B", legend="partial fills / 5m")],
+                description="Filled / ordered quantity of the orders that ended (participation cap, cancelled rests).",
+                defaults={"unit": "short", "decimals": 2, "custom": {"fillOpacity": 0}, "color": {"mode": "palette-classic"}},
+                options=TIMESERIES_OPTIONS,
+            ),
+            panel(
+                "timeseries", "Funding paid (USD, negative: received)", (0, 22, 12, 8),
+                [target("funding_paid_usd", "A", legend="{{symbol}}")],
+                description="Funding the run's perp positions paid at the funding times (8 h of bar time).",
+                defaults={"unit": "currencyUSD", "decimals": 2, "custom": {"fillOpacity": 10},
+                          "color": {"mode": "palette-classic"}},
+                options=TIMESERIES_OPTIONS,
+            ),
+            panel(
+                "stat", "Liquidations (24h)", (12, 22, 12, 8),
+                [target('sum(increase(fills_total{reason="liquidation"}[24h])) or vector(0)', legend="liquidations")],
+                description="Perp positions liquidated at the bankruptcy price (alert PositionLiquidated).",
+                defaults={"unit": "short", "decimals": 0, "color": {"mode": "thresholds"},
+                          "thresholds": thresholds((None, "green"), (1, "red"))},
+                options=stat_options("background"),
             ),
         ],
     )

@@ -157,19 +157,24 @@ class TelemetryCollector(Collector):
         ):
             h = HistogramMetricFamily(name, doc, labels=["symbol"])
             les = tuple(floatToGoString(b) for b in hist.bounds) + ("+Inf",)
-            for symbol, (counts, total, _n) in hist.snapshot().items():
+            snap = hist.snapshot()
+            empty = ([0] * len(les), 0.0, 0)
+            for symbol in dict.fromkeys((*live.symbols, *snap)):  # every symbol's series exists from the start
+                counts, total, _n = snap.get(symbol, empty)
                 h.add_metric([symbol], list(zip(les, _cumulative(counts))), total)
             yield h
         ordered, filled = dict(live.order_qty), dict(live.order_filled_qty)
-        g = GaugeMetricFamily("fill_ratio", "Filled / ordered quantity of the orders that ended, per symbol.",
-                              labels=["symbol"])
-        for symbol, qty in ordered.items():
+        g = GaugeMetricFamily("fill_ratio", "Filled / ordered quantity of the orders that ended, per symbol "
+                              "(1 before any order ended).", labels=["symbol"])
+        for symbol in dict.fromkeys((*live.symbols, *ordered)):
+            qty = ordered.get(symbol, 0.0)
             g.add_metric([symbol], filled.get(symbol, 0.0) / qty if qty > 0 else 1.0)
         yield g
         g = GaugeMetricFamily("funding_paid_usd", "Funding paid by this run's perp positions, USD (negative: received).",
                               labels=["symbol"])
-        for symbol, amount in dict(live.funding_usd_total).items():
-            g.add_metric([symbol], amount)
+        funding = dict(live.funding_usd_total)
+        for symbol in dict.fromkeys((*live.symbols, *funding)):
+            g.add_metric([symbol], funding.get(symbol, 0.0))
         yield g
         yield _counter("funding_events", "Funding payments settled, per symbol.", ["symbol"],
                        dict(live.funding_events_total))
