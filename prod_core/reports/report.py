@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import time
 from pathlib import Path
@@ -105,6 +106,8 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
         "pnl_cum_r_end": equity[-1]["pnl_cum_r"] if equity else None,
         "max_dd_r_end": equity[-1]["max_dd_r"] if equity else None,
         **anomaly_summary(storage.events(run_id)),
+        "manifest": next((e.get("fields") for e in reversed(storage.events(run_id)) if e.get("kind") == "run_manifest"),
+                         None),
         "execution": execution_summary(fills, storage.orders(run_id)),
         "funding": funding_summary(storage.funding_payments(run_id)),
     }
@@ -222,6 +225,16 @@ def _funding_md(s: dict[str, Any]) -> list[str]:
     return out + [f"| total | {sum(r['payments'] for r in rows.values())} | {total:.4f} | |", ""]
 
 
+def _fill_model(manifest: dict[str, Any] | None) -> str:
+    if not manifest:
+        return "- (not recorded)"
+    ex = manifest.get("execution") or {}
+    cap = ex.get("max_participation_pct")
+    return (f"{ex.get('fill_model')} (spread {ex.get('slippage_bps')} bps, impact {ex.get('impact_coef')}, participation "
+            f"{'none' if cap is None else f'{cap}%'}, latency {ex.get('latency_bars')} bars, limits "
+            f"{ex.get('limit_fill')}); funding: {manifest.get('funding_source')}")
+
+
 def _summary_md(s: dict[str, Any]) -> str:
     def num(v: Any, fmt: str) -> str:
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
@@ -238,6 +251,7 @@ def _summary_md(s: dict[str, Any]) -> str:
             f"| started | {_fmt_ts(s['started_at'])} |",
             f"| ended | {_fmt_ts(s['ended_at'])} |",
             f"| config hash | {s['config_hash']} |",
+            f"| fill model | {_fill_model(s.get('manifest'))} |",
             f"| plans | {s['plans']} ({decisions}) |",
             f"| fills | {s['fills']} (fees {num(s['fees_usd'], '.2f')} USD) |",
             f"| closed trades | {s['closed_trades']} (win rate {num(s['win_rate'], '.0%')}) |",
@@ -262,8 +276,15 @@ def write_run_report(storage, run_id: str, reports_dir: Path, log_path: Path | N
     storage.flush()
     for name in REPORT_TABLES:
         _write_table(storage.table_rows(name, run_id), folder, name)
-    summary = _summary_md(run_summary(storage, run_id))
+    figures = run_summary(storage, run_id)
+    summary = _summary_md(figures)
     (folder / "summary.md").write_text(summary, encoding="utf-8")
+    if figures.get("manifest"):
+        run = storage.get_run(run_id) or {}
+        manifest = {"run_id": run_id, "mode": run.get("mode"), "feed": run.get("feed"),
+                    "config_hash": run.get("config_hash"), "code_version": run.get("code_version"),
+                    "args": run.get("args"), **figures["manifest"]}
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if log_path is not None and Path(log_path).is_file():
         shutil.copyfile(log_path, folder / "run.log")
     (Path(reports_dir) / "summary_latest.md").write_text(summary, encoding="utf-8")

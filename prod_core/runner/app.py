@@ -167,6 +167,7 @@ class PaperRunner:
                                  immediate=not self.replay, on_storage_error=self._storage_error,
                                  bar_days=self.session is None, funding=self._funding_source(instruments))
         self.pipeline.mark_journaled()
+        self._manifest(instruments)
         flatten = settings.feed == "sim"
         flatten_ms = int(t_start * 1000)
         if self.session is not None:
@@ -521,6 +522,21 @@ class PaperRunner:
         return 0 if test == "bad" else 1
 
     # ------------------------------------------------------------ session recording
+    def _manifest(self, instruments: dict[str, Instrument]) -> None:
+        """The run's execution terms on record (events table -> manifest.json and summary.md)."""
+        ex = self.gov.execution
+        source = self.pipeline.broker.funding
+        inner = getattr(source, "_source", source)
+        inner = getattr(inner, "_source", inner) if isinstance(inner, Overrides) else inner
+        funding = "none" if source is None else type(inner).__name__ if inner is not None else "fixed"
+        fields = {"execution": ex.model_dump(mode="json"), "funding_source": funding,
+                  "instruments": {sym: _instrument_record(inst) for sym, inst in instruments.items()}}
+        cap = "none" if ex.max_participation_pct is None else f"{ex.max_participation_pct:g}%"
+        self.notify("run_manifest",
+                    f"Исполнение: fill_model={ex.fill_model} spread={ex.slippage_bps:g}bps impact={ex.impact_coef:g} "
+                    f"participation={cap} latency={ex.latency_bars} bars, limits {ex.limit_fill}; "
+                    f"фандинг: {funding}", fields=fields)
+
     def _funding_source(self, instruments: dict[str, Instrument]) -> FundingRates | None:
         """Funding rates of the perps: a fixed ``funding_rate`` from symbols.yaml, else the feed's own
         (exchange history, the replay file, the sim model). A paper session records every rate it

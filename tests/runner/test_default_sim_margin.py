@@ -14,6 +14,7 @@ tests/runner/test_pipeline.py.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -96,5 +97,9 @@ def test_a_ten_minute_default_sim_run(tmp_path: Path, interval_h: float | None) 
     else:
         assert "No funding was settled" in summary
     assert "## Execution by symbol" in summary
+    assert "| fill model | market (spread 2.0 bps, impact 0.5, participation 10.0%" in summary
+    manifest = json.loads((tmp_path / "reports" / f"run_{run_id}" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["execution"]["fill_model"] == "market" and manifest["funding_source"] == "SimFunding"
+    assert manifest["instruments"]["BTC/USDT"]["leverage"] == 3.0
     rec = cli(run.db, "reconcile")
     assert rec.returncode == 0, rec.stdout + rec.stderr
