@@ -372,7 +372,7 @@ class PaperBroker:
                 self._reject_entry(w, reject, bar.ts_ms)
                 return
         qty = min(self._tranche(symbol, w.remaining, bar), w.remaining)
-        if qty > 0.0 and w.filled > 0.0 and check_order(inst, qty, bar.open, self.cfg.min_notional_usd):
+        if qty > 0.0 and check_order(inst, qty, bar.open, self.cfg.min_notional_usd):
             qty = 0.0  # a tranche below the exchange minimums waits for a bar with more volume
         if qty > 0.0:
             price, qty, ref = self._take(symbol, buying, bar.open, qty, bar)
