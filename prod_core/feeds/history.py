@@ -165,26 +165,7 @@ def fetch_history(
         except FeedFatalError as exc:
             raise HistoryError(str(exc)) from None
     backoff = backoff or Backoff(base_s=1.0, max_s=60.0)
-    requests = 0
-
-    def call(fn, *args):
-        nonlocal requests
-        failures = 0
-        while True:
-            requests += 1
-            try:
-                result = fn(*args)
-                backoff.reset()
-                return result
-            except Exception as exc:
-                kind = classify_error(exc)
-                if kind == "fatal":
-                    raise HistoryError(f"{exchange_id} {symbol}: {type(exc).__name__}: {exc}") from None
-                failures += 1
-                if failures > max_retries:
-                    raise HistoryError(f"{exchange_id} {symbol}: giving up after {failures} failures: "
-                                       f"{type(exc).__name__}: {exc}") from None
-                time.sleep(backoff.next())
+    call = _Caller(exchange_id, symbol, backoff, max_retries)
 
     written = 0
     first_ts = last_ts = None
@@ -240,13 +221,8 @@ def fetch_history(
             progress(end_ms, since_ms, end_ms, total_before + written)
     finally:
         if own:
-            close = getattr(exchange, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
-    return HistoryResult(path, written, total_before + written, first_ts, last_ts, resumed_from, requests)
+            _close_quietly(exchange)
+    return HistoryResult(path, written, total_before + written, first_ts, last_ts, resumed_from, call.requests)
 
 
 def _write_parquet(path: Path, rows: list[list], symbol: str) -> None:
@@ -384,13 +360,17 @@ def fetch_funding_history(
                 cursor = max(stamps) + 1 if stamps and max(stamps) >= cursor else cursor + limit * interval_ms
     finally:
         if own:
-            close = getattr(exchange, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
+            _close_quietly(exchange)
     return FundingResult(path, written, total_before + written, first_ts, last_ts, resumed_from, call.requests)
+
+
+def _close_quietly(exchange) -> None:
+    close = getattr(exchange, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            pass
 
 
 class _Caller:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from time import perf_counter_ns
 
-from prod_core.account import TRANSITION_FIELDS, lot_body, state_body
+from prod_core.account import lot_body, state_body
 from prod_core.account.margin import exit_cash, open_cash
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime

@@ -7,7 +7,7 @@ from pathlib import Path
 from prod_core.configs import ConfigLoader
 import pytest
 
-from prod_core.domain import STAGES, Bar, Instrument, InstrumentKind, Side
+from prod_core.domain import STAGES, Bar, Side
 from prod_core.feeds.sim import SimFeed
 from prod_core.risk import GovernanceState
 from prod_core.runner.pipeline import Pipeline
