@@ -18,7 +18,7 @@ _SHOWN = ("cash_usd", "closed_r", *COUNTER_FIELDS, *TRANSITION_FIELDS)
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reconcile", help="rebuild the account from its journal and compare it with the saved state",
-                       description="Fold the account's journal (fills, governance transitions) and compare the result "
+                       description="Fold the account's journal (fills, funding payments, governance transitions) and compare the result "
                                    "with the saved state. Exit 0 when they agree, 1 when they differ.")
     p.add_argument("--account", default="paper", help="account to check (default paper; a replay is replay:<run_id>)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -49,13 +49,14 @@ def run(args) -> int:
     saved = saved or {}
     if args.json:
         print(json.dumps({
-            "account": args.account, "agree": not diffs, "journal_entries": book.entries, "fills": book.fills,
+            "account": args.account, "agree": not diffs, "journal_entries": book.entries, "fills": book.fills, "fundings": book.fundings,
             "last_seq": book.last_seq, "journal": journal, "saved": {k: saved.get(k) for k in _SHOWN},
             "journal_positions": sorted(book.positions), "saved_positions": sorted(r["position_id"] for r in rows),
             "differences": diffs,
         }, default=str, indent=2))
         return 0 if not diffs else 1
-    print(f"account {args.account}: journal {book.entries} entries ({book.fills} fills, last seq {book.last_seq})")
+    print(f"account {args.account}: journal {book.entries} entries ({book.fills} fills, {book.fundings} funding "
+          f"payments, last seq {book.last_seq})")
     print(f"  {'field':<20} {'journal':>22} {'saved':>22}")
     for name in _SHOWN:
         print(f"  {name:<20} {_fmt(journal.get(name)):>22} {_fmt(saved.get(name)):>22}")
