@@ -504,18 +504,19 @@ class PaperBroker:
         """Liquidation, stop and target along the adverse path from the bar's open."""
         long = p.side is Side.BUY
         liq = self._liq.get(p.symbol)
+        exiting = p.symbol in self.pending_exits  # an exit already works: the stop order is gone
         if long:
             liq_hit = liq is not None and bar.low <= liq
-            stop_hit = bar.low <= p.stop
+            stop_hit = not exiting and bar.low <= p.stop
             liq_first = liq_hit and (not stop_hit or liq >= p.stop or bar.open <= liq)
         else:
             liq_hit = liq is not None and bar.high >= liq
-            stop_hit = bar.high >= p.stop
+            stop_hit = not exiting and bar.high >= p.stop
             liq_first = liq_hit and (not stop_hit or liq <= p.stop or bar.open >= liq)
         if liq_first:
             self._liquidate(p, bar)
             return
-        if p.symbol in self.pending_exits:
+        if exiting:
             return
         if stop_hit:
             ref = min(bar.open, p.stop) if long else max(bar.open, p.stop)
