@@ -14,7 +14,7 @@ from prod_core.testing.fake_exchange import running_fake
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/depth",
-          "/fapi/v1/exchangeInfo", "/fapi/v1/klines", "/fapi/v1/depth"}
+          "/fapi/v1/exchangeInfo", "/fapi/v1/klines", "/fapi/v1/depth", "/fapi/v1/fundingRate"}
 
 
 @pytest.mark.parametrize(("feed", "kind", "timeframe"), [
@@ -47,6 +47,8 @@ def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed, kind, time
     assert set(rest) <= PUBLIC, f"non market-data endpoints called: {set(rest) - PUBLIC}"
     assert all(p.startswith(prefix) for p in rest), rest  # a perp reads the contract market only
     assert not any("order" in p.lower() and not p.endswith("/depth") for p in rest)
+    # settled funding rates are read for the perps (the paper broker charges funding), never for spot
+    assert ("/fapi/v1/fundingRate" in rest) is (kind == "perp")
     if feed == "ccxt_ws":
         assert ws and all(p.startswith("/stream/" if kind == "spot" else "/fstream/") for p in ws), ws
 
@@ -75,7 +77,9 @@ def test_paper_run_on_bybit_perps_reads_linear_market_data_only(tmp_path, config
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         rest = fake.rest_requests()
         ws = {r.path for r in fake.requests if r.port == fake.ws_port}
-    assert {r.path for r in rest} <= {"/v5/market/instruments-info", "/v5/market/kline"}
+    paths = {r.path for r in rest}
+    assert paths <= {"/v5/market/instruments-info", "/v5/market/kline", "/v5/market/funding/history"}
+    assert "/v5/market/funding/history" in paths  # the perps' settled funding rates
     assert {r.query.get("category") for r in rest} == {"linear"}
     if feed == "ccxt_ws":
         assert ws == {"/stream/v5/public/linear"}
