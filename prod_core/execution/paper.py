@@ -260,29 +260,30 @@ class PaperBroker:
         self.sink.on_order(order)
         return order
 
-    def capture_books(self, now_s: float, book_of: Callable[[str], Book | None], latency_ms: int) -> int:
+    def capture_books(self, now_s: float, book_of: Callable[[str], Book | None], latency_ms: int) -> float | None:
         """Give each working market order that is due at its next bar (latency_bars waited) and has
         no book yet the book ``book_of(symbol)`` shows now, once ``latency_ms`` have passed since it
         was sent: the price the market offered that long after the decision. That order's next bar
         walks this book, not a newer one. An order not stamped yet is stamped ``now_s``; ``book_of``
         returning None (no usable book) is asked again at the next call. Called by the runner each
-        loop cycle while orders work; returns how many books were captured."""
+        loop cycle while orders work; returns the earliest future time a capture falls due (None:
+        none), so the runner can wake for it."""
         if self._ideal:
-            return 0
-        due = latency_ms / 1000.0
-        captured = 0
+            return None
+        latency_s = latency_ms / 1000.0
+        next_due = None
         for pending in (self.pending_entries, self.pending_exits):
             for symbol, w in pending.items():
                 if w.book is not None or w.wait > 0:
                     continue
                 if w.sent_s is None:
                     w.sent_s = now_s
-                if now_s - w.sent_s >= due:
-                    book = book_of(symbol)
-                    if book is not None:
-                        w.book = book
-                        captured += 1
-        return captured
+                due = w.sent_s + latency_s
+                if now_s >= due:
+                    w.book = book_of(symbol)  # None (no usable book): asked again at the next cycle
+                elif next_due is None or due < next_due:
+                    next_due = due
+        return next_due
 
     def _cancel_entry(self, symbol: str, ts_ms: int) -> Order | None:
         w = self.pending_entries.pop(symbol, None)

@@ -390,6 +390,7 @@ class PaperRunner:
         book_of = FeedBooks(feed.top_of_book) if getattr(feed, "watch_books", False) else None
         self.feed_books = book_of
         broker = pipeline.broker
+        book_due = None  # wall time the next book capture falls due
         t_engine = time.perf_counter()
         while True:
             now = time.time()
@@ -418,8 +419,9 @@ class PaperRunner:
                 for bar in bars:
                     pipeline.on_bar(bar)
             now = time.time()
+            book_due = None
             if book_of is not None and (broker.pending_entries or broker.pending_exits):
-                broker.capture_books(now, book_of, self.gov.execution.latency_ms)
+                book_due = broker.capture_books(now, book_of, self.gov.execution.latency_ms)
             health = self._overlay_health(feed.health(now))
             if self.session is None:  # a recorded session replays its own feed health events
                 pipeline.feed_ok = health == 1
@@ -462,6 +464,8 @@ class PaperRunner:
             due = feed.next_due_s()
             if due is not None:
                 wake = min(wake, due)
+            if book_due is not None:  # priced latency_ms after the send, not at the next cycle
+                wake = min(wake, book_due)
             if deadline is not None:
                 wake = min(wake, deadline)
             delay = wake - time.time()

@@ -42,9 +42,12 @@ def test_an_entry_walks_the_book_captured_after_its_latency_not_a_later_one() ->
     fill bar does not; slippage is measured from that book's mid, not the bar's open."""
     b, sink = _broker()
     _enter(b, now_s=1_000.0)
-    assert b.capture_books(1_000.1, {SYM: LATER}.get, latency_ms=250) == 0  # too early: nothing taken
-    assert b.capture_books(1_000.3, {SYM: NEAR}.get, latency_ms=250) == 1
-    assert b.capture_books(1_030.0, {SYM: LATER}.get, latency_ms=250) == 0  # it keeps the book it has
+    due = b.capture_books(1_000.1, {SYM: LATER}.get, latency_ms=250)  # too early: nothing taken
+    assert due == pytest.approx(1_000.25) and b.pending_entries[SYM].book is None
+    assert b.capture_books(1_000.3, {SYM: NEAR}.get, latency_ms=250) is None
+    assert b.pending_entries[SYM].book is NEAR
+    b.capture_books(1_030.0, {SYM: LATER}.get, latency_ms=250)
+    assert b.pending_entries[SYM].book is NEAR  # it keeps the book it has
     _next_bar(b)
     (fill,) = sink.fills
     assert (fill.price, fill.ref_price) == (pytest.approx(100.1), pytest.approx(100.0))
@@ -54,8 +57,8 @@ def test_with_zero_latency_the_first_cycle_after_the_submit_captures() -> None:
     """latency_ms=0 and no send time given: the next capture stamps and captures at once."""
     b, sink = _broker()
     _enter(b, now_s=None)
-    assert b.capture_books(5.0, {SYM: NEAR}.get, latency_ms=0) == 1
-    assert b.pending_entries[SYM].sent_s == 5.0
+    b.capture_books(5.0, {SYM: NEAR}.get, latency_ms=0)
+    assert b.pending_entries[SYM].sent_s == 5.0 and b.pending_entries[SYM].book is NEAR
     _next_bar(b)
     assert sink.fills[0].price == pytest.approx(100.1)
 
@@ -66,7 +69,8 @@ def test_without_a_captured_book_the_bar_model_prices_as_before() -> None:
         b, sink = _broker()
         _enter(b)
         if capture:
-            assert b.capture_books(2_000.0, lambda _s: None, latency_ms=0) == 0
+            b.capture_books(2_000.0, lambda _s: None, latency_ms=0)
+            assert b.pending_entries[SYM].book is None
         _next_bar(b)
         (fill,) = sink.fills
         assert fill.price == pytest.approx(101.0 * (1 + 1e-4))  # 1 bps half spread on the open
@@ -77,10 +81,12 @@ def test_a_book_waits_for_the_latency_bars_before_it_is_captured() -> None:
     """latency_bars delays the send: the book is taken after the bars waited, not at the decision."""
     b, sink = _broker(latency_bars=1)
     _enter(b)
-    assert b.capture_books(1_000.5, {SYM: LATER}.get, latency_ms=0) == 0  # still waiting a bar
+    b.capture_books(1_000.5, {SYM: LATER}.get, latency_ms=0)  # still waiting a bar
+    assert b.pending_entries[SYM].book is None
     _next_bar(b)
     assert not sink.fills
-    assert b.capture_books(1_060.5, {SYM: NEAR}.get, latency_ms=0) == 1
+    b.capture_books(1_060.5, {SYM: NEAR}.get, latency_ms=0)
+    assert b.pending_entries[SYM].book is NEAR
     _next_bar(b, 120_000, 100.5)
     assert sink.fills[0].ref_price == pytest.approx(100.0)
 
@@ -91,7 +97,8 @@ def test_an_exit_sells_into_the_captured_bids_and_a_book_serves_one_bar() -> Non
     _enter(b, 3.0)
     _next_bar(b)  # 3 filled on the bar model (no book)
     b.request_exit(SYM, FillReason.EXIT_SIGNAL, 60_000, now_s=1_060.0)
-    assert b.capture_books(1_060.0, {SYM: DEEP}.get, latency_ms=0) == 1
+    b.capture_books(1_060.0, {SYM: DEEP}.get, latency_ms=0)
+    assert b.pending_exits[SYM].book is DEEP
     b.on_bar(make_bar(SYM, 120_000, 100.5, 101.0, 99.0, 100.5, volume=4.0))  # the cap: 2 units
     first = sink.fills[-1]
     assert (first.qty, first.price, first.ref_price) == (2.0, pytest.approx(100.3), pytest.approx(100.5))
@@ -113,6 +120,7 @@ def test_a_book_price_outside_the_bar_is_clamped_into_its_range() -> None:
 def test_the_ideal_model_ignores_books() -> None:
     b, sink = _broker(fill_model="ideal_next_open")
     _enter(b)
-    assert b.capture_books(1_000.0, {SYM: LATER}.get, latency_ms=0) == 0
+    b.capture_books(1_000.0, {SYM: LATER}.get, latency_ms=0)
+    assert b.pending_entries[SYM].book is None
     _next_bar(b)
     assert sink.fills[0].price == 101.0
