@@ -146,6 +146,12 @@ class ExecutionConfig(Section):
                     "notional volume). 0 = none.",
     )
     latency_bars: int = Field(0, ge=0, le=100, description="Whole bars an order waits before it may fill (0 = the next bar's open).")
+    latency_ms: int = Field(
+        0, ge=0, le=60_000,
+        description="On a feed with an order book (exchange.order_book on FEED=ccxt_ws): an order is priced on the "
+                    "book this many ms after it is sent (it still fills at its bar, inside the bar's range). "
+                    "Candle feeds ignore it (their latency is latency_bars).",
+    )
     max_participation_pct: float | None = Field(
         None, gt=0, le=100,
         description="A market order takes at most this % of a bar's volume; the rest works on the following bars. "

@@ -38,6 +38,12 @@ class ExchangeConfig(Section):
         description="Override the scheme and host of every websocket URL (ccxt's host label and path are kept "
                     "under it, see docs/EXCHANGES.md). Default: ccxt's own URLs. Independent of api_url.",
     )
+    order_book: bool = Field(
+        False,
+        description="FEED=ccxt_ws: also stream each symbol's order book; paper market orders are then priced by "
+                    "walking the book seen execution.latency_ms after they are sent (docs/EXCHANGES.md). "
+                    "Refused at start on other feeds.",
+    )
 
     _tf = field_validator("timeframe")(_check_timeframe)
 

@@ -7,7 +7,8 @@ Per bar of a symbol, in this order (the bar's open is the first price anyone cou
 2. **Working entry**: a market order decided at an earlier bar's close fills at this bar's
    open (after ``latency_bars`` bars), priced by the fill model, at most
    ``max_participation_pct`` of the bar's volume; the rest works on, and is cancelled after
-   ``cancel_after_bars`` bars.
+   ``cancel_after_bars`` bars. On a feed with an order book, the part filling at this bar walks
+   the book captured ``latency_ms`` after the order (or its rest) was sent (``capture_books``).
 3. **Working exit** (exit signal, kill-switch, the rest of a stop): the same at this bar's open.
 4. **Protective levels** along the adverse path from the open: the liquidation price of a
    margined perp or the stop, whichever the market reaches first (a stop fills as a market
@@ -22,6 +23,7 @@ cannot be journaled is not a fill.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -95,11 +97,13 @@ class BrokerSink(Protocol):
 
 
 class Working:
-    """A market order being worked: what is left, how long it waited and worked."""
+    """A market order being worked: what is left, how long it waited and worked, and (on a feed
+    with an order book) when it was sent and the book it will be priced on."""
 
-    __slots__ = ("order", "decision", "reason", "remaining", "filled", "wait", "age")
+    __slots__ = ("order", "decision", "reason", "remaining", "filled", "wait", "age", "sent_s", "book")
 
-    def __init__(self, order: Order, decision: Decision | None, reason: FillReason, wait: int) -> None:
+    def __init__(self, order: Order, decision: Decision | None, reason: FillReason, wait: int,
+                 sent_s: float | None = None) -> None:
         self.order = order
         self.decision = decision
         self.reason = reason
@@ -107,6 +111,8 @@ class Working:
         self.filled = 0.0
         self.wait = wait  # eligible bars still to skip (latency)
         self.age = 0  # eligible bars worked
+        self.sent_s = sent_s  # wall time it (or its rest) was sent; None: stamped by the next capture_books
+        self.book: Book | None = None  # the book seen latency_ms after sent_s, walked at its next bar
 
     def done(self, status: OrderStatus, ts_ms: int, reject_reason: str = "") -> Order:
         return replace(self.order, status=status, filled_qty=self.filled, done_ms=ts_ms, reject_reason=reject_reason)
@@ -132,7 +138,6 @@ class PaperBroker:
         self.pending_entries: dict[str, Working] = {}
         self.pending_exits: dict[str, Working] = {}
         self.last_bar: dict[str, Bar] = {}
-        self.books: dict[str, Book] = {}  # order books from a feed that has them (walked by market orders)
         self.funding = funding
         self._prefix = id_prefix
         self._seq = 0
@@ -222,8 +227,9 @@ class PaperBroker:
         self._seq += 1
         return f"{self._prefix}{kind}{self._seq}"
 
-    def submit_entry(self, decision: Decision, ts_ms: int) -> Order:
-        """Queue a market entry for the next bar's open (or later, with latency)."""
+    def submit_entry(self, decision: Decision, ts_ms: int, now_s: float | None = None) -> Order:
+        """Queue a market entry for the next bar's open (or later, with latency). ``now_s``: the wall
+        time it is sent (for ``capture_books``; None: stamped by the next capture)."""
         plan = decision.plan
         qty = decision.qty
         inst = self.instruments.get(plan.symbol)
@@ -233,14 +239,15 @@ class PaperBroker:
             order_id=self._next_id("o"), plan_id=plan.plan_id, ts_ms=ts_ms, symbol=plan.symbol, side=plan.side,
             qty=qty, kind="market", reason=FillReason.ENTRY,
         )  # fmt: skip
-        self.pending_entries[plan.symbol] = Working(order, decision, FillReason.ENTRY, self._latency)
+        self.pending_entries[plan.symbol] = Working(order, decision, FillReason.ENTRY, self._latency, now_s)
         self.active.add(plan.symbol)
         self.sink.on_order(order)
         return order
 
-    def request_exit(self, symbol: str, reason: FillReason, ts_ms: int, *, latency: bool = True) -> Order | None:
+    def request_exit(self, symbol: str, reason: FillReason, ts_ms: int, *, latency: bool = True,
+                     now_s: float | None = None) -> Order | None:
         """Queue a market exit of the open position for the next bar's open; a working entry's
-        rest is cancelled (the trade is being closed)."""
+        rest is cancelled (the trade is being closed). ``now_s`` as for ``submit_entry``."""
         p = self.positions.get(symbol)
         if p is None or symbol in self.pending_exits:
             return None
@@ -249,9 +256,34 @@ class PaperBroker:
             order_id=self._next_id("o"), plan_id=p.plan_id, ts_ms=ts_ms, symbol=symbol, side=p.side.opposite,
             qty=p.qty, kind="market", reason=reason,
         )  # fmt: skip
-        self.pending_exits[symbol] = Working(order, None, reason, self._latency if latency else 0)
+        self.pending_exits[symbol] = Working(order, None, reason, self._latency if latency else 0, now_s)
         self.sink.on_order(order)
         return order
+
+    def capture_books(self, now_s: float, book_of: Callable[[str], Book | None], latency_ms: int) -> float | None:
+        """Give each working market order that is due at its next bar (latency_bars waited) and has
+        no book yet the book ``book_of(symbol)`` shows now, once ``latency_ms`` have passed since it
+        was sent: the price the market offered that long after the decision. That order's next bar
+        walks this book, not a newer one. An order not stamped yet is stamped ``now_s``; ``book_of``
+        returning None (no usable book) is asked again at the next call. Called by the runner each
+        loop cycle while orders work; returns the earliest future time a capture falls due (None:
+        none), so the runner can wake for it."""
+        if self._ideal:
+            return None
+        latency_s = latency_ms / 1000.0
+        next_due = None
+        for pending in (self.pending_entries, self.pending_exits):
+            for symbol, w in pending.items():
+                if w.book is not None or w.wait > 0:
+                    continue
+                if w.sent_s is None:
+                    w.sent_s = now_s
+                due = w.sent_s + latency_s
+                if now_s >= due:
+                    w.book = book_of(symbol)  # None (no usable book): asked again at the next cycle
+                elif next_due is None or due < next_due:
+                    next_due = due
+        return next_due
 
     def _cancel_entry(self, symbol: str, ts_ms: int) -> Order | None:
         w = self.pending_entries.pop(symbol, None)
@@ -331,14 +363,14 @@ class PaperBroker:
         inst = self.instruments.get(symbol)
         return round_price(inst, price, buying, bar.low, bar.high) if inst is not None else price
 
-    def _take(self, symbol: str, buying: bool, ref: float, qty: float, bar: Bar) -> tuple[float, float, float]:
-        """(price, qty, reference) of a market fill: the feed's order book walked when it has one
-        (at most its depth; the snapshot is consumed), else spread + impact on the bar."""
-        book = self.books.get(symbol) if not self._ideal else None
-        if book is not None:
+    def _take(self, symbol: str, buying: bool, ref: float, qty: float, bar: Bar,
+              book: Book | None = None) -> tuple[float, float, float]:
+        """(price, qty, reference) of a market fill: the order's captured book walked when it has
+        one (at most its depth, inside the bar's range, slippage from the book's mid), else spread
+        + impact on the bar from ``ref``."""
+        if book is not None and not self._ideal:
             price, got = walk_book(book.levels(buying), qty)
             if got > 0.0:
-                del self.books[symbol]
                 inst = self.instruments.get(symbol)
                 price = min(max(price, bar.low), bar.high)
                 if inst is not None:
@@ -362,6 +394,7 @@ class PaperBroker:
             w.wait -= 1
             return
         w.age += 1
+        book, w.book, w.sent_s = w.book, None, None  # a book serves one bar; the rest is sent again
         plan = w.decision.plan
         symbol = plan.symbol
         buying = plan.side is Side.BUY
@@ -375,7 +408,7 @@ class PaperBroker:
         if qty > 0.0 and check_order(inst, qty, bar.open, self.cfg.min_notional_usd):
             qty = 0.0  # a tranche below the exchange minimums waits for a bar with more volume
         if qty > 0.0:
-            price, qty, ref = self._take(symbol, buying, bar.open, qty, bar)
+            price, qty, ref = self._take(symbol, buying, bar.open, qty, bar, book)
             fee = qty * price * self._taker
             leverage = inst.leverage if inst.kind is InstrumentKind.PERP else 0.0
             need = entry_cost(leverage, qty, price, fee)
@@ -474,12 +507,13 @@ class PaperBroker:
         self._exit_tranche(p, w, bar.open, bar)
 
     def _exit_tranche(self, p: Position, w: Working, ref: float, bar: Bar) -> None:
-        """Fill what this bar can take of a working exit at market from ``ref``."""
+        """Fill what this bar can take of a working exit at market from ``ref`` (or its captured book)."""
+        book, w.book, w.sent_s = w.book, None, None  # a book serves one bar; the rest is sent again
         qty = min(self._tranche(p.symbol, w.remaining, bar), p.qty)
         if qty <= 0.0:
             return
         buying = p.side is Side.SELL
-        price, qty, ref = self._take(p.symbol, buying, ref, qty, bar)
+        price, qty, ref = self._take(p.symbol, buying, ref, qty, bar, book)
         if qty >= p.qty * (1.0 - 1e-12):
             del self.pending_exits[p.symbol]
             if self._close(p, price, w.reason, bar.ts_ms, self._taker, ref=ref, order=w.order) is None:

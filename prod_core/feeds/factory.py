@@ -79,6 +79,11 @@ def exchange_kwargs(settings: Settings, symbols: SymbolsConfig) -> dict:
 
 
 def _build_ccxt(settings: Settings, symbols: SymbolsConfig, args) -> Feed:
+    if symbols.exchange.order_book and settings.feed != "ccxt_ws":
+        raise ConfigError(
+            f"FEED={settings.feed}: exchange.order_book: true in configs/symbols.yaml needs the websocket feed; "
+            "use FEED=ccxt_ws (--feed ccxt_ws) or set order_book: false"
+        )
     kwargs = exchange_kwargs(settings, symbols)
     history = getattr(args, "history_bars", None)
     common = dict(
@@ -100,6 +105,7 @@ def _build_ccxt(settings: Settings, symbols: SymbolsConfig, args) -> Feed:
             return CcxtRestFeed(**common)
         from prod_core.feeds.ccxt_ws import CcxtWsFeed
 
-        return CcxtWsFeed(**common)
+        # exchange.order_book: stream the books; the paper broker walks them (execution.latency_ms)
+        return CcxtWsFeed(**common, books=symbols.exchange.order_book)
     except ValueError as exc:
         raise ConfigError(f"FEED={settings.feed}: {exc}") from None

@@ -33,6 +33,7 @@ from prod_core.runner.account import (
     restored_positions,
     takeover_reason,
 )
+from prod_core.runner.books import FeedBooks
 from prod_core.runner.cli_args import build_parser
 from prod_core.runner.control import OperatorControl
 from prod_core.runner.logs import setup_logging
@@ -386,6 +387,11 @@ class PaperRunner:
         next_event_at = session_events[0].after_bar if session_events else -1
         if session_events and next_event_at <= 0:
             next_event_at = self._apply_session_events(session_events)
+        # exchange.order_book: working market orders take the feed's book latency_ms after they are sent
+        book_of = FeedBooks(feed.top_of_book) if getattr(feed, "watch_books", False) else None
+        self.feed_books = book_of
+        broker = pipeline.broker
+        book_due = None  # wall time the next book capture falls due
         t_engine = time.perf_counter()
         while True:
             now = time.time()
@@ -414,6 +420,9 @@ class PaperRunner:
                 for bar in bars:
                     pipeline.on_bar(bar)
             now = time.time()
+            book_due = None
+            if book_of is not None and (broker.pending_entries or broker.pending_exits):
+                book_due = broker.capture_books(now, book_of, self.gov.execution.latency_ms)
             health = self._overlay_health(feed.health(now))
             if self.session is None:  # a recorded session replays its own feed health events
                 pipeline.feed_ok = health == 1
@@ -456,6 +465,8 @@ class PaperRunner:
             due = feed.next_due_s()
             if due is not None:
                 wake = min(wake, due)
+            if book_due is not None:  # priced latency_ms after the send, not at the next cycle
+                wake = min(wake, book_due)
             if deadline is not None:
                 wake = min(wake, deadline)
             delay = wake - time.time()

@@ -32,6 +32,13 @@ Controls: ``fail(status, count, path, retry_after)`` answers the next requests w
 instant (a silent exchange); ``drop_ws(down_s)`` closes every websocket and refuses new
 ones for ``down_s`` seconds.
 
+Order books (``/api/v3/depth``, ``/fapi/v1/depth`` and the ``@depth`` streams) sit around the
+market's current price (``book_price``: by default the forming 1s candle's price, so the book
+moves with the bars), ``BOOK_LEVELS`` levels a side one cent apart. Each diff publishes the new
+levels and deletes the old ones (quantity "0"), so a client's book stays exactly the fake's.
+Every book published is logged in ``books_sent`` (wall time, market, symbol, update id, bids,
+asks), so a test can tell which book an order was priced on.
+
 Shapes follow /work/shared/OFFLINE_TESTING.md (checked against ccxt 4.5.90).
 """
 
@@ -78,6 +85,8 @@ class FakeBinance(FakeExchangeBase):
     def __init__(self, symbols: dict[str, float] | None = None, **kwargs) -> None:
         super().__init__(symbols, **kwargs)
         self._book_seq = {s: 1000 for s in self.ids}
+        self._book_state: dict[tuple[str, str], tuple[list, list]] = {}  # (market, id) -> levels published
+        self.books_sent: list[tuple[float, str, str, int, list, list]] = []
         self._trade_id = 0
 
     def _routes(self, app: web.Application) -> None:
@@ -201,18 +210,35 @@ class FakeBinance(FakeExchangeBase):
         return web.json_response([[t, f"{o:.2f}", f"{h:.2f}", f"{lo:.2f}", f"{c:.2f}", f"{v:.5f}",
                                    t + tf_ms - 1, "0", 1, "0", "0", "0"] for t, o, h, lo, c, v in rows])
 
-    def _book(self, mid: str, seq: int) -> tuple[list, list]:
-        price = self.prices[self.ids[mid]]
+    def book_price(self, symbol: str, market: str, now_ms: int) -> float:
+        """The price the book of ``symbol`` sits around at ``now_ms`` (its mid): the forming 1s candle's."""
+        return self.candle(symbol, now_ms // 1000 * 1000, 1000, partial=True, market=market)[4]
+
+    def _book(self, mid: str, seq: int, market: str = "spot") -> tuple[list, list]:
+        price = round(self.book_price(self.ids[mid], market, self.now_ms()), 2)
         bids = [[f"{price - 0.01 * (i + 1):.2f}", f"{1 + (seq + i) % 5:.3f}"] for i in range(BOOK_LEVELS)]
         asks = [[f"{price + 0.01 * (i + 1):.2f}", f"{1 + (seq + 2 * i) % 5:.3f}"] for i in range(BOOK_LEVELS)]
         return bids, asks
+
+    def _publish_book(self, mid: str, market: str, seq: int) -> tuple[list, list, list, list]:
+        """New levels of a book at ``seq``: (bids, asks, bid diff, ask diff); the diffs delete the old levels."""
+        bids, asks = self._book(mid, seq, market)
+        old_bids, old_asks = self._book_state.get((market, mid), ([], []))
+        gone_b = [[p, "0"] for p, _ in old_bids if p not in {q for q, _ in bids}]
+        gone_a = [[p, "0"] for p, _ in old_asks if p not in {q for q, _ in asks}]
+        self._book_state[(market, mid)] = (bids, asks)
+        if len(self.books_sent) < 200_000:
+            self.books_sent.append((time.time(), market, self.ids[mid], seq, bids, asks))
+        return bids, asks, gone_b + bids, gone_a + asks
 
     async def _depth(self, request: web.Request) -> web.Response:
         mid = self._market_id(request)
         if mid is None:
             return self._bad_symbol()
+        market = "linear" if request.path.startswith("/fapi/") else "spot"
         seq = self._book_seq[mid]
-        bids, asks = self._book(mid, seq)
+        state = self._book_state.get((market, mid))
+        bids, asks = state if state is not None else self._publish_book(mid, market, seq)[:2]
         return web.json_response({"lastUpdateId": seq, "bids": bids, "asks": asks})
 
     async def _ticker(self, request: web.Request) -> web.Response:
@@ -288,13 +314,17 @@ class FakeBinance(FakeExchangeBase):
                         prev = self._book_seq[mid]
                         seq = prev + 2
                         self._book_seq[mid] = seq
-                        bids, asks = self._book(mid, seq)
                         t = int(time.time() * 1000)
-                        msg = {"e": "depthUpdate", "E": t, "s": mid, "U": prev + 1, "u": seq, "pu": prev,
-                               "b": bids, "a": asks}
+                        msgs: dict[str, dict] = {}  # market -> its diff (spot and futures books differ)
                         for other in list(self._conns):
                             for s2, st2 in other.subs.items():
                                 if s2.partition("@")[0] == mid_lower and s2.partition("@")[2].startswith("depth"):
+                                    msg = msgs.get(other.market)
+                                    if msg is None:
+                                        _, _, b, a = self._publish_book(mid, other.market, seq)
+                                        msg = msgs[other.market] = {"e": "depthUpdate", "E": t, "s": mid,
+                                                                    "U": prev + 1, "u": seq, "pu": prev,
+                                                                    "b": b, "a": a}
                                     await self._send(other, msg)
                                     st2["sent"] = time.time()
 

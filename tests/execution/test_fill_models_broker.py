@@ -38,7 +38,7 @@ def test_a_large_market_order_walks_the_book_and_pays_more_per_unit() -> None:
     for qty in (0.5, 8.0):
         b, sink = _broker()
         _enter(b, qty)
-        b.books[SYM] = book
+        b.capture_books(0.0, {SYM: book}.get, latency_ms=0)  # the feed's book when the order is sent
         b.on_bar(make_bar(SYM, 60_000, 100.0, 101.0, 99.0, 100.0, volume=1e9))
         (fill,) = sink.fills
         prices[qty] = fill.price

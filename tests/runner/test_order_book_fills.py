@@ -1,0 +1,140 @@
+"""End to end: the paper runner on FEED=ccxt_ws with ``exchange.order_book: true`` prices its
+market entries on the order book the exchange showed ``execution.latency_ms`` after the decision.
+
+The real runner and the real ccxt client against the local fake Binance (127.0.0.1 only). The
+fake's price moves within each second and its book moves with it, so every book it publishes
+has its own mid; the fake logs each one (``books_sent``). What a trader checks on every entry
+filled: its reference price is the mid of a book the exchange really published, not the bar's
+open; the price paid is that book walked for the filled quantity; and that book is one published
+well after the plan was approved (the latency), not the book at the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+import yaml
+
+from prod_core.execution.fills import walk_book
+from prod_core.testing.fake_exchange import FakeBinance
+from tests.runner.helpers import PaperProcess
+
+LATENCY_MS = 400
+TICK = 0.01  # the fake's BTC/USDT and ETH/USDT spot price tick
+
+
+class _MovingBookFake(FakeBinance):
+    """A random walk that trends and turns (so strategies trade), wide bars, and a book whose mid
+    moves continuously inside each second from the bar's open towards its close."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._path: dict[str, dict[int, float]] = {}
+
+    def _price(self, symbol: str, k: int) -> float:
+        path = self._path.setdefault(symbol, {})
+        if not path:
+            path[k - 5000] = self.prices[symbol]
+        last = k if k in path else max(j for j in path if j <= k)
+        price = path[last]
+        for j in range(last + 1, k + 1):
+            rng = random.Random(f"{symbol}:{j}")
+            price *= math.exp(0.0004 * math.copysign(1.0, math.sin(j / 20.0)) + 0.0008 * rng.gauss(0.0, 1.0))
+            path[j] = price
+        return path[k]
+
+    def candle(self, symbol: str, ts: int, tf_ms: int = 1000, partial: bool = False, **_market) -> list[float]:
+        k = ts // tf_ms
+        o, c = round(self._price(symbol, k - 1), 2), round(self._price(symbol, k), 2)
+        if partial:
+            c = round((o + c) / 2, 2)
+        # a range of +/-1%: a book published a little before or after the bar still lies inside it
+        return [ts, o, round(max(o, c) * 1.01, 2), round(min(o, c) * 0.99, 2), c, 1000.0]
+
+    def book_price(self, symbol: str, market: str, now_ms: int) -> float:
+        k = now_ms // 1000
+        o, c = self._price(symbol, k - 1), self._price(symbol, k)
+        return o + (c - o) * (now_ms % 1000) / 1000.0
+
+
+def _configure(config_dir: Path, fake: FakeBinance) -> None:
+    path = config_dir / "symbols.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["exchange"].update({"id": "binance", "timeframe": "1s", "sandbox": False, "api_url": fake.url,
+                            "ws_url": fake.ws_url, "order_book": True})
+    cfg["symbols"] = [dict(s, kind="spot") for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
+    path.write_text(yaml.safe_dump(cfg))
+    path = config_dir / "governance.yaml"
+    gov = yaml.safe_load(path.read_text())
+    gov["strategies"]["trend_following"].update(fast_bars=3, slow_bars=8, stop_atr=1.0, target_atr=1.5)
+    gov["strategies"]["mean_reversion"].update(lookback_bars=10, entry_z=1.0)
+    gov["enable_map"] = {k: ["trend_following", "mean_reversion"] for k in ("calm", "trend_up", "trend_down", "volatile")}
+    gov["daily_lock"].update(max_trades=100_000, max_consecutive_losses=100_000, max_daily_loss_r=1000.0)
+    gov["drawdown"].update(throttle_at_r=-500.0, no_entries_at_r=-1000.0, critical_max_dd_r=1000.0)
+    gov["execution"]["latency_ms"] = LATENCY_MS
+    path.write_text(yaml.safe_dump(gov, sort_keys=False))
+
+
+def _query(db: Path, sql: str, *args) -> list[tuple]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return [tuple(r) for r in conn.execute(sql, args)]
+
+
+def _entry_fills(db: Path) -> list[tuple]:
+    return _query(db, "SELECT f.run_id, f.symbol, f.side, f.qty, f.price, f.ref_price, f.ts_ms, o.plan_id "
+                      "FROM fills f JOIN orders o ON o.run_id = f.run_id AND o.order_id = f.order_id "
+                      "WHERE f.reason = 'entry' ORDER BY f.rowid")
+
+
+def _approved_at(db: Path, run_id: str) -> dict[str, float]:
+    rows = _query(db, "SELECT ts, fields_json FROM events WHERE run_id = ? AND kind = 'plan_approved'", run_id)
+    return {json.loads(fields)["plan_id"]: ts for ts, fields in rows}
+
+
+def test_entries_walk_the_book_seen_latency_ms_after_the_decision(tmp_path: Path, config_dir: Path) -> None:
+    fake = _MovingBookFake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=300.0, tick_s=0.02,
+                           kline_update_s=0.1).start()
+    try:
+        _configure(config_dir, fake)
+        proc = PaperProcess(tmp_path, "--max-seconds", "240", "--linger", "0",
+                            env={"CONFIG_DIR": str(config_dir), "FEED": "ccxt_ws"})
+        try:
+            proc.wait_for_line("зарегистрирован", timeout=60)
+            deadline = time.time() + 180  # trade until two entries have filled
+            while len(_entry_fills(proc.db)) < 2:
+                assert time.time() < deadline and proc.proc.poll() is None, proc.output[-4000:]
+                time.sleep(0.2)
+            proc.interrupt()
+            assert proc.wait(timeout=60) == 0, proc.output[-4000:]
+        finally:
+            proc.kill()
+    finally:
+        fake.stop()
+
+    fills = _entry_fills(proc.db)
+    approved = _approved_at(proc.db, fills[0][0])
+    for run_id, symbol, side, qty, price, ref, ts_ms, plan_id in fills:
+        buying = side == "buy"
+        bar_open = fake.candle(symbol, ts_ms)[1]
+        assert abs(ref - bar_open) > TICK, (symbol, ref, bar_open)  # not the candle model's reference
+        books = [(t, bids, asks) for t, market, sym, _seq, bids, asks in fake.books_sent
+                 if market == "spot" and sym == symbol
+                 and abs((float(bids[0][0]) + float(asks[0][0])) / 2 - ref) < 1e-6]
+        assert books, f"{symbol} entry ref_price {ref} is the mid of no book the exchange published"
+        t_decided = approved[plan_id]
+        checked = []
+        for t_sent, bids, asks in books:
+            levels = tuple((float(p), float(q)) for p, q in (asks if buying else bids))
+            walked, got = walk_book(levels, qty)
+            checked.append((round(t_sent - t_decided, 3), walked, got))
+            if got == qty and abs(price - walked) <= TICK and t_sent >= t_decided + LATENCY_MS / 2000.0:
+                break  # this book, published after the latency, priced the fill
+        else:
+            raise AssertionError(f"{symbol} {side} {qty} at {price} (ref {ref}): no book with that mid was "
+                                 f"published >= {LATENCY_MS / 2} ms after the decision and walks to that price "
+                                 f"(seconds after the decision, vwap, qty): {checked}")
