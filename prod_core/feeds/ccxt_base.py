@@ -371,22 +371,22 @@ class CcxtFeedBase:
                 qty_step=self._step(prec.get("amount")),
                 min_qty=float((limits.get("amount") or {}).get("min") or 0.0),
                 min_notional_usd=float((limits.get("cost") or {}).get("min") or 0.0),
-                funding_interval_ms=self._interval_of(sym, m),
+                funding_interval_ms=self._interval_of(sym, m, default=0) if perp else 0,  # 0: not published
             )
         return out
 
     instrument_rules = instruments
 
     @staticmethod
-    def _interval_of(symbol: str, market: dict) -> int:
-        """A perp's funding interval: Bybit publishes it (``fundingInterval``, minutes); otherwise 8 h."""
+    def _interval_of(symbol: str, market: dict, default: int = DEFAULT_INTERVAL_MS) -> int:
+        """A perp's funding interval: Bybit publishes it (``fundingInterval``, minutes); otherwise ``default``."""
         minutes = (market.get("info") or {}).get("fundingInterval")
         try:
             if minutes is not None and int(minutes) > 0:
                 return int(minutes) * 60_000
         except (TypeError, ValueError):
             pass
-        return DEFAULT_INTERVAL_MS
+        return default
 
     def _step(self, precision) -> float:
         """A ccxt precision as a step: the value itself in TICK_SIZE mode (Binance, Bybit in ccxt 4.x),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 
 import pytest
@@ -74,7 +76,8 @@ def test_feed_instruments_are_keyed_by_configured_names(exchange):
     assert set(rules) == {"BTC/USDT", "ETH/USDT"}
     btc, eth = rules["BTC/USDT"], rules["ETH/USDT"]
     assert btc.symbol == "BTC/USDT" and btc.kind is PERP and eth.kind is SPOT
-    assert btc.funding_interval_ms == 8 * 3_600_000
+    # Bybit publishes each contract's funding interval; Binance's markets do not (0: not published)
+    assert btc.funding_interval_ms == (0 if exchange == "binance" else 8 * 3_600_000)
     if exchange == "binance":
         assert (btc.price_tick, btc.qty_step, btc.min_qty, btc.min_notional_usd) == (0.1, 0.001, 0.001, 100.0)
         assert (eth.price_tick, eth.qty_step, eth.min_qty, eth.min_notional_usd) == (0.01, 0.0001, 0.0001, 5.0)
@@ -84,7 +87,8 @@ def test_feed_instruments_are_keyed_by_configured_names(exchange):
 
 
 # ------------------------------------------------------------------ merge_rules
-EX = {"BTC/USDT": Instrument("BTC/USDT", PERP, price_tick=0.1, qty_step=0.001, min_qty=0.001, min_notional_usd=100.0)}
+EX = {"BTC/USDT": Instrument("BTC/USDT", PERP, price_tick=0.1, qty_step=0.001, min_qty=0.001, min_notional_usd=100.0,
+                             funding_interval_ms=0)}  # the interval not published (Binance)
 
 
 def perp(**kw) -> Instrument:
@@ -103,6 +107,17 @@ def test_merge_rules_fills_unset_rules_from_the_exchange_and_keeps_config_fields
     assert (m.price_tick, m.qty_step, m.min_qty, m.min_notional_usd) == (0.1, 0.001, 0.001, 100.0)
     assert (m.kind, m.leverage, m.maint_margin_rate, m.funding_rate, m.funding_interval_ms) == (
         PERP, 3.0, 0.005, 0.0002, 4 * 3_600_000)
+
+
+def test_merge_rules_takes_the_funding_schedule_the_exchange_publishes_with_a_warning():
+    """Bybit publishes a contract's funding interval: funding is settled on the exchange's schedule."""
+    ex = {"BTC/USDT": dataclasses.replace(EX["BTC/USDT"], funding_interval_ms=4 * 3_600_000)}
+    merged, warnings = merge_rules({"BTC/USDT": perp(funding_interval_ms=8 * 3_600_000)}, ex)
+    assert merged["BTC/USDT"].funding_interval_ms == 4 * 3_600_000
+    assert warnings == ["BTC/USDT: the exchange settles funding every 4 h, not 8 h as configured; using the "
+                        "exchange's schedule (funding_interval_h in configs/symbols.yaml)"]
+    merged, warnings = merge_rules({"BTC/USDT": perp(funding_interval_ms=4 * 3_600_000)}, ex)
+    assert warnings == [] and merged["BTC/USDT"].funding_interval_ms == 4 * 3_600_000
 
 
 def test_merge_rules_config_wins_when_set_and_stricter_without_warning():

@@ -6,8 +6,9 @@ them too. For each configured instrument, a rule the configuration left at 0 is 
 the exchange; a rule the configuration set wins. A configured rule LOOSER than the
 exchange's (a finer tick or step, or one that is not a multiple of the exchange's, a lower
 minimum) would let the paper broker fill orders the exchange refuses: it is kept, and a
-warning line says so. Kind, leverage, margin and funding fields always come from the
-configuration.
+warning line says so. Kind, leverage, margin and a fixed funding rate always come from the
+configuration; a perp's funding interval is the exchange's (it settles on its own schedule),
+with a warning when the configuration says otherwise.
 """
 
 from __future__ import annotations
@@ -68,5 +69,10 @@ def merge_rules(configured: dict[str, Instrument],
                 warnings.append(f"{name}: configured {what} {mine:g} {rule} the exchange's {theirs:g}; "
                                 f"paper fills may pass orders the exchange refuses (set {field} to 0 to use "
                                 "the exchange's)")
+        if cfg.kind is ex.kind and ex.funding_interval_ms > 0 and ex.funding_interval_ms != cfg.funding_interval_ms:
+            update["funding_interval_ms"] = ex.funding_interval_ms
+            warnings.append(f"{name}: the exchange settles funding every {ex.funding_interval_ms / 3_600_000:g} h, "
+                            f"not {cfg.funding_interval_ms / 3_600_000:g} h as configured; using the exchange's "
+                            "schedule (funding_interval_h in configs/symbols.yaml)")
         merged[name] = dataclasses.replace(cfg, **update) if update else cfg
     return merged, warnings
