@@ -342,7 +342,11 @@ def fetch_funding_history(
             prev = resumed_from
             cursor = since_ms if prev is None else max(since_ms, prev + 1)
             while cursor < end_ms:
-                rows = call(exchange.fetch_funding_rate_history, symbol, cursor, limit)
+                # an explicit window of at most ``limit`` funding times: Bybit answers the NEWEST
+                # ``limit`` rows of [startTime, endTime] (both inclusive), so ccxt's default end
+                # (start + limit x interval) would hold limit + 1 instants and drop the oldest
+                window_end = min(end_ms, cursor + limit * interval_ms) - 1
+                rows = call(exchange.fetch_funding_rate_history, symbol, cursor, limit, {"endTime": window_end})
                 stamps = [int(r["timestamp"]) for r in rows if r.get("timestamp") is not None]
                 page = sorted({funding_instant(int(r["timestamp"]), interval_ms): float(r["fundingRate"])
                                for r in rows if r.get("timestamp") is not None and r.get("fundingRate") is not None
