@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import random
 import time
 
 from aiohttp import web
@@ -327,6 +329,42 @@ class FakeBinance(FakeExchangeBase):
                                                                     "b": b, "a": a}
                                     await self._send(other, msg)
                                     st2["sent"] = time.time()
+
+
+class TrendingFakeBinance(FakeBinance):
+    """The fake with a random-walk price path that trends up and down within a minute, so the
+    strategies trade on it (deterministic per symbol and second). ``bar_range`` widens each bar
+    around its body; ``volume`` None gives 1..7 units a bar."""
+
+    def __init__(self, *args, bar_range: float = 0.0004, volume: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._path: dict[str, dict[int, float]] = {}
+        self.bar_range = bar_range
+        self.bar_volume = volume
+
+    def _price(self, symbol: str, k: int) -> float:
+        path = self._path.setdefault(symbol, {})
+        if not path:
+            path[k - 5000] = self.prices[symbol]
+        if k < min(path):
+            raise ValueError("bar before the price path's anchor")
+        last = k if k in path else max(j for j in path if j <= k)
+        price = path[last]
+        for j in range(last + 1, k + 1):
+            rng = random.Random(f"{symbol}:{j}")
+            drift = 0.0004 * math.copysign(1.0, math.sin(j / 20.0))  # trends up and down within a minute
+            price *= math.exp(drift + 0.0008 * rng.gauss(0.0, 1.0))
+            path[j] = price
+        return path[k]
+
+    def candle(self, symbol: str, ts: int, tf_ms: int = 1000, partial: bool = False, **_market) -> list[float]:
+        k = ts // tf_ms
+        o, c = round(self._price(symbol, k - 1), 2), round(self._price(symbol, k), 2)
+        if partial:
+            c = round((o + c) / 2, 2)
+        volume = float(1 + k % 7) if self.bar_volume is None else self.bar_volume
+        r = self.bar_range
+        return [ts, o, round(max(o, c) * (1 + r), 2), round(min(o, c) * (1 - r), 2), c, volume]
 
 
 @contextlib.contextmanager

@@ -12,8 +12,6 @@ well after the plan was approved (the latency), not the book at the decision.
 from __future__ import annotations
 
 import json
-import math
-import random
 import sqlite3
 import time
 from pathlib import Path
@@ -21,40 +19,20 @@ from pathlib import Path
 import yaml
 
 from prod_core.execution.fills import walk_book
-from prod_core.testing.fake_exchange import FakeBinance
+from prod_core.testing.fake_exchange import FakeBinance, TrendingFakeBinance
 from tests.runner.helpers import PaperProcess
 
 LATENCY_MS = 400
 TICK = 0.01  # the fake's BTC/USDT and ETH/USDT spot price tick
 
 
-class _MovingBookFake(FakeBinance):
-    """A random walk that trends and turns (so strategies trade), wide bars, and a book whose mid
-    moves continuously inside each second from the bar's open towards its close."""
+class _MovingBookFake(TrendingFakeBinance):
+    """The trending fake with wide bars (a range of +/-1%: a book published a little before or after
+    the bar still lies inside it) and a book whose mid moves continuously inside each second from the
+    bar's open towards its close."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._path: dict[str, dict[int, float]] = {}
-
-    def _price(self, symbol: str, k: int) -> float:
-        path = self._path.setdefault(symbol, {})
-        if not path:
-            path[k - 5000] = self.prices[symbol]
-        last = k if k in path else max(j for j in path if j <= k)
-        price = path[last]
-        for j in range(last + 1, k + 1):
-            rng = random.Random(f"{symbol}:{j}")
-            price *= math.exp(0.0004 * math.copysign(1.0, math.sin(j / 20.0)) + 0.0008 * rng.gauss(0.0, 1.0))
-            path[j] = price
-        return path[k]
-
-    def candle(self, symbol: str, ts: int, tf_ms: int = 1000, partial: bool = False, **_market) -> list[float]:
-        k = ts // tf_ms
-        o, c = round(self._price(symbol, k - 1), 2), round(self._price(symbol, k), 2)
-        if partial:
-            c = round((o + c) / 2, 2)
-        # a range of +/-1%: a book published a little before or after the bar still lies inside it
-        return [ts, o, round(max(o, c) * 1.01, 2), round(min(o, c) * 0.99, 2), c, 1000.0]
+        super().__init__(*args, bar_range=0.01, volume=1000.0, **kwargs)
 
     def book_price(self, symbol: str, market: str, now_ms: int) -> float:
         k = now_ms // 1000
@@ -91,6 +69,11 @@ def _entry_fills(db: Path) -> list[tuple]:
                       "WHERE f.reason = 'entry' ORDER BY f.rowid")
 
 
+def _book_priced(fake: FakeBinance, fills: list[tuple]) -> list[tuple]:
+    """The entry fills whose reference is not the candle model's (the bar's open): priced on a book."""
+    return [f for f in fills if abs(f[5] - fake.candle(f[1], f[6])[1]) > TICK]
+
+
 def _approved_at(db: Path, run_id: str) -> dict[str, float]:
     rows = _query(db, "SELECT ts, fields_json FROM events WHERE run_id = ? AND kind = 'plan_approved'", run_id)
     return {json.loads(fields)["plan_id"]: ts for ts, fields in rows}
@@ -105,8 +88,8 @@ def test_entries_walk_the_book_seen_latency_ms_after_the_decision(tmp_path: Path
                             env={"CONFIG_DIR": str(config_dir), "FEED": "ccxt_ws"})
         try:
             proc.wait_for_line("зарегистрирован", timeout=60)
-            deadline = time.time() + 180  # trade until two entries have filled
-            while len(_entry_fills(proc.db)) < 2:
+            deadline = time.time() + 180  # trade until two entries have filled on a captured book
+            while len(_book_priced(fake, _entry_fills(proc.db))) < 2:
                 assert time.time() < deadline and proc.proc.poll() is None, proc.output[-4000:]
                 time.sleep(0.2)
             proc.interrupt()
@@ -116,12 +99,15 @@ def test_entries_walk_the_book_seen_latency_ms_after_the_decision(tmp_path: Path
     finally:
         fake.stop()
 
-    fills = _entry_fills(proc.db)
+    every = _entry_fills(proc.db)
+    fills = _book_priced(fake, every)
+    # an order whose fill bar came before any usable book (a loaded loop reads bars in batches)
+    # falls back to the candle model: its reference is then exactly the bar's open
+    assert all(ref == fake.candle(symbol, ts_ms)[1] for _, symbol, _, _, _, ref, ts_ms, _ in every if
+               (symbol, ts_ms) not in {(f[1], f[6]) for f in fills})
     approved = _approved_at(proc.db, fills[0][0])
     for run_id, symbol, side, qty, price, ref, ts_ms, plan_id in fills:
         buying = side == "buy"
-        bar_open = fake.candle(symbol, ts_ms)[1]
-        assert abs(ref - bar_open) > TICK, (symbol, ref, bar_open)  # not the candle model's reference
         books = [(t, bids, asks) for t, market, sym, _seq, bids, asks in fake.books_sent
                  if market == "spot" and sym == symbol
                  and abs((float(bids[0][0]) + float(asks[0][0])) / 2 - ref) < 1e-6]

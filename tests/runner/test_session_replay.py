@@ -4,9 +4,7 @@ and a replay of that recording reproduces its plans and fills by content."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from prod_core.testing.fake_exchange import FakeBinance
+from prod_core.testing.fake_exchange import TrendingFakeBinance
 from tests.runner.helpers import PaperProcess, cli, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,42 +108,11 @@ def test_sim_session_with_a_carried_account_and_a_hold_replays_identically(tmp_p
     assert len(plans) >= 5 and len(fills) >= 2, (len(plans), len(fills))
 
 
-class _NoisyFake(FakeBinance):
-    """The fake exchange with a random-walk price path that trends and turns (so strategies trade)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._path: dict[str, dict[int, float]] = {}
-
-    def _price(self, symbol: str, k: int) -> float:
-        path = self._path.setdefault(symbol, {})
-        if not path:
-            path[k - 5000] = self.prices[symbol]
-        low = min(path)
-        if k < low:
-            raise ValueError("bar before the price path's anchor")
-        last = max(j for j in path if j <= k) if k not in path else k
-        price = path[last]
-        for j in range(last + 1, k + 1):
-            rng = random.Random(f"{symbol}:{j}")
-            drift = 0.0004 * math.copysign(1.0, math.sin(j / 20.0))  # trends up and down within a minute
-            price *= math.exp(drift + 0.0008 * rng.gauss(0.0, 1.0))
-            path[j] = price
-        return path[k]
-
-    def candle(self, symbol: str, ts: int, tf_ms: int = 1000, partial: bool = False, **_market) -> list[float]:
-        k = ts // tf_ms
-        o, c = round(self._price(symbol, k - 1), 2), round(self._price(symbol, k), 2)
-        if partial:
-            c = round((o + c) / 2, 2)
-        return [ts, o, round(max(o, c) * 1.0004, 2), round(min(o, c) * 0.9996, 2), c, float(1 + k % 7)]
-
-
 def test_ccxt_session_with_outage_and_hold_replays_identically(tmp_path: Path, config_dir: Path) -> None:
     """A paper session on the ccxt feed against the fake exchange (account carried over, a feed
     outage and an operator hold in it), replayed from its recording: the same plans and fills."""
     _active_governance(config_dir)
-    fake = _NoisyFake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=400.0).start()
+    fake = TrendingFakeBinance({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=400.0).start()
     try:
         sym_path = config_dir / "symbols.yaml"
         cfg = yaml.safe_load(sym_path.read_text())
