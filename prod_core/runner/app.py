@@ -238,7 +238,7 @@ class PaperRunner:
         if self.replay and status == "stopped":
             bars = sum(self.live.bars_total.values())
             print(f"replay: bars={bars} fills={self.pipeline.fills_seen} engine_s={self.engine_s:.3f} "
-                  f"equity={self.pipeline.broker.cash_usd:.2f}", flush=True)
+                  f"equity={self.pipeline.broker.equity_usd:.2f}", flush=True)  # wallet + open positions at their marks
         return 0 if status == "stopped" else 1
 
     def _open_account(self, settings: Settings, t_start: float) -> int:

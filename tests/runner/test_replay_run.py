@@ -82,10 +82,12 @@ def test_replay_max_speed_is_reproducible_counts_anomalies_and_reports_valid_bar
         run = storage.list_runs(1)[0]
         assert run["status"] == "stopped" and run["feed"] == "replay"
         assert storage.open_positions() == []  # a replay closes what it opened at the end of the data
+        saved = storage.load_governance_state(f"replay:{run['run_id']}")
         stopped = [e for e in storage.events(run["run_id"]) if e["kind"] == "run_stopped"][0]
         warned = [e for e in storage.events(run["run_id"]) if e["kind"] == "data_anomaly"]
     assert stopped["fields"]["anomalies"] == {f"replay:{kind}": 1 for kind in BAD_ROWS}
     assert len(warned) == 1  # one burst, one line
+    assert last.split()[-1] == f"equity={saved['cash_usd']:.2f}"  # flat at the end: equity is the wallet
     assert "отклонено баров" in first.stdout
 
 
