@@ -87,38 +87,38 @@ def round_price(inst: Instrument, price: float, buying: bool, low: float, high: 
     rather than invent a trade outside it.
     """
     price = _clamp(price, low, high)
-    tick = inst.price_tick
-    if tick <= 0.0 or not math.isfinite(price):
+    ticks = _ticks_around(price, inst.price_tick)
+    if ticks is None:
         return price
-    ratio = price / tick
-    if ratio >= _WHOLE:
-        return price
-    slack = ratio * _SLACK_REL + _SLACK_STEPS
-    up = math.ceil(ratio - slack)
-    down = math.floor(ratio + slack)
-    m, scale = _STEP_PARTS.get(tick) or _step_parts(tick)
-    tol = tick * _SLACK_STEPS  # a bar's low/high a hair off the tick (float noise) still bounds it
-    for k in ((up, down) if buying else (down, up)):
-        p = k * m / scale
+    up, down = ticks
+    tol = inst.price_tick * _SLACK_STEPS  # a bar's low/high a hair off the tick (float noise) still bounds it
+    for p in ((up, down) if buying else (down, up)):
         if low - tol <= p <= high + tol:
             return _clamp(p, low, high)
     return price
+
+
+def _ticks_around(price: float, tick: float) -> tuple[float, float] | None:
+    """(the tick price at or above ``price``, the one at or below), float noise forgiven; None
+    when there is no tick (0), the price is not finite or too large to have a sub-tick remainder."""
+    if tick <= 0.0 or not math.isfinite(price):
+        return None
+    ratio = price / tick
+    if ratio >= _WHOLE:
+        return None
+    slack = ratio * _SLACK_REL + _SLACK_STEPS
+    m, scale = _STEP_PARTS.get(tick) or _step_parts(tick)
+    return math.ceil(ratio - slack) * m / scale, math.floor(ratio + slack) * m / scale
 
 
 def round_limit(inst: Instrument, price: float, side_of_order: Side) -> float:
     """A resting limit price on the tick, on the passive side: a sell limit (a long's target)
     rounds up, a buy limit (a short's target) rounds down, so it never crosses the intended
     price. 0 tick = unchanged."""
-    tick = inst.price_tick
-    if tick <= 0.0 or not math.isfinite(price):
+    ticks = _ticks_around(price, inst.price_tick)
+    if ticks is None:
         return price
-    ratio = price / tick
-    if ratio >= _WHOLE:
-        return price
-    slack = ratio * _SLACK_REL + _SLACK_STEPS
-    k = math.ceil(ratio - slack) if side_of_order is Side.SELL else math.floor(ratio + slack)
-    m, scale = _STEP_PARTS.get(tick) or _step_parts(tick)
-    return k * m / scale
+    return ticks[0] if side_of_order is Side.SELL else ticks[1]
 
 
 def _fmt(x: float) -> str:

@@ -536,10 +536,7 @@ class PaperRunner:
     def _manifest(self, instruments: dict[str, Instrument]) -> None:
         """The run's execution terms on record (events table -> manifest.json and summary.md)."""
         ex = self.gov.execution
-        source = self.pipeline.broker.funding
-        inner = getattr(source, "_source", source)
-        inner = getattr(inner, "_source", inner) if isinstance(inner, Overrides) else inner
-        funding = "none" if source is None else type(inner).__name__ if inner is not None else "fixed"
+        funding = self._funding_name
         fields = {"execution": ex.model_dump(mode="json"), "funding_source": funding,
                   "instruments": {sym: _instrument_record(inst) for sym, inst in instruments.items()}}
         cap = "none" if ex.max_participation_pct is None else f"{ex.max_participation_pct:g}%"
@@ -553,11 +550,13 @@ class PaperRunner:
         (exchange history, the replay file, the sim model). A paper session records every rate it
         settles, so that replaying the session settles the same."""
         perps = [s for s, i in instruments.items() if i.kind is InstrumentKind.PERP]
+        self._funding_name = "none"
         if not perps:
             return None
         fixed = {s: i.funding_rate for s, i in instruments.items() if s in perps and i.funding_rate is not None}
         get = getattr(self.feed, "funding_rates", None)
         source = get() if get is not None else None
+        self._funding_name = type(source).__name__ if source is not None else "fixed" if fixed else "none"
         missing = [s for s in perps if s not in fixed] if source is None else []
         if missing:
             log.warning("Фандинг не начисляется по %s: у фида %s нет ставок фандинга (задайте funding_rate в "

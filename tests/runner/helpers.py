@@ -122,3 +122,19 @@ def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env={**os.environ, "ENV_FILE": "/nonexistent"},
     )
+
+
+def active_governance(config_dir: Path, **execution) -> None:
+    """Strategies that trade often, limits that never stop them (many plans to compare);
+    ``execution`` keys are set on the execution section."""
+    import yaml
+
+    path = config_dir / "governance.yaml"
+    gov = yaml.safe_load(path.read_text())
+    gov["strategies"]["trend_following"].update(fast_bars=3, slow_bars=8, stop_atr=1.0, target_atr=1.5)
+    gov["strategies"]["mean_reversion"].update(lookback_bars=10, entry_z=1.0)
+    gov["enable_map"] = {k: ["trend_following", "mean_reversion"] for k in ("calm", "trend_up", "trend_down", "volatile")}
+    gov["daily_lock"].update(max_trades=100_000, max_consecutive_losses=100_000, max_daily_loss_r=1000.0)
+    gov["drawdown"].update(throttle_at_r=-500.0, no_entries_at_r=-1000.0, critical_max_dd_r=1000.0)
+    gov["execution"].update(execution)
+    path.write_text(yaml.safe_dump(gov, sort_keys=False))

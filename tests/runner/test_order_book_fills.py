@@ -20,7 +20,7 @@ import yaml
 
 from prod_core.execution.fills import walk_book
 from prod_core.testing.fake_exchange import FakeBinance, TrendingFakeBinance
-from tests.runner.helpers import PaperProcess
+from tests.runner.helpers import PaperProcess, active_governance
 
 LATENCY_MS = 400
 TICK = 0.01  # the fake's BTC/USDT and ETH/USDT spot price tick
@@ -47,15 +47,7 @@ def _configure(config_dir: Path, fake: FakeBinance) -> None:
                             "ws_url": fake.ws_url, "order_book": True})
     cfg["symbols"] = [dict(s, kind="spot") for s in cfg["symbols"] if s["symbol"] in ("BTC/USDT", "ETH/USDT")]
     path.write_text(yaml.safe_dump(cfg))
-    path = config_dir / "governance.yaml"
-    gov = yaml.safe_load(path.read_text())
-    gov["strategies"]["trend_following"].update(fast_bars=3, slow_bars=8, stop_atr=1.0, target_atr=1.5)
-    gov["strategies"]["mean_reversion"].update(lookback_bars=10, entry_z=1.0)
-    gov["enable_map"] = {k: ["trend_following", "mean_reversion"] for k in ("calm", "trend_up", "trend_down", "volatile")}
-    gov["daily_lock"].update(max_trades=100_000, max_consecutive_losses=100_000, max_daily_loss_r=1000.0)
-    gov["drawdown"].update(throttle_at_r=-500.0, no_entries_at_r=-1000.0, critical_max_dd_r=1000.0)
-    gov["execution"]["latency_ms"] = LATENCY_MS
-    path.write_text(yaml.safe_dump(gov, sort_keys=False))
+    active_governance(config_dir, latency_ms=LATENCY_MS)
 
 
 def _query(db: Path, sql: str, *args) -> list[tuple]:

@@ -15,21 +15,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from prod_core.testing.fake_exchange import TrendingFakeBinance
-from tests.runner.helpers import PaperProcess, cli, free_port
+from tests.runner.helpers import PaperProcess, active_governance, cli, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _active_governance(config_dir: Path) -> None:
-    """Strategies that trade often, limits that never stop them: many plans to compare."""
-    path = config_dir / "governance.yaml"
-    gov = yaml.safe_load(path.read_text())
-    gov["strategies"]["trend_following"].update(fast_bars=3, slow_bars=8, stop_atr=1.0, target_atr=1.5)
-    gov["strategies"]["mean_reversion"].update(lookback_bars=10, entry_z=1.0)
-    gov["enable_map"] = {k: ["trend_following", "mean_reversion"] for k in ("calm", "trend_up", "trend_down", "volatile")}
-    gov["daily_lock"].update(max_trades=100_000, max_consecutive_losses=100_000, max_daily_loss_r=1000.0)
-    gov["drawdown"].update(throttle_at_r=-500.0, no_entries_at_r=-1000.0, critical_max_dd_r=1000.0)
-    path.write_text(yaml.safe_dump(gov, sort_keys=False))
 
 
 def _rows(db: Path, sql: str, run_id: str) -> list[tuple]:
@@ -80,7 +68,7 @@ def _assert_replay_reproduces(tmp: Path, db: Path, run_id: str, config_dir: Path
 def test_sim_session_with_a_carried_account_and_a_hold_replays_identically(tmp_path: Path, config_dir: Path) -> None:
     """A sim paper session (account carried from an earlier run, an operator hold and release in
     it) replayed from reports/run_<id>/bars.parquet gives the same plans and fills."""
-    _active_governance(config_dir)
+    active_governance(config_dir)
     env = {"CONFIG_DIR": str(config_dir)}
     first = PaperProcess(tmp_path, "--bar-interval", "0.02", "--max-seconds", "4", "--linger", "0", env=env)
     assert first.wait(timeout=60) == 0, first.output
@@ -111,7 +99,7 @@ def test_sim_session_with_a_carried_account_and_a_hold_replays_identically(tmp_p
 def test_ccxt_session_with_outage_and_hold_replays_identically(tmp_path: Path, config_dir: Path) -> None:
     """A paper session on the ccxt feed against the fake exchange (account carried over, a feed
     outage and an operator hold in it), replayed from its recording: the same plans and fills."""
-    _active_governance(config_dir)
+    active_governance(config_dir)
     fake = TrendingFakeBinance({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=400.0).start()
     try:
         sym_path = config_dir / "symbols.yaml"
