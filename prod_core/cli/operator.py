@@ -12,7 +12,7 @@ import sys
 import time
 
 from prod_core.cli.common import actor, open_storage
-from prod_core.risk.operator import KNOWN_STRATEGIES
+from prod_core.configs import ConfigError, ConfigLoader
 
 ALIVE_S = 5.0
 WAIT_S = 6.0
@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
     for name, text in (("hold", "stop new entries of a strategy (exits still managed)"),
                        ("release", "let a held strategy enter again")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("strategy", choices=KNOWN_STRATEGIES)
+        p.add_argument("strategy", help="a strategy configured under `strategies` in governance.yaml")
         p.add_argument("--comment", default="", help="why (audited)")
         p.set_defaults(func=run, command=name)
 
@@ -68,6 +68,15 @@ def _alive_run(storage) -> dict | None:
     return None
 
 
+def _configured_strategies() -> tuple[str, ...] | None:
+    """Strategy names of governance.yaml (CONFIG_DIR or ./configs); None when it cannot be read
+    (the runner then checks the name when it applies the command)."""
+    try:
+        return tuple(ConfigLoader().load_governance().strategies)
+    except ConfigError:
+        return None
+
+
 def _silent_note(storage) -> str:
     """Say so when the latest run is still recorded as running but its runner is silent."""
     runs = storage.list_runs(limit=1)
@@ -82,6 +91,12 @@ def run(ns) -> int:
     if ns.command in ("unlock", "reset-dd") and not comment:
         print(f"error: {ns.command} needs a non-empty --comment (it is audited)", file=sys.stderr)
         return 2
+    if ns.command == "hold":
+        known = _configured_strategies()
+        if known is not None and ns.strategy not in known:
+            print(f"error: unknown strategy {ns.strategy!r}; configured in {ConfigLoader().governance_path}: "
+                  f"{', '.join(known) or 'none'}", file=sys.stderr)
+            return 2
     with open_storage(ns) as storage:
         cmd_id = storage.enqueue_command(ns.command, args=_args(ns), comment=comment, actor=actor(), ts=time.time())
         alive = _alive_run(storage)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, RootModel, model_validator
 
 from prod_core.configs.base import Section
 
 Pct = Annotated[float, Field(gt=0)]
-STRATEGY_NAMES = ("trend_following", "mean_reversion")
 REGIME_KEYS = ("calm", "trend_up", "trend_down", "volatile")
 # Sections of governance.yaml whose every key must be written out: a file truncated
 # mid-section, or a deleted key, must not fall back to a default silently. The other
 # sections (enable maps, strategies, sla) must be present; keys inside them may default
 # (a regime missing from an enable map allows no strategy: the safe direction).
 EXPLICIT_SECTIONS = ("account", "risk", "daily_lock", "drawdown", "kill_switch", "portfolio", "execution")
+# Sections added after the first release: a file without them gets the defaults, which keep
+# what older files meant (R sizing; a replay flattens at its end and does not reset governance).
+OPTIONAL_SECTIONS = ("sizing", "replay")
 
 
 class AccountConfig(Section):
@@ -61,14 +63,17 @@ class PortfolioConfig(Section):
     max_symbol_exposure_pct: float = Field(50.0, gt=0, description="|notional| of one symbol as % of equity.")
     correlation_window_bars: int = Field(96, ge=10, description="EWMA span (bars) of the rolling pairwise return correlation.")
     correlation_baseline_bars: int = Field(2880, ge=10, description="EWMA span (bars) of the correlation's own slow baseline.")
-    safe_mode_corr_excess: float = Field(0.165, gt=0, le=2, description="Engage safe mode when mean correlation exceeds its baseline by this.")
+    safe_mode_corr_excess: float | None = Field(
+        0.165, gt=0, le=2,
+        description="Engage safe mode when mean correlation exceeds its baseline by this; null = safe mode off "
+                    "(no correlation monitor).")
     safe_mode_release_corr_excess: float = Field(0.08, ge=0, le=2, description="Release safe mode below this excess.")
     safe_mode_min_hold_bars: int = Field(48, ge=0, description="Bars safe mode stays engaged at least.")
     safe_mode_risk_multiplier: float = Field(0.5, gt=0, le=1, description="Risk multiplier in safe mode.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "PortfolioConfig":
-        if self.safe_mode_release_corr_excess >= self.safe_mode_corr_excess:
+        if self.safe_mode_corr_excess is not None and self.safe_mode_release_corr_excess >= self.safe_mode_corr_excess:
             raise ValueError(
                 f"safe_mode_release_corr_excess ({self.safe_mode_release_corr_excess}) must be below "
                 f"safe_mode_corr_excess ({self.safe_mode_corr_excess}) for hysteresis"
@@ -84,46 +89,69 @@ class PortfolioConfig(Section):
 
 
 class EnableMap(Section):
+    always: tuple[str, ...] = Field(
+        (), strict=False,
+        description="Strategies allowed in every regime, warm-up included (the regime does not gate them).")
     calm: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in a calm regime.")
     trend_up: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in an up-trend.")
     trend_down: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in a down-trend.")
     volatile: tuple[str, ...] = Field((), strict=False, description="Strategies allowed in a volatile regime.")
 
-    @model_validator(mode="after")
-    def _known_strategies(self) -> "EnableMap":
-        for regime in REGIME_KEYS:
-            for name in getattr(self, regime):
-                if name not in STRATEGY_NAMES:
-                    raise ValueError(f"{regime}: unknown strategy {name!r}; known: {', '.join(STRATEGY_NAMES)}")
-        return self
-
     def allowed(self, regime_key: str) -> tuple[str, ...]:
-        return getattr(self, regime_key, ())
+        """Strategies allowed in a regime (``always`` first, then the regime's own list)."""
+        own = getattr(self, regime_key, ()) if regime_key != "warmup" else ()
+        return tuple(dict.fromkeys((*self.always, *own)))
+
+    def names(self) -> set[str]:
+        return {name for key in ("always", *REGIME_KEYS) for name in getattr(self, key)}
 
 
-class TrendFollowingConfig(Section):
-    fast_bars: int = Field(20, ge=2, description="Fast EMA length.")
-    slow_bars: int = Field(60, ge=3, description="Slow EMA length.")
-    stop_atr: float = Field(2.0, gt=0, description="Stop distance in ATRs.")
-    target_atr: float = Field(4.0, gt=0, description="Target distance in ATRs.")
+class StrategySpec(Section):
+    """One strategy of governance.yaml: its class and parameters."""
 
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> "TrendFollowingConfig":
-        if self.fast_bars >= self.slow_bars:
-            raise ValueError(f"fast_bars ({self.fast_bars}) must be below slow_bars ({self.slow_bars})")
-        return self
+    model_config = ConfigDict(populate_by_name=True)
 
-
-class MeanReversionConfig(Section):
-    lookback_bars: int = Field(40, ge=5, description="Bars in the mean/deviation estimate.")
-    entry_z: float = Field(2.0, gt=0, description="Enter when price deviates this many sigmas.")
-    stop_atr: float = Field(1.5, gt=0, description="Stop distance in ATRs beyond entry.")
-    target_atr: float = Field(1.5, gt=0, description="Target distance in ATRs.")
+    cls: str | None = Field(
+        None, alias="class",
+        description="`package.module:ClassName`, or the name of an entry point of group crupto.strategies; "
+                    "default: the built-in strategy or entry point named like the key.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The strategy's parameters (its Params model).")
 
 
-class StrategiesConfig(Section):
-    trend_following: TrendFollowingConfig = TrendFollowingConfig()
-    mean_reversion: MeanReversionConfig = MeanReversionConfig()
+class StrategiesConfig(RootModel[dict[str, StrategySpec]]):
+    """``strategies:`` name -> spec. A spec without ``class`` and ``params`` keys is the parameters
+    themselves (the short form of the built-in strategies)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = {}
+        for name, spec in data.items():
+            if spec is None:
+                spec = {}
+            if isinstance(spec, dict) and not ({"class", "params", "cls"} & set(spec)):
+                spec = {"params": spec}
+            out[name] = spec
+        return out
+
+    def items(self):
+        return self.root.items()
+
+    def __getitem__(self, name: str) -> StrategySpec:
+        return self.root[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.root
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.root)
+
+    def __len__(self) -> int:
+        return len(self.root)
 
 
 class ExecutionConfig(Section):
@@ -165,6 +193,46 @@ class ExecutionConfig(Section):
     liquidation_fee_bps: float = Field(50.0, ge=0, le=500, description="Fee of a liquidation, basis points of the notional at the bankruptcy price.")
 
 
+class SizingConfig(Section):
+    """How an approved plan becomes a quantity. R sizing is the default; the fixed modes still report R
+    against ``nominal_r_usd``."""
+
+    mode: Literal["r", "fixed_qty", "fixed_notional"] = Field(
+        "r", description="r: risk 1R (risk_per_trade_pct of equity) to the plan's stop; fixed_qty: `qty` units of "
+                         "the symbol; fixed_notional: `notional_usd` at the plan's entry price.")
+    qty: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="fixed_qty: symbol -> quantity in base units; key '*' = any other symbol.")
+    notional_usd: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="fixed_notional: symbol -> USD notional; key '*' = any other symbol.")
+    nominal_r_usd: float | None = Field(
+        None, gt=0, description="1R in USD for the fixed modes' R figures; null = risk_per_trade_pct of equity.")
+
+    @model_validator(mode="after")
+    def _sizes_given(self) -> "SizingConfig":
+        if self.mode == "fixed_qty" and not self.qty:
+            raise ValueError("mode fixed_qty needs `qty: {SYMBOL: quantity}` (or '*': quantity for every symbol)")
+        if self.mode == "fixed_notional" and not self.notional_usd:
+            raise ValueError("mode fixed_notional needs `notional_usd: {SYMBOL: usd}` (or '*': usd for every symbol)")
+        return self
+
+    def size_of(self, table: dict[str, float], symbol: str) -> float | None:
+        value = table.get(symbol)
+        if value is None:
+            value = table.get(symbol.replace("/", "").split(":")[0], table.get("*"))
+        return value
+
+
+class ReplayConfig(Section):
+    """What a replay does at day boundaries and at the end of its data."""
+
+    flatten_at_end: bool = Field(True, description="Close what is still open at its last close when the data ends.")
+    daily_reset: bool = Field(
+        False,
+        description="At each UTC day of the data: reset the drawdown stop and lift the daily lock, as an operator "
+                    "would (`cli reset-dd`, `cli unlock`); each is journaled and listed in the run's summary, so a "
+                    "long replay evaluates every day rather than stopping at the first stop.")
+
+
 class SlaConfig(Section):
     stage_latency_ms: float = Field(50.0, gt=0, description="Per-stage p95 latency SLA, milliseconds.")
 
@@ -180,6 +248,26 @@ class GovernanceConfig(Section):
         calm=("mean_reversion",), trend_up=("trend_following",), trend_down=("trend_following",)
     )
     safe_mode_enable_map: EnableMap = EnableMap(calm=("mean_reversion",), trend_up=("trend_following",))
-    strategies: StrategiesConfig = StrategiesConfig()
+    strategies: StrategiesConfig = StrategiesConfig({"trend_following": {}, "mean_reversion": {}})
     execution: ExecutionConfig = ExecutionConfig()
     sla: SlaConfig = SlaConfig()
+    sizing: SizingConfig = SizingConfig()
+    replay: ReplayConfig = ReplayConfig()
+
+    @model_validator(mode="after")
+    def _strategies_usable(self) -> "GovernanceConfig":
+        """Every strategy imports and its parameters validate; the enable maps name configured strategies."""
+        from prod_core.strategies.base import StrategyConfigError, build_kinds
+
+        try:
+            build_kinds(self.strategies)
+        except StrategyConfigError as exc:
+            raise ValueError(str(exc)) from None
+        for section in ("enable_map", "safe_mode_enable_map"):
+            unknown = sorted(getattr(self, section).names() - set(self.strategies))
+            if unknown:
+                raise ValueError(
+                    f"{section}: unknown strategy {unknown[0]!r}; configured under strategies: "
+                    f"{', '.join(self.strategies) or 'none'}"
+                )
+        return self

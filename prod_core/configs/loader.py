@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from prod_core.configs.errors import ConfigError, format_validation_error
-from prod_core.configs.governance import EXPLICIT_SECTIONS, GovernanceConfig
+from prod_core.configs.governance import EXPLICIT_SECTIONS, OPTIONAL_SECTIONS, GovernanceConfig
 from prod_core.configs.symbols import SymbolsConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -107,13 +107,14 @@ def require_keys(
     path: Path,
     model: type[BaseModel],
     explicit: Sequence[str] = (),
+    optional: Sequence[str] = (),
 ) -> None:
     """Refuse a file that lacks a top-level section of ``model``, or a key of an ``explicit`` section.
 
     The models keep defaults (builders and tests use them); a config FILE must not
     silently fall back to them when it was truncated or a section was deleted.
     """
-    missing = [name for name in model.model_fields if name not in data]
+    missing = [name for name in model.model_fields if name not in data and name not in optional]
     if missing:
         raise ConfigError(
             f"{path}: missing section(s) {', '.join(missing)} (the file looks truncated or incomplete); "
@@ -174,7 +175,7 @@ class ConfigLoader:
         """Every section present and every key of ``EXPLICIT_SECTIONS`` written out."""
         path = self.governance_path
         data, lines = _read_yaml(path)
-        require_keys(data, lines, path, GovernanceConfig, EXPLICIT_SECTIONS)
+        require_keys(data, lines, path, GovernanceConfig, EXPLICIT_SECTIONS, OPTIONAL_SECTIONS)
         return parse_model(GovernanceConfig, data, str(path))
 
     def load_symbols(self) -> SymbolsConfig:

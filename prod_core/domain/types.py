@@ -147,7 +147,9 @@ class Bar:
 
 @dataclass(frozen=True, slots=True)
 class TradePlan:
-    """A strategy's proposal: enter ``side`` on ``symbol`` near ``entry`` with a protective stop."""
+    """A strategy's proposal: enter ``side`` on ``symbol`` near ``entry``, usually with a protective stop.
+
+    ``stop`` / ``target`` 0.0 = none (the position exits on a signal only; R sizing needs a stop)."""
 
     plan_id: str
     ts_ms: int
@@ -161,22 +163,24 @@ class TradePlan:
     regime: Regime = Regime.WARMUP
 
     def __post_init__(self) -> None:
-        for name in ("entry", "stop", "target"):
+        if not (math.isfinite(self.entry) and self.entry > 0):
+            raise ValueError(f"TradePlan.entry must be a positive finite price, was {self.entry!r}")
+        for name in ("stop", "target"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"TradePlan.{name} must be a positive finite price, was {value!r}")
-        if self.side is Side.BUY and not (self.stop < self.entry < self.target):
-            raise ValueError(
-                f"buy plan needs stop < entry < target, was stop={self.stop} entry={self.entry} target={self.target}"
-            )
-        if self.side is Side.SELL and not (self.target < self.entry < self.stop):
-            raise ValueError(
-                f"sell plan needs target < entry < stop, was target={self.target} entry={self.entry} stop={self.stop}"
-            )
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"TradePlan.{name} must be a positive finite price or 0 (none), was {value!r}")
+        buy = self.side is Side.BUY
+        if self.stop and not (self.stop < self.entry if buy else self.stop > self.entry):
+            raise ValueError(f"{self.side.value} plan needs its stop {'below' if buy else 'above'} the entry, "
+                             f"was stop={self.stop} entry={self.entry}")
+        if self.target and not (self.target > self.entry if buy else self.target < self.entry):
+            raise ValueError(f"{self.side.value} plan needs its target {'above' if buy else 'below'} the entry, "
+                             f"was target={self.target} entry={self.entry}")
 
     @property
     def risk_per_unit(self) -> float:
-        return abs(self.entry - self.stop)
+        """Price distance to the stop; 0.0 without a stop."""
+        return abs(self.entry - self.stop) if self.stop else 0.0
 
 
 @dataclass(frozen=True, slots=True)

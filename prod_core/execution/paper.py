@@ -539,14 +539,15 @@ class PaperBroker:
         long = p.side is Side.BUY
         liq = self._liq.get(p.symbol)
         exiting = p.symbol in self.pending_exits  # an exit already works: the stop order is gone
+        stop = p.stop  # 0.0: none
         if long:
             liq_hit = liq is not None and bar.low <= liq
-            stop_hit = not exiting and bar.low <= p.stop
-            liq_first = liq_hit and (not stop_hit or liq >= p.stop or bar.open <= liq)
+            stop_hit = not exiting and bar.low <= stop
+            liq_first = liq_hit and (not stop_hit or liq >= stop or bar.open <= liq)
         else:
             liq_hit = liq is not None and bar.high >= liq
-            stop_hit = not exiting and bar.high >= p.stop
-            liq_first = liq_hit and (not stop_hit or liq <= p.stop or bar.open >= liq)
+            stop_hit = not exiting and stop > 0.0 and bar.high >= stop
+            liq_first = liq_hit and (not stop_hit or liq <= stop or bar.open >= liq)
         if liq_first:
             self._liquidate(p, bar)
             return
@@ -567,6 +568,8 @@ class PaperBroker:
             rest = self.positions.get(p.symbol)
             if rest is not None and liq_hit:
                 self._liquidate(rest, bar)
+            return
+        if not p.target:
             return
         inst = self.instruments.get(p.symbol)
         target = round_limit(inst, p.target, p.side.opposite) if inst is not None else p.target

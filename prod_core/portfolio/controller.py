@@ -14,7 +14,7 @@ class PortfolioController:
     def __init__(self, symbols: Sequence[str], cfg: PortfolioConfig) -> None:
         self.cfg = cfg
         self.monitor = CorrelationMonitor(symbols, cfg.correlation_window_bars, cfg.correlation_baseline_bars)
-        self.switch = SafeModeSwitch(cfg.safe_mode_corr_excess, cfg.safe_mode_release_corr_excess,
+        self.switch = SafeModeSwitch(cfg.safe_mode_corr_excess or 0.0, cfg.safe_mode_release_corr_excess,
                                      cfg.safe_mode_min_hold_bars)
 
     @property
@@ -33,7 +33,7 @@ class PortfolioController:
         ):
             self.monitor = CorrelationMonitor(self.monitor.symbols, cfg.correlation_window_bars,
                                               cfg.correlation_baseline_bars)
-        self.switch.enter_excess = cfg.safe_mode_corr_excess
+        self.switch.enter_excess = cfg.safe_mode_corr_excess or 0.0
         self.switch.release_excess = cfg.safe_mode_release_corr_excess
         self.switch.min_hold_bars = cfg.safe_mode_min_hold_bars
         self.cfg = cfg
@@ -53,6 +53,15 @@ class PortfolioController:
         return ""
 
     def on_timestamp(self, returns: Sequence[float | None], breach: str = "") -> str | None:
-        """Update correlation and the switch; returns 'engaged'/'released' on a flip."""
+        """Update correlation and the switch; returns 'engaged'/'released' on a flip.
+
+        ``safe_mode_corr_excess: null`` turns safe mode off: no correlation work, and an engaged
+        safe mode (before a reload) is released."""
+        if self.cfg.safe_mode_corr_excess is None:
+            if self.switch.engaged:
+                self.switch.engaged = False
+                self.switch.reason = ""
+                return "released"
+            return None
         self.monitor.update(returns)
         return self.switch.update(self.monitor.excess, self.monitor.ready, breach)

@@ -110,6 +110,7 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
                          None),
         "execution": execution_summary(fills, storage.orders(run_id)),
         "funding": funding_summary(storage.funding_payments(run_id)),
+        "daily_resets": [e.get("fields") or {} for e in storage.events(run_id) if e.get("kind") == "replay_daily_reset"],
     }
 
 
@@ -225,6 +226,23 @@ def _funding_md(s: dict[str, Any]) -> list[str]:
     return out + [f"| total | {sum(r['payments'] for r in rows.values())} | {total:.4f} | |", ""]
 
 
+def _daily_resets_md(s: dict[str, Any]) -> list[str]:
+    """Operator-equivalent actions of ``replay.daily_reset`` (none listed when it was off or never acted)."""
+    resets = s.get("daily_resets") or []
+    if not resets:
+        return []
+    out = ["## Operator-equivalent actions (replay.daily_reset)", "",
+           "At each UTC day of the data the replay lifted the daily lock and reset an engaged drawdown ladder, "
+           "as an operator would with `cli unlock` / `cli reset-dd`:", "",
+           "| day | actions | lock before | dd_state before, R |", "|---|---|---|---|"]
+    for r in resets:
+        before = r.get("drawdown_before") or {}
+        dd = before.get("dd_state")
+        out.append(f"| {r.get('day')} | {', '.join(r.get('actions') or [])} | {r.get('lock_reason')} | "
+                   f"{'-' if dd is None else format(dd, '.3f')} |")
+    return out + [f"| total | {len(resets)} days | | |", ""]
+
+
 def _fill_model(manifest: dict[str, Any] | None) -> str:
     if not manifest:
         return "- (not recorded)"
@@ -263,6 +281,7 @@ def _summary_md(s: dict[str, Any]) -> str:
             *_anomalies_md(s),
             *_execution_md(s),
             *_funding_md(s),
+            *_daily_resets_md(s),
             "Tables: " + ", ".join(f"`{t}.csv`/`{t}.parquet`" for t in REPORT_TABLES) + "; log: `run.log`.",
             "",
         ]

@@ -6,11 +6,10 @@ value with the reason, never an exception.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from prod_core.risk.ledger import LIMITS_OK, GovernanceState
-
-KNOWN_STRATEGIES = ("trend_following", "mean_reversion")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +66,10 @@ def set_kill_switch(state: GovernanceState, on: bool) -> ActionResult:
     return ActionResult(True, f"kill-switch {'on' if on else 'off'}", {"kill_switch": on})
 
 
-def hold(state: GovernanceState, strategy: str) -> ActionResult:
-    if strategy not in KNOWN_STRATEGIES:
-        return _refused(f"unknown strategy {strategy!r}; known: {', '.join(KNOWN_STRATEGIES)}")
+def hold(state: GovernanceState, strategy: str, known: Collection[str]) -> ActionResult:
+    """Stop new entries of a configured strategy (``known``: the names under governance.yaml ``strategies``)."""
+    if strategy not in known:
+        return _refused(f"unknown strategy {strategy!r}; configured: {', '.join(known) or 'none'}")
     if strategy in state.holds:
         return _refused(f"{strategy} is already on hold")
     state.holds = sorted({*state.holds, strategy})

@@ -91,7 +91,7 @@ class PaperRunner:
 
     # ------------------------------------------------------------------ events
     def notify(self, kind: str, message: str, *, severity: str = "info", component: str = "runner",
-               fields: dict | None = None, log: bool = True) -> None:
+               fields: dict | None = None, log: bool = True, exc_info: BaseException | None = None) -> None:
         ts = time.time()
         fields = fields or {}
         self.storage.add_event(self.run_id, ts=ts, kind=kind, severity=severity, component=component,
@@ -101,7 +101,7 @@ class PaperRunner:
         if log:
             level = {"warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}.get(
                 severity, logging.INFO)
-            globals()["log"].log(level, message)
+            globals()["log"].log(level, message, exc_info=exc_info)
 
     # --------------------------------------------------------------------- run
     def run(self) -> int:
@@ -150,7 +150,7 @@ class PaperRunner:
         for symbol in self.feed.symbols:  # replayed symbols not in symbols.yaml trade as spot
             instruments.setdefault(symbol, Instrument(symbol=symbol))
         self.live = LiveMetrics(feeds=[self.feed.name], symbols=list(self.feed.symbols),
-                                strategies=["trend_following", "mean_reversion"])
+                                strategies=list(self.gov.strategies))
         self.live.runner_up = 1
         self.live.runner_last_cycle_ts = t_start
         try:
@@ -641,7 +641,8 @@ class PaperRunner:
         saved = True
         if not self.lease_lost:  # after a takeover the account belongs to the other runner
             try:
-                if self.replay and self.session is None:  # a recorded session ends as the session did
+                if self.replay and self.session is None and self.gov.replay.flatten_at_end:
+                    # a recorded session ends as the session did; replay.flatten_at_end: false keeps them open
                     self.pipeline.flatten_at_end()
                 self.storage.cancel_pending_plans(self.run_id)
                 self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")

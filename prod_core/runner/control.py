@@ -72,7 +72,7 @@ class OperatorControl:
         elif name == "reset-dd":
             res = operator.reset_drawdown(state, comment)
         elif name == "hold":
-            res = operator.hold(state, str(args.get("strategy", "")))
+            res = operator.hold(state, str(args.get("strategy", "")), pipeline.strategy_names)
         elif name == "release":
             res = operator.release(state, str(args.get("strategy", "")))
         elif name == "reload":

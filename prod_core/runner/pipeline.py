@@ -18,20 +18,47 @@ from time import perf_counter_ns
 from prod_core.account import lot_body, state_body
 from prod_core.account.margin import exit_cash, open_cash
 from prod_core.configs.governance import GovernanceConfig
-from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime
+from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime, TradePlan
 from prod_core.execution import ClosedTrade, PaperBroker
 from prod_core.feeds.hygiene import classify, is_clean
 from prod_core.portfolio import BookSnapshot, PortfolioController, fit
 from prod_core.regime import RegimeDetector, RegimeParams
 from prod_core.risk import GovernanceState, RiskSnapshot, day_of, evaluate, mark_open_r, on_entry_filled, on_trade_closed
 from prod_core.risk.ledger import roll_day
+from prod_core.risk.operator import reset_drawdown
 from prod_core.storage import AccountWrite, LeaseLost, StorageError, journal_fill_row, journal_funding_row, journal_row
-from prod_core.strategies import build_strategies
-from prod_core.strategies.base import Strategy
+from prod_core.strategies import Entry, Exit, MeanReversionParams, Strategy, StrategyKind, TrendFollowingParams
+from prod_core.strategies.api import to_plan
+from prod_core.strategies.base import build_kinds
 
 Notify = Callable[..., None]
 ANOMALY_LOG_EVERY_S = 5.0
+STRATEGY_ERROR_LOG_EVERY_S = 60.0
 _REGIME_KEYS = {Regime.CALM: "calm", Regime.TREND_UP: "trend_up", Regime.TREND_DOWN: "trend_down", Regime.VOLATILE: "volatile"}
+
+
+class _Slot:
+    """One strategy instance of one symbol and the bars it has seen."""
+
+    __slots__ = ("strategy", "name", "seen")
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+        self.name = strategy.name
+        self.seen = 0
+
+
+def regime_params(kinds: dict[str, StrategyKind]) -> RegimeParams:
+    """The regime detector's indicator lengths: the built-in strategies' own (their features are
+    the detector's), else the defaults."""
+    fast, slow, mr = RegimeParams.fast_bars, RegimeParams.slow_bars, RegimeParams.mr_bars
+    for kind in kinds.values():
+        p = kind.params
+        if isinstance(p, TrendFollowingParams):
+            fast, slow = p.fast_bars, p.slow_bars
+        elif isinstance(p, MeanReversionParams):
+            mr = p.lookback_bars
+    return RegimeParams(fast_bars=fast, slow_bars=slow, mr_bars=mr)
 
 
 class Pipeline:
@@ -102,11 +129,14 @@ class Pipeline:
         self._anomaly_pending: tuple = ()
         self.plans_seen = 0
         self.fills_seen = 0
+        self._strategy_logged: dict[str, float] = {}
         if state.cash_usd is None:
             state.cash_usd = gov.account.starting_equity_usd
         self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-",
                                   funding=funding)
         self.detector: RegimeDetector | None = None
+        self.kinds: dict[str, StrategyKind] = {}
+        self._slots: dict[str, list[_Slot]] = {}
         self.apply_config(gov)
         # The UTC day is rolled by ``tick`` (journaled), never silently here.
 
@@ -117,13 +147,24 @@ class Pipeline:
         self.broker.set_instruments(self.instruments)
 
     def apply_config(self, gov: GovernanceConfig) -> None:
-        """Install a (validated) governance config; indicators keep their state when lengths match."""
+        """Install a (validated) governance config; indicators and strategy instances keep their state
+        when their parameters did not change."""
         self.gov = gov
-        tf, mr = gov.strategies.trend_following, gov.strategies.mean_reversion
-        params = RegimeParams(fast_bars=tf.fast_bars, slow_bars=tf.slow_bars, mr_bars=mr.lookback_bars)
-        if self.detector is None or self.detector.params != params:
+        kinds = build_kinds(gov.strategies)
+        params = regime_params(kinds)
+        uses_features = any(k.uses_features for k in kinds.values()) or any(
+            name not in gov.enable_map.always for name in gov.enable_map.names())
+        if not uses_features:
+            self.detector = None
+        elif self.detector is None or self.detector.params != params:
             self.detector = RegimeDetector(params)
-        self.strategies: dict[str, Strategy] = build_strategies(gov.strategies)
+        old = self.kinds
+        self.kinds: dict[str, StrategyKind] = kinds
+        if kinds != old:  # a changed strategy starts over; unchanged ones keep their state
+            self._slots = {sym: [s for s in slots if kinds.get(s.name) == old.get(s.name)]
+                           for sym, slots in self._slots.items()}
+            for sym in list(self._slots):
+                self._slots[sym] = self._build_slots(sym, keep=self._slots[sym])
         self._enabled = self._enable_table(gov.enable_map)
         self._enabled_safe = self._enable_table(gov.safe_mode_enable_map)
         self._sync_enable()
@@ -132,10 +173,20 @@ class Pipeline:
         self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
         self.live.stage_sla_ms = gov.sla.stage_latency_ms
 
-    def _enable_table(self, enable_map) -> dict[Regime, tuple[Strategy, ...]]:
-        table: dict[Regime, tuple[Strategy, ...]] = {Regime.WARMUP: ()}
+    @property
+    def strategy_names(self) -> tuple[str, ...]:
+        return tuple(self.kinds)
+
+    def _build_slots(self, sym: str, keep: list | None = None) -> list[_Slot]:
+        """One strategy instance per configured strategy for ``sym`` (config order)."""
+        kept = {s.name: s for s in keep or ()}
+        can_short = self._can_short.get(sym, False)
+        return [kept.get(name) or _Slot(kind.build(sym, can_short)) for name, kind in self.kinds.items()]
+
+    def _enable_table(self, enable_map) -> dict[Regime, frozenset[str]]:
+        table: dict[Regime, frozenset[str]] = {Regime.WARMUP: frozenset(enable_map.allowed("warmup"))}
         for regime, key in _REGIME_KEYS.items():
-            table[regime] = tuple(self.strategies[name] for name in enable_map.allowed(key))
+            table[regime] = frozenset(enable_map.allowed(key))
         return table
 
     # ------------------------------------------------------------------- bar
@@ -182,26 +233,41 @@ class Pipeline:
             t2 = perf_counter_ns()
             rec(5, t2 - t1)
 
-        f = self.detector.update(bar)
-        regime = f.regime
-        live.regime[sym] = regime
+        detector = self.detector
+        if detector is not None:
+            f = detector.update(bar)
+            regime = f.regime
+            live.regime[sym] = regime
+        else:
+            f = None
+            regime = Regime.WARMUP
         if timed:
             t3 = perf_counter_ns()
             rec(1, t3 - t2)
 
         plan = None
-        if bar.ts_ms >= self.live_from_ms:
-            pos = broker.positions.get(sym)
-            if pos is not None:
-                strat = self.strategies.get(pos.strategy)
-                if strat is not None and sym not in broker.pending_exits and strat.should_exit(f, pos):
+        slots = self._slots.get(sym)
+        if slots is None:
+            slots = self._slots[sym] = self._build_slots(sym)
+        pos = broker.positions.get(sym)
+        acting = bar.ts_ms >= self.live_from_ms
+        for slot in slots:
+            strat = slot.strategy
+            own = pos if pos is not None and pos.strategy == strat.name else None
+            slot.seen += 1
+            try:
+                signal = strat.on_bar(bar, f, own)
+            except Exception as exc:  # a strategy's bug holds that strategy, never the runner
+                self._strategy_failed(strat, bar, exc)
+                continue
+            if signal is None or not acting:
+                continue
+            if signal.__class__ is Exit:
+                if own is not None and sym not in broker.pending_exits:
                     broker.request_exit(sym, FillReason.EXIT_SIGNAL, bar.ts_ms)
-            elif sym not in broker.pending_entries:
-                can_short = self._can_short.get(sym, False)
-                for strat in self._enabled_now[regime]:
-                    plan = strat.propose(f, bar, can_short)
-                    if plan is not None:
-                        break
+            elif (plan is None and pos is None and strat.name in self._enabled_now[regime]
+                  and slot.seen > strat.warmup_bars and sym not in broker.pending_entries):
+                plan = self._plan(strat.name, bar, signal, regime)
         if timed:
             t4 = perf_counter_ns()
             rec(2, t4 - t3)
@@ -219,6 +285,42 @@ class Pipeline:
             t5 = perf_counter_ns()
             rec(6, t5 - t4)
             rec(7, perf_counter_ns() - t5)
+
+    def _plan(self, name: str, bar: Bar, entry: Entry, regime: Regime) -> TradePlan | None:
+        try:
+            return to_plan(name, bar, entry, regime)
+        except ValueError as exc:  # an entry with its stop on the wrong side is the strategy's bug
+            self._strategy_failed(self._slot_strategy(name, bar.symbol), bar, exc)
+            return None
+
+    def _slot_strategy(self, name: str, symbol: str) -> Strategy:
+        return next(s.strategy for s in self._slots[symbol] if s.name == name)
+
+    def _strategy_failed(self, strat: Strategy, bar: Bar, exc: Exception) -> None:
+        """Hold the strategy (journaled like an operator's hold), count the error, log it (not per bar)."""
+        name = strat.name
+        live = self.live
+        live.strategy_errors_total[name] = live.strategy_errors_total.get(name, 0) + 1
+        state = self.state
+        held_now = name not in state.holds
+        if held_now:
+            state.holds = sorted({*state.holds, name})
+            self.journal_governance("hold", {"strategy": name, "automatic": True,
+                                             "error": f"{type(exc).__name__}: {exc}"[:500]}, force=True)
+            self._refresh_account()
+        now = self.wall_clock()
+        last = self._strategy_logged.get(name, float("-inf"))
+        if held_now or now - last >= STRATEGY_ERROR_LOG_EVERY_S:
+            self._strategy_logged[name] = now
+            self.notify("strategy_error",
+                        f"Стратегия {name} упала на {bar.symbol} ts_ms={bar.ts_ms}: {type(exc).__name__}: {exc}; "
+                        f"стратегия на hold (новых входов нет, выходы по стопам ведутся), runner работает дальше; "
+                        f"после исправления: `python -m prod_core.cli release {name} --comment ...`",
+                        severity="error", component="strategy",
+                        fields={"strategy": name, "symbol": bar.symbol, "ts_ms": bar.ts_ms,
+                                "error": f"{type(exc).__name__}: {exc}"[:500],
+                                "errors_total": live.strategy_errors_total[name]},
+                        exc_info=exc if held_now else None)
 
     def _handle_plan(self, plan, timed: bool) -> None:
         rec = self._stage
@@ -511,7 +613,8 @@ class Pipeline:
         )
 
     def _new_bar_day(self, ts_ms: int) -> None:
-        """Replay clock: a new simulated UTC day resets the daily counters and lifts the lock."""
+        """Replay clock: a new simulated UTC day resets the daily counters and lifts the lock; with
+        ``replay.daily_reset`` it also resets an engaged drawdown ladder, as an operator would."""
         day_ms = 86_400_000
         self._next_day_ms = (ts_ms // day_ms + 1) * day_ms
         state = self.state
@@ -520,11 +623,28 @@ class Pipeline:
         reason = state.lock_reason
         if reason != "limits_ok":
             state.lock_reason = "limits_ok"
-        self.journal_governance("day_roll", {"day": state.day, "lock_reset": reason != "limits_ok"})
+        actions: list[str] = []
+        before = None
+        if self.gov.replay.daily_reset:
+            if reason != "limits_ok":
+                actions.append("unlock")
+            if state.dd_stopped or state.throttled:
+                before = reset_drawdown(state, "replay.daily_reset").details["before"]
+                actions.append("reset-dd")
+        details = {"day": state.day, "lock_reset": reason != "limits_ok"}
+        if actions:
+            details["daily_reset"] = actions
+        self.journal_governance("day_roll", details)
         if reason != "limits_ok":
             self.live.daily_lock_reason = self.effective_lock
             self.notify("lock_reset", f"new simulated day {state.day}: lock {reason} reset", component="risk",
                         fields={"reason": reason, "day": state.day, "automatic": True})
+        if actions:
+            self.notify("replay_daily_reset",
+                        f"replay.daily_reset {state.day}: {', '.join(actions)} (as an operator would)",
+                        component="risk", fields={"day": state.day, "actions": actions, "lock_reason": reason,
+                                                  "drawdown_before": before}, log=False)
+            self._refresh_account()
 
     def _anomaly(self, bar: Bar | None, last: int = -1, *, final: bool = False) -> None:
         """Count a rejected bar exactly; log each burst ONCE, after it is over, with its true size.

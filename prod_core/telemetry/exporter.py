@@ -137,6 +137,8 @@ class TelemetryCollector(Collector):
         yield _counter("feed_rate_limited", "Rate-limit and IP-ban answers the feed received from the exchange.",
                        ["feed"], dict(live.feed_rate_limited))
         yield _counter("plans", "Trade plans by strategy and decision.", ["strategy", "decision"], plans)
+        yield _counter("strategy_errors", "Exceptions raised inside a strategy (each holds the strategy).",
+                       ["strategy"], dict(live.strategy_errors_total))
         yield _counter("orders", "Orders by status.", ["status"], orders)
         yield _counter("fills", "Fills by symbol and reason.", ["symbol", "reason"], fills)
         yield _counter("errors", "Errors by component.", ["component"], dict(live.errors_total))

@@ -117,7 +117,7 @@ class LiveMetrics:
         "stage_sla_ms", "alert_test", "storage_write_failing", "storage_retries",
         "bars_total", "anomalies_total", "feed_rate_limited", "plans_total", "orders_total", "fills_total",
         "errors_total", "stage_times", "funding_usd_total", "funding_events_total", "fill_slippage",
-        "fill_time", "order_qty", "order_filled_qty",
+        "fill_time", "order_qty", "order_filled_qty", "strategy_errors_total",
     )
 
     def __init__(
@@ -167,6 +167,8 @@ class LiveMetrics:
         # rate-limit / ban answers per feed (the runner copies ``feed.rate_limited`` in each cycle)
         self.feed_rate_limited: dict[str, int] = {f: 0 for f in self.feeds}
         self.plans_total: dict[tuple[str, str], int] = {(s, "approved"): 0 for s in self.strategies}
+        # exceptions raised inside a strategy's on_bar (each holds the strategy)
+        self.strategy_errors_total: dict[str, int] = {s: 0 for s in self.strategies}
         self.orders_total: dict[str, int] = {st: 0 for st in ORDER_STATUSES}
         self.fills_total: dict[tuple[str, str], int] = {
             (s, r): 0 for s in self.symbols for r in FILL_REASONS

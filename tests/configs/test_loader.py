@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prod_core.strategies import build_kinds
+
 from prod_core.configs import ConfigError, ConfigLoader
 
 RUNBOOK_STEP_2 = (
@@ -194,7 +196,7 @@ def test_keys_of_non_critical_sections_may_default(config_dir: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     gov = ConfigLoader(config_dir).load_governance()
     assert gov.enable_map.volatile == ()  # no strategy in that regime: the safe direction
-    assert gov.strategies.trend_following.stop_atr == 2.0
+    assert build_kinds(gov.strategies)["trend_following"].params.stop_atr == 2.0
 
 
 @pytest.mark.parametrize(

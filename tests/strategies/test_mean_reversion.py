@@ -6,12 +6,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prod_core.configs.governance import MeanReversionConfig
 from prod_core.domain import Position, Regime, Side
-from prod_core.strategies import MeanReversion
+from prod_core.strategies import Exit, MeanReversion, MeanReversionParams
+from prod_core.strategies.api import to_plan
 from prod_core.testing.builders import make_bar, make_features
 
-MR = MeanReversion(MeanReversionConfig())
+
+
+def propose(f, bar, can_short: bool):
+    """What the pipeline makes of the strategy's answer on a flat symbol: a TradePlan or None."""
+    strategy = MeanReversion(MeanReversionParams(), name="mean_reversion", symbol=bar.symbol, can_short=can_short)
+    signal = strategy.on_bar(bar, f, None)
+    return None if signal is None else to_plan(strategy.name, bar, signal, f.regime)
+
+
+def should_exit(f, position) -> bool:
+    strategy = MeanReversion(MeanReversionParams(), name="mean_reversion", symbol=position.symbol, can_short=True)
+    return isinstance(strategy.on_bar(make_bar(symbol=position.symbol), f, position), Exit)
 
 
 def calm(close: float, *, mean: float = 100.0, sd: float = 1.0, atr: float = 1.0, regime: Regime = Regime.CALM):
@@ -20,7 +31,7 @@ def calm(close: float, *, mean: float = 100.0, sd: float = 1.0, atr: float = 1.0
 
 def test_calm_close_two_sigmas_below_mean_proposes_buy_with_stop_below_and_target_above() -> None:
     """In a calm market a close at z <= -2 proposes a buy at the close, stop 1.5 ATR below and target 1.5 ATR above."""
-    plan = MR.propose(calm(97.5), make_bar(open=98.0, close=97.5), can_short=False)
+    plan = propose(calm(97.5), make_bar(open=98.0, close=97.5), can_short=False)
     assert plan is not None
     assert (plan.side, plan.entry, plan.stop, plan.target) == (Side.BUY, 97.5, 96.0, 99.0)
     assert plan.strategy == "mean_reversion" and plan.regime is Regime.CALM
@@ -28,39 +39,39 @@ def test_calm_close_two_sigmas_below_mean_proposes_buy_with_stop_below_and_targe
 
 def test_calm_close_two_sigmas_above_mean_on_perp_proposes_sell_with_stop_above() -> None:
     """A stretched move up on a shortable instrument proposes a sell with the stop above and the target below."""
-    plan = MR.propose(calm(102.5), make_bar(open=102.0, close=102.5), can_short=True)
+    plan = propose(calm(102.5), make_bar(open=102.0, close=102.5), can_short=True)
     assert plan is not None
     assert (plan.side, plan.entry, plan.stop, plan.target) == (Side.SELL, 102.5, 104.0, 101.0)
 
 
 def test_stretched_move_up_on_spot_never_proposes_a_short() -> None:
     """Spot instruments are long-only."""
-    assert MR.propose(calm(102.5), make_bar(open=102.0, close=102.5), can_short=False) is None
+    assert propose(calm(102.5), make_bar(open=102.0, close=102.5), can_short=False) is None
 
 
 @pytest.mark.parametrize("regime", [Regime.WARMUP, Regime.TREND_UP, Regime.TREND_DOWN, Regime.VOLATILE])
 def test_stretched_move_outside_calm_proposes_nothing(regime: Regime) -> None:
     """Mean reversion only trades a calm regime."""
-    assert MR.propose(calm(97.5, regime=regime), make_bar(open=98.0, close=97.5), can_short=True) is None
+    assert propose(calm(97.5, regime=regime), make_bar(open=98.0, close=97.5), can_short=True) is None
 
 
 def test_small_deviation_proposes_nothing() -> None:
     """|z| below entry_z is not stretched enough."""
-    assert MR.propose(calm(99.0), make_bar(open=99.5, close=99.0), can_short=True) is None
+    assert propose(calm(99.0), make_bar(open=99.5, close=99.0), can_short=True) is None
 
 
 @pytest.mark.parametrize("atr", [80.0, 1e-300])
 def test_calm_buy_with_degenerate_atr_proposes_nothing_instead_of_raising(atr: float) -> None:
     """An ATR that would put the stop at or below zero, or at the entry, gives no plan (not an exception)."""
-    assert MR.propose(calm(97.5, atr=atr), make_bar(open=98.0, close=97.5), can_short=True) is None
+    assert propose(calm(97.5, atr=atr), make_bar(open=98.0, close=97.5), can_short=True) is None
 
 
 def test_should_exit_only_when_the_market_turns_volatile() -> None:
     """An open mean-reversion trade is closed when the regime becomes VOLATILE."""
     pos = Position("p", "p", "mean_reversion", "BTC/USDT", Side.BUY, 1.0, 100.0, 98.0, 102.0, 0, 50.0, 0.1, 100.0)
-    assert MR.should_exit(make_features(regime=Regime.VOLATILE), pos)
+    assert should_exit(make_features(regime=Regime.VOLATILE), pos)
     for regime in (Regime.CALM, Regime.TREND_UP, Regime.TREND_DOWN):
-        assert not MR.should_exit(make_features(regime=regime), pos)
+        assert not should_exit(make_features(regime=regime), pos)
 
 
 @settings(max_examples=500, deadline=None)
@@ -78,7 +89,7 @@ def test_mean_reversion_never_raises_and_plans_are_well_formed(
     """For any features a proposal is None or a calm-regime plan fading the move, stop/target on the right sides, never a spot short."""
     sd = sd_frac * close
     f = make_features(regime=regime, atr=atr_frac * close, last_close=close, mr_mean=close - z * sd, mr_var=sd * sd)
-    plan = MR.propose(f, make_bar(open=close, close=close), can_short)
+    plan = propose(f, make_bar(open=close, close=close), can_short)
     if plan is None:
         return
     assert regime is Regime.CALM and plan.regime is Regime.CALM

@@ -1,0 +1,115 @@
+"""The strategy API: what a quant writes to paper-trade an idea (docs/STRATEGIES.md).
+
+A strategy is a class with validated parameters and one hook::
+
+    class SmaCross(Strategy[SmaParams]):
+        Params = SmaParams                      # a pydantic model (StrategyParams)
+        uses_features = False                   # True: wants the regime detector's Features
+
+        def setup(self) -> None:                # per-symbol state (one instance per symbol)
+            self.closes = []
+
+        @property
+        def warmup_bars(self) -> int:           # bars before a signal can mean anything
+            return self.params.slow
+
+        def on_bar(self, bar, features, position):
+            ...
+            return self.buy("fast above slow")  # an entry (optionally stop=/target=),
+            return self.exit("fast below slow") # an exit of its own position,
+            return None                         # or nothing
+
+The runner builds one instance per (strategy, symbol) and calls ``on_bar`` on every clean
+bar of the symbol, whatever the regime, so indicator state keeps up. What happens to the
+answer is governance's: an entry is taken only when the symbol is flat, the strategy is
+enabled in the current regime (``enable_map``; ``always`` = every regime, warm-up included),
+not on hold and past its ``warmup_bars``; it then goes through risk sizing and the portfolio
+limits like any plan. An exit applies only to the position the strategy opened. A strategy
+never sizes, never reads the clock and never does IO. An exception inside ``on_bar`` holds the
+strategy (audited, alerted); the runner goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from prod_core.domain import Bar, Position, Regime, Side, TradePlan
+from prod_core.regime import Features
+
+
+class StrategyParams(BaseModel):
+    """Base of a strategy's parameters: frozen, unknown keys refused, strict types (as YAML gives them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+P = TypeVar("P", bound=StrategyParams)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Enter ``side`` at the next fill. ``stop`` / ``target`` are prices, 0.0 = none (exit on a
+    signal only; R sizing needs a stop). ``entry`` is the reference price (default: the bar's close)."""
+
+    side: Side
+    reason: str = ""
+    stop: float = 0.0
+    target: float = 0.0
+    entry: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Close the strategy's own position at the next fill."""
+
+    reason: str = ""
+
+
+Signal = Entry | Exit | None
+
+
+class Strategy(Generic[P]):
+    """Base class of every strategy (built-in ones included). See the module doc."""
+
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    uses_features: ClassVar[bool] = True
+
+    def __init__(self, params: P, *, name: str, symbol: str, can_short: bool = False) -> None:
+        self.params = params
+        self.name = name
+        self.symbol = symbol
+        self.can_short = can_short
+        self.setup()
+
+    def setup(self) -> None:
+        """Create per-symbol state (called once, at construction)."""
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars of the symbol this strategy must see before its entries are taken."""
+        return 0
+
+    def on_bar(self, bar: Bar, features: Features | None, position: Position | None) -> Signal:
+        """One bar of ``self.symbol``. ``features`` is None when no configured strategy uses them
+        (the regime detector does not run); ``position`` is this strategy's open position, if any."""
+        raise NotImplementedError
+
+    # Helpers for the return value.
+    def buy(self, reason: str = "", *, stop: float = 0.0, target: float = 0.0) -> Entry:
+        return Entry(Side.BUY, reason, stop, target)
+
+    def sell(self, reason: str = "", *, stop: float = 0.0, target: float = 0.0) -> Entry:
+        return Entry(Side.SELL, reason, stop, target)
+
+    def exit(self, reason: str = "") -> Exit:
+        return Exit(reason)
+
+
+def to_plan(strategy: str, bar: Bar, entry: Entry, regime: Regime = Regime.WARMUP) -> TradePlan:
+    """The ``TradePlan`` of an ``Entry`` answered on ``bar`` (ValueError: stop/target on the wrong side)."""
+    return TradePlan(plan_id=f"{strategy}-{bar.symbol}-{bar.ts_ms}", ts_ms=bar.ts_ms, strategy=strategy,
+                     symbol=bar.symbol, side=entry.side, entry=entry.entry or bar.close, stop=entry.stop,
+                     target=entry.target, reason=entry.reason, regime=regime)
