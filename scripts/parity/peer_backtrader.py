@@ -17,7 +17,7 @@ open), commission 0.1% of the traded value (setcommission(commission=0.001)), on
 close). XRP's bars start and end 5 minutes after the others: strategy.next() runs on the union
 of timestamps, so a data without a new bar shows its previous crossover value again. By default
 a data is only looked at when it has a new bar (len(data) grew); --no-skip-stale drops that
-guard (the naive script), which re-reads a stale crossover at XRP's extra last timestamp.
+guard (the naive script); on this data both give 5009 fills and 9521.91108.
 """
 import argparse
 import csv
