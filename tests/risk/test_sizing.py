@@ -170,3 +170,56 @@ def test_sized_plan_never_risks_more_than_its_budget_and_gates_always_veto(plan,
     assert loss <= nominal * cfg.risk.max_trade_risk_r * (1 + 1e-9)
     assert loss == pytest.approx(nominal * min(multiplier, cfg.risk.max_trade_risk_r), rel=1e-9)
     assert d.decision == ("approved" if loss >= nominal * (1 - 1e-9) else "resized")
+
+
+# ------------------------------------------------------------------ sizing modes
+FIXED_QTY = gov(sizing={"mode": "fixed_qty", "qty": {"BTC/USDT": 0.25, "*": 3.0}, "nominal_r_usd": 40.0})
+FIXED_NOTIONAL = gov(sizing={"mode": "fixed_notional", "notional_usd": {"*": 500.0}})
+
+
+def test_fixed_qty_sizes_the_configured_quantity_per_symbol_and_reports_r_against_nominal() -> None:
+    """fixed_qty: the symbol's quantity (or '*'), whatever the stop; 1R is sizing.nominal_r_usd."""
+    snap = RiskSnapshot(equity_usd=10_000.0)
+    btc = evaluate(make_plan(Side.BUY, 100.0, 0.0, 0.0), snap, FIXED_QTY)
+    other = evaluate(make_plan(Side.BUY, 100.0, 99.0, 0.0, symbol="XRP/USDT"), snap, FIXED_QTY)
+    assert (btc.decision, btc.qty, btc.nominal_r_usd, btc.risk_usd) == ("approved", 0.25, 40.0, 0.0)
+    assert other.qty == 3.0 and other.risk_usd == pytest.approx(3.0 * (1.0 + 199.0 * RATE))
+
+
+def test_fixed_notional_sizes_notional_over_entry_and_defaults_1r_to_the_risk_pct() -> None:
+    """fixed_notional: 500 USD at an entry of 125 is 4 units; without nominal_r_usd 1R is 0.5% of equity."""
+    d = evaluate(make_plan(Side.BUY, 125.0, 0.0, 0.0), RiskSnapshot(equity_usd=10_000.0), FIXED_NOTIONAL)
+    assert d.qty == pytest.approx(4.0) and d.nominal_r_usd == pytest.approx(50.0)
+
+
+def test_fixed_size_is_scaled_by_the_drawdown_throttle_and_safe_mode() -> None:
+    """Governance multipliers apply to fixed sizes too: throttled and in safe mode, a quarter of the size."""
+    d = evaluate(make_plan(Side.BUY, 100.0, 0.0, 0.0), RiskSnapshot(equity_usd=10_000.0, dd_state=-1.2, safe_mode=True),
+                 FIXED_QTY)
+    assert d.decision == "resized" and d.qty == pytest.approx(0.0625)
+
+
+def test_fixed_size_with_a_stop_beyond_the_max_trade_risk_is_scaled_down() -> None:
+    """A stop that would risk more than max_trade_risk_r * 1R scales the fixed size down to that risk."""
+    d = evaluate(make_plan(Side.BUY, 100.0, 50.0, 0.0, symbol="ETH/USDT"), RiskSnapshot(equity_usd=10_000.0), FIXED_QTY)
+    assert d.decision == "resized" and d.risk_usd == pytest.approx(40.0)
+    assert d.qty == pytest.approx(40.0 / (50.0 + 150.0 * RATE))
+
+
+def test_fixed_qty_without_a_size_for_the_symbol_is_vetoed_no_size() -> None:
+    """No entry for the symbol and no '*': vetoed with the config key to fill in."""
+    cfg = gov(sizing={"mode": "fixed_qty", "qty": {"BTC/USDT": 0.25}})
+    d = evaluate(make_plan(Side.BUY, 100.0, 0.0, 0.0, symbol="ETH/USDT"), RiskSnapshot(equity_usd=10_000.0), cfg)
+    assert d.decision == "vetoed_no_size" and "sizing.qty has no size for ETH/USDT" in d.reason
+
+
+def test_r_sizing_vetoes_a_plan_without_a_stop_and_says_what_to_do() -> None:
+    """R sizing needs a stop: a signal-only plan is vetoed no_stop, naming the fixed modes."""
+    d = evaluate(make_plan(Side.BUY, 100.0, 0.0, 0.0), RiskSnapshot(equity_usd=10_000.0), CFG)
+    assert d.decision == "vetoed_no_stop" and "fixed_qty" in d.reason
+
+
+def test_fixed_mode_without_sizes_is_refused_by_the_config() -> None:
+    """mode fixed_qty with an empty qty table is a config error that says what to add."""
+    with pytest.raises(ValueError, match=r"mode fixed_qty needs `qty: \{SYMBOL: quantity\}`"):
+        gov(sizing={"mode": "fixed_qty"})
