@@ -41,17 +41,22 @@ class Regime(IntEnum):
 
 
 class Side(StrEnum):
+    """Order/position side. ``sign`` (+1 buy, -1 sell) and ``opposite`` (the side that closes a
+    position of this side) are plain member attributes: read on the hot path, an enum property
+    costs ten times more."""
+
     BUY = "buy"
     SELL = "sell"
 
-    @property
-    def sign(self) -> int:
-        return 1 if self is Side.BUY else -1
+    sign: int
+    opposite: "Side"
 
-    @property
-    def opposite(self) -> "Side":
-        """The side that closes a position of this side."""
-        return Side.SELL if self is Side.BUY else Side.BUY
+    def __init__(self, value: str) -> None:
+        self.sign = 1 if value == "buy" else -1
+
+
+Side.BUY.opposite = Side.SELL
+Side.SELL.opposite = Side.BUY
 
 
 class InstrumentKind(StrEnum):
@@ -216,6 +221,11 @@ class Order:
     reject_reason: str = ""
     filled_qty: float = 0.0  # filled so far (partial) or in all (filled, cancelled rest)
     done_ms: int = 0  # bar time of the last fill, the rejection or the cancellation
+
+    def ended(self, status: OrderStatus, filled_qty: float, done_ms: int, reject_reason: str = "") -> "Order":
+        """This order in a later state (what ``dataclasses.replace`` gives, at a fraction of its cost per fill)."""
+        return Order(self.order_id, self.plan_id, self.ts_ms, self.symbol, self.side, self.qty, self.kind, self.reason,
+                     status, reject_reason, filled_qty, done_ms)
 
 
 @dataclass(frozen=True, slots=True)

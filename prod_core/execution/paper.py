@@ -24,7 +24,7 @@ cannot be journaled is not a fill.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from prod_core.account.margin import (
@@ -39,6 +39,7 @@ from prod_core.account.margin import (
     open_cash,
     open_pnl,
     reduced,
+    value,
 )
 from prod_core.configs.governance import ExecutionConfig
 from prod_core.domain import (
@@ -115,7 +116,7 @@ class Working:
         self.book: Book | None = None  # the book seen latency_ms after sent_s, walked at its next bar
 
     def done(self, status: OrderStatus, ts_ms: int, reject_reason: str = "") -> Order:
-        return replace(self.order, status=status, filled_qty=self.filled, done_ms=ts_ms, reject_reason=reject_reason)
+        return self.order.ended(status, self.filled, ts_ms, reject_reason)
 
 
 class PaperBroker:
@@ -164,6 +165,7 @@ class PaperBroker:
         self._cap = None if self._ideal else cfg.max_participation_pct
         self._latency = cfg.latency_bars
         self._exit_rate = self._taker + self._spread_bps / 10_000.0
+        self._r_parts: dict[str, tuple[Position, float, float]] = {}  # open_r cache, per exit rate
 
     # ----------------------------------------------------------------- state
     @property
@@ -188,6 +190,17 @@ class PaperBroker:
             gross += n
             net += p.side.sign * n
         return gross, net
+
+    def account_marks(self) -> tuple[float, float, float]:
+        """(equity, gross, net) in one pass over the positions: ``equity_usd`` and ``position_exposure_usd``."""
+        equity = self.cash_usd
+        gross = net = 0.0
+        for p in self.positions.values():
+            equity += value(p)
+            n = p.qty * p.last_price
+            gross += n
+            net += p.side.sign * n
+        return equity, gross, net
 
     def exposure_usd(self) -> tuple[float, float]:
         """(gross, net) notional of open positions plus what working entries still want."""
@@ -214,9 +227,20 @@ class PaperBroker:
         the exit cost to flatten now (``exclude``: a symbol whose position is being closed)."""
         total = 0.0
         rate = self._exit_rate if exit_cost else 0.0
-        for p in self.positions.values():
-            if p.symbol != exclude:
-                total += open_pnl(p, rate) / p.nominal_r_usd
+        if not exit_cost or exclude:
+            for p in self.positions.values():
+                if p.symbol != exclude:
+                    total += open_pnl(p, rate) / p.nominal_r_usd
+            return total
+        # Marked on every bar of a symbol with a position: reuse each position's R until its mark
+        # moves. A Position changes only by replacement (increased/reduced/funded return new ones)
+        # or by ``last_price``, so (the object, its mark) identifies the value.
+        parts = self._r_parts
+        for symbol, p in self.positions.items():
+            part = parts.get(symbol)
+            if part is None or part[0] is not p or part[1] != p.last_price:
+                part = parts[symbol] = (p, p.last_price, open_pnl(p, rate) / p.nominal_r_usd)
+            total += part[2]
         return total
 
     def liquidation_price(self, symbol: str) -> float | None:
@@ -644,7 +668,7 @@ class PaperBroker:
         self._next_funding.pop(p.symbol, None)
         if p.symbol not in self.pending_entries:
             self.active.discard(p.symbol)
-        self.sink.on_order(replace(order, status=OrderStatus.FILLED, filled_qty=order.qty, done_ms=ts_ms))
+        self.sink.on_order(order.ended(OrderStatus.FILLED, order.qty, ts_ms))
         self.sink.on_close(trade)
         return trade
 

@@ -164,9 +164,10 @@ class PaperRunner:
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
                                  live=self.live, notify=self.notify, state=self.state, feed_name=self.feed.name,
                                  clock_mode="bar" if self.replay else "wall",
-                                 timing_every=16 if self.replay else 1, account=self.account,
+                                 timing_every=64 if self.replay else 1, account=self.account,
                                  immediate=not self.replay, on_storage_error=self._storage_error,
-                                 bar_days=self.session is None, funding=self._funding_source(instruments))
+                                 bar_days=self.session is None, funding=self._funding_source(instruments),
+                                 trade_events=not self.replay)
         self.pipeline.mark_journaled()
         self._manifest(instruments)
         flatten = settings.feed == "sim"
@@ -419,6 +420,8 @@ class PaperRunner:
             else:
                 for bar in bars:
                     pipeline.on_bar(bar)
+            if bars:
+                pipeline.flush_marks()
             now = time.time()
             book_due = None
             if book_of is not None and (broker.pending_entries or broker.pending_exits):

@@ -12,7 +12,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from time import perf_counter_ns
 
 from prod_core.account import lot_body, state_body
@@ -84,6 +83,7 @@ class Pipeline:
         on_storage_error: Callable[[Exception], None] | None = None,
         bar_days: bool = True,
         funding=None,
+        trade_events: bool = True,
     ) -> None:
         self.run_id = run_id
         self.account = account
@@ -129,6 +129,10 @@ class Pipeline:
         self._anomaly_pending: tuple = ()
         self.plans_seen = 0
         self.fills_seen = 0
+        # Events per plan, fill, funding payment and rejected order (paper mode). A replay leaves
+        # them out: the plans, orders, fills and journal tables hold the same facts.
+        self.trade_events = trade_events
+        self._account_dirty = False
         self._strategy_logged: dict[str, float] = {}
         if state.cash_usd is None:
             state.cash_usd = gov.account.starting_equity_usd
@@ -170,6 +174,8 @@ class Pipeline:
         self._sync_enable()
         self.broker.reconfigure(gov.execution)
         self.portfolio.reconfigure(gov.portfolio)
+        # safe_mode_corr_excess null: no correlation monitor, no log returns per bar
+        self._corr_on = gov.portfolio.safe_mode_corr_excess is not None
         self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
         self.live.stage_sla_ms = gov.sla.stage_latency_ms
 
@@ -213,14 +219,17 @@ class Pipeline:
         bars_total[sym] = bars_total.get(sym, 0) + 1
         if bar.ts_ms >= self._next_day_ms and self._bar_days:
             self._new_bar_day(bar.ts_ms)
-        if bar.ts_ms != self._corr_ts:
-            if self._corr_ts >= 0:
-                self._portfolio_tick(timed)
-            self._corr_ts = bar.ts_ms
-        prev = self._prev_close.get(sym)
-        if prev is not None:
-            self._rets[self._sym_index[sym]] = math.log(bar.close / prev)
-        self._prev_close[sym] = bar.close
+        if self._corr_on:
+            if bar.ts_ms != self._corr_ts:
+                if self._corr_ts >= 0:
+                    self._portfolio_tick(timed)
+                self._corr_ts = bar.ts_ms
+            prev = self._prev_close.get(sym)
+            if prev is not None:
+                self._rets[self._sym_index[sym]] = math.log(bar.close / prev)
+            self._prev_close[sym] = bar.close
+        elif self.portfolio.safe_mode:  # safe mode turned off by a reload: release it
+            self._portfolio_tick(timed)
         if timed:
             t1 = perf_counter_ns()
             rec(0, t1 - t0)
@@ -375,6 +384,14 @@ class Pipeline:
             nominal_r_usd=decision.nominal_r_usd,
             status="pending" if decision.approved else "vetoed",
         )
+        if self.trade_events:
+            self._plan_event(plan, decision)
+        if decision.approved:
+            broker.submit_entry(decision, plan.ts_ms)
+            self.live.pending_plans = len(broker.pending_entries)
+        rec(5, perf_counter_ns() - t2)
+
+    def _plan_event(self, plan: TradePlan, decision: Decision) -> None:
         self.notify(
             "plan_" + ("approved" if decision.approved else "vetoed"),
             f"{plan.strategy} {plan.side.value} {plan.symbol}: {decision.decision}",
@@ -388,10 +405,6 @@ class Pipeline:
             },
             log=False,
         )
-        if decision.approved:
-            broker.submit_entry(decision, plan.ts_ms)
-            self.live.pending_plans = len(broker.pending_entries)
-        rec(5, perf_counter_ns() - t2)
 
     @property
     def safe_mode(self) -> bool:
@@ -461,8 +474,14 @@ class Pipeline:
         if engaged:
             self._lock_engaged(engaged)
         self._ladder_events(ladder)
-        self._refresh_account()
+        self._account_dirty = True  # gauges: refreshed once per batch of bars (``flush_marks``)
         self._check_auto_kill()
+
+    def flush_marks(self) -> None:
+        """Re-export the account's gauges after the bars just processed moved the marks (the runner
+        calls it after each batch of bars; an equity snapshot calls it first)."""
+        if self._account_dirty:
+            self._refresh_account()
 
     def _ladder_events(self, before: tuple[bool, bool]) -> None:
         state = self.state
@@ -570,11 +589,11 @@ class Pipeline:
         return len(cancelled) + len(trades)
 
     def _refresh_account(self) -> None:
+        self._account_dirty = False
         live = self.live
         broker = self.broker
         state = self.state
-        equity = broker.equity_usd
-        gross, net = broker.position_exposure_usd()
+        equity, gross, net = broker.account_marks()
         live.equity_usd = equity
         live.open_positions_count = len(broker.positions)
         live.exposure_gross_pct = gross / equity * 100.0 if equity > 0 else 0.0
@@ -589,6 +608,8 @@ class Pipeline:
         state.cash_usd = broker.cash_usd
 
     def _snapshot_equity(self, ts_ms: int) -> None:
+        if self._account_dirty:
+            self._refresh_account()
         live = self.live
         self.storage.add_equity(
             self.run_id,
@@ -726,8 +747,10 @@ class Pipeline:
         if order.status is OrderStatus.REJECTED:
             self.storage.update_plan_status(self.run_id, order.plan_id, "rejected")
             self.live.pending_plans = len(self.broker.pending_entries)
-            self.notify("order_rejected", f"{order.symbol}: {order.reject_reason}", severity="warning",
-                        component="execution", fields={"order_id": order.order_id, "reason": order.reject_reason}, log=False)
+            if self.trade_events:
+                self.notify("order_rejected", f"{order.symbol}: {order.reject_reason}", severity="warning",
+                            component="execution", fields={"order_id": order.order_id, "reason": order.reject_reason},
+                            log=False)
         elif order.status is OrderStatus.CANCELLED and order.filled_qty == 0.0:  # a worked rest keeps "filled"
             self.storage.update_plan_status(self.run_id, order.plan_id, "cancelled")
 
@@ -747,10 +770,11 @@ class Pipeline:
         ref = fill.ref_price
         if ref > 0.0 and fill.reason is not FillReason.LIQUIDATION:
             live.fill_slippage.observe(fill.symbol, fill.side.sign * (fill.price - ref) / ref * 10_000.0)
-        self.notify("fill", f"{fill.reason.value} {fill.side.value} {fill.qty:.8g} {fill.symbol} @ {fill.price:.8g}",
-                    component="execution",
-                    fields={"fill_id": fill.fill_id, "price": fill.price, "qty": fill.qty, "fee_usd": round(fill.fee_usd, 6),
-                            "reason": fill.reason.value}, log=False)
+        if self.trade_events:
+            self.notify("fill", f"{fill.reason.value} {fill.side.value} {fill.qty:.8g} {fill.symbol} @ {fill.price:.8g}",
+                        component="execution",
+                        fields={"fill_id": fill.fill_id, "price": fill.price, "qty": fill.qty,
+                                "fee_usd": round(fill.fee_usd, 6), "reason": fill.reason.value}, log=False)
 
     def _adopt(self, new) -> None:
         state = self.state
@@ -759,7 +783,7 @@ class Pipeline:
 
     def commit_open(self, fill: Fill, position: Position, decision: Decision) -> bool:
         """Journal an entry fill with every consequence, then (only then) change the state."""
-        new = replace(self.state, holds=list(self.state.holds))
+        new = self.state.copy()
         engaged = on_entry_filled(new, self.gov)
         cash = self.broker.cash_usd + open_cash(position.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
         body = {"day": new.day, "lot": lot_body(position), "state": state_body(new, counters=False)}
@@ -807,6 +831,8 @@ class Pipeline:
         live = self.live
         live.funding_usd_total[after.symbol] = live.funding_usd_total.get(after.symbol, 0.0) + amount
         live.funding_events_total[after.symbol] = live.funding_events_total.get(after.symbol, 0) + 1
+        if not self.trade_events:
+            return True
         self.notify("funding", f"funding {after.symbol} {after.side.value} {after.qty:.8g} @ {mark:.8g}: rate "
                     f"{rate * 100:.4f}%, {'paid' if amount >= 0 else 'received'} {abs(amount):.4f} USD",
                     component="execution",
@@ -817,7 +843,7 @@ class Pipeline:
     def commit_close(self, trade: ClosedTrade) -> bool:
         """Journal an exit fill, the closed position and the R it books, then change the state."""
         p, fill = trade.position, trade.exit_fill
-        new = replace(self.state, holds=list(self.state.holds))
+        new = self.state.copy()
         engaged = on_trade_closed(new, trade.trade_r, self.broker.open_r(exclude=p.symbol), self.gov)
         cash = self.broker.cash_usd + exit_cash(p, fill.qty, fill.price, fill.fee_usd)
         body = {"day": new.day, "state": state_body(new, counters=False)}

@@ -432,8 +432,8 @@ class Storage:
             conn.executemany(_SQL_INSERT_SESSION_BAR, self._session_bars)
         if self._session_events:
             conn.executemany(_SQL_INSERT_SESSION_EVENT, self._session_events)
-        for write in self._account_writes:
-            self._write_account(conn, write)
+        if self._account_writes:
+            self._write_accounts(conn, self._account_writes)
 
     def _clear_buffers(self) -> None:
         self._plans = []
@@ -686,6 +686,57 @@ class Storage:
         return self._query("SELECT * FROM fills WHERE run_id = ? ORDER BY ts_ms, rowid", (run_id,))
 
     # ------------------------------------------------------------------ the account journal
+
+    def _check_lease(self, conn: sqlite3.Connection, account: str) -> None:
+        if self._lease is not None and self._lease[0] == account:
+            row = conn.execute("SELECT run_id FROM leases WHERE account = ?", (account,)).fetchone()
+            if row is None or row[0] != self._lease[1]:
+                owner = row[0] if row else "nobody"
+                raise LeaseLost(
+                    f"account {account}: the writer lease now belongs to {owner}, not to run {self._lease[1]}; "
+                    f"this runner stops writing the account"
+                )
+
+    def _write_accounts(self, conn: sqlite3.Connection, writes: list[AccountWrite]) -> None:
+        """Buffered journal commits (a replay), inside one transaction, a table at a time.
+
+        The same rows as ``_write_account`` per commit, in an order that keeps every dependency:
+        fills and journal entries in commit order, every opened position before the updates and
+        closes (each position's updates keep their order and precede its close), and only the
+        last saved state of each account (each commit's would replace the one before). The lease
+        is checked once: this transaction holds the database's write lock.
+        """
+        for account in {w.account for w in writes}:
+            self._check_lease(conn, account)
+        fills = [w for w in writes if w.fill is not None]
+        if fills:
+            conn.executemany(_SQL_INSERT_FILL, [
+                (w.run_id, f.fill_id, f.order_id, f.ts_ms, f.symbol, _val(f.side), f.qty, f.price, f.fee_usd,
+                 _val(f.reason), f.liquidity, f.ref_price or None) for w in fills for f in (w.fill,)])
+            crash_point("after_fill_insert")
+        conn.executemany(_SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries])
+        opened = [(w.run_id, w.account, p) for w in writes if (p := w.open_position) is not None]
+        if opened:
+            conn.executemany(_SQL_INSERT_POSITION, [
+                (run_id, account, p.position_id, p.plan_id, p.strategy, p.symbol, _val(p.side), p.qty, p.entry_price,
+                 p.stop, p.target, p.ts_open_ms, p.nominal_r_usd, p.entry_fee_usd, p.last_price, p.leverage,
+                 p.maint_margin_rate, p.funding_usd, p.funding_ts_ms, p.realized_usd) for run_id, account, p in opened])
+        updates = [(w.run_id, u.qty, u.entry_price, u.entry_fee_usd, u.last_price, u.funding_usd, u.funding_ts_ms,
+                    u.realized_usd, u.position_id) for w in writes if (u := w.update_position) is not None]
+        closes = [(w.run_id, c[1], c[2], c[2], c[3], c[4], c[5], c[0]) for w in writes if (c := w.close) is not None]
+        for sql, rows, what in ((_SQL_UPDATE_POSITION, updates, "updating"), (_SQL_CLOSE_POSITION, closes, "closing")):
+            if rows and conn.executemany(sql, rows).rowcount != len(rows):
+                raise StorageError(
+                    f"database {self.path}: {what} a position matched no open position in a batch of {len(rows)}; "
+                    f"nothing of this batch was written: run `python -m prod_core.cli reconcile`"
+                )
+        last: dict[str, AccountWrite] = {}
+        for w in writes:
+            last[w.account] = w
+        for w in last.values():
+            conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, json.dumps(w.snapshot, sort_keys=True), w.ts))
+        if fills:
+            crash_point("before_commit")
 
     def _write_account(self, conn: sqlite3.Connection, w: AccountWrite) -> None:
         """Every row of one journal commit; raises (and the caller rolls back) on any mismatch."""
