@@ -1,137 +1,226 @@
 #!/usr/bin/env python3
-"""Benchmark: push N simulated bars through the WHOLE pipeline as fast as possible.
+"""Benchmark: the parity scenario replayed through the WHOLE pipeline, against a bare loop.
 
-All eight stages run (hygiene, regime, strategies, risk, portfolio, paper execution,
-SQLite storage with buffered writes, live metrics with the exporter serving), on the
-replay (bar) clock. Prints bars/s, per-stage p50/p95 (histogram estimates), peak RSS,
-and a bare-loop SMA reference over the same bars in the same process.
+One run prints:
+- the engine: `python -m prod_core.runner --feed replay` on the parity scenario
+  (configs/scenarios/sma_parity) with SQLite storage and the metrics exporter on, run as a
+  child process exactly as an operator runs it; bars/s from the runner's own final line
+  (`engine_s`: the bar loop, feed reading included), and the child's peak RSS;
+- the bare loop: the same rule (SMA 10/30 crossover, next-open fills, 0.1% fee) as ~40
+  lines of plain Python over the same bars in this process, and the ratio;
+- the top frames of a cProfile of the engine's bar loop (a second child run; cProfile
+  inflates call-heavy code, so read it for where time goes, not for the absolute figure).
 
-    python scripts/bench_replay.py [--bars 500000] [--seed 7] [--scenario crash]
+    python scripts/bench_replay.py                       # ../shared/data Bybit 5m: 129,600 bars
+    python scripts/bench_replay.py --copies 8            # 8 time-shifted copies: 1,036,800 bars
+    python scripts/bench_replay.py --copies 8 --parquet --no-profile
+
+``--copies N`` writes N back-to-back copies of each file (each shifted by the file's span)
+into a temp dir, one file per symbol, so the set keeps one stream per symbol.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import glob
+import os
+import re
 import resource
+import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-from prod_core.configs import ConfigLoader  # noqa: E402
-from prod_core.domain import STAGES, Instrument, InstrumentKind  # noqa: E402
-from prod_core.feeds.sim import SimFeed  # noqa: E402
-from prod_core.runner.account import open_book  # noqa: E402
-from prod_core.runner.pipeline import Pipeline  # noqa: E402
-from prod_core.storage import Storage  # noqa: E402
-from prod_core.telemetry import LiveMetrics, start_exporter  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+SCENARIO = REPO / "configs" / "scenarios" / "sma_parity"
+FINAL = re.compile(r"^replay: bars=(\d+) fills=(\d+) engine_s=([\d.]+) equity=([\d.]+)$", re.M)
 
 
-def bare_sma_loop(bars: list, fast: int = 20, slow: int = 60) -> tuple[float, int]:
-    """Reference: a plain Python SMA-crossover loop over the same bars (no engine)."""
+def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ts_ms int64[n], ohlcv float64[n, 5]) of a canonical candle CSV."""
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(path)
+    ts = table.column("ts_ms").to_numpy().astype(np.int64)
+    ohlcv = np.column_stack([table.column(c).to_numpy().astype(np.float64)
+                             for c in ("open", "high", "low", "close", "volume")])
+    return ts, ohlcv
+
+
+def build_copies(files: list[Path], copies: int, out: Path, parquet: bool) -> list[Path]:
+    """Each file repeated ``copies`` times back to back (shifted by its span + one bar)."""
+    written = []
+    for f in files:
+        ts, ohlcv = load(f)
+        step = int(ts[1] - ts[0]) if len(ts) > 1 else 60_000
+        span = int(ts[-1] - ts[0]) + step
+        all_ts = np.concatenate([ts + k * span for k in range(copies)])
+        all_v = np.concatenate([ohlcv] * copies)
+        target = out / (f.stem + (".parquet" if parquet else ".csv"))
+        if parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            cols = {"ts_ms": all_ts, **{c: all_v[:, i] for i, c in enumerate(("open", "high", "low", "close", "volume"))}}
+            pq.write_table(pa.table(cols), target)
+        else:
+            with target.open("w") as fh:
+                fh.write("ts_ms,open,high,low,close,volume\n")
+                for t, (o, h, lo, c, v) in zip(all_ts.tolist(), all_v.tolist()):
+                    fh.write(f"{t},{o!r},{h!r},{lo!r},{c!r},{v!r}\n")
+        written.append(target)
+    return written
+
+
+def bare_loop(files: list[Path]) -> tuple[float, int, float, int]:
+    """The parity rule in plain Python floats over the merged bars: (seconds, fills, equity, bars)."""
+    streams = [load(f) for f in files]
+    ts = np.concatenate([s[0] for s in streams])
+    sym = np.concatenate([np.full(len(s[0]), i) for i, s in enumerate(streams)])
+    opens = np.concatenate([s[1][:, 0] for s in streams])
+    closes = np.concatenate([s[1][:, 3] for s in streams])
+    order = np.lexsort((sym, ts))
+    rows = list(zip(sym[order].tolist(), opens[order].tolist(), closes[order].tolist()))
+    qty = [float(f"{100.0 / s[1][0, 3]:.3g}") for s in streams]
+    last_close = [float(s[1][-1, 3]) for s in streams]
+
     t0 = time.perf_counter()
-    state: dict[str, list] = {}
-    signals = 0
-    for bar in bars:
-        st = state.get(bar.symbol)
-        if st is None:
-            st = state[bar.symbol] = [[], 0.0, 0.0, 0]
-        window, fsum, ssum, above = st
-        c = bar.close
-        window.append(c)
-        fsum += c
-        ssum += c
-        n = len(window)
-        if n > fast:
-            fsum -= window[n - 1 - fast]
-        if n > slow:
-            ssum -= window.pop(0)
-            n -= 1
-        st[1], st[2] = fsum, ssum
-        if n >= slow:
-            now_above = 1 if fsum / fast > ssum / slow else 0
-            if now_above != above:
-                signals += 1
-            st[3] = now_above
-    return time.perf_counter() - t0, signals
+    n = len(streams)
+    windows: list[list[float]] = [[] for _ in range(n)]
+    prev_d: list[float | None] = [None] * n
+    pending = [0] * n  # +1 buy / -1 sell at this symbol's next open
+    held = [False] * n
+    cash, fills = 10_000.0, 0
+    for s, o, c in rows:
+        if pending[s]:
+            if pending[s] > 0:
+                cash -= qty[s] * o * 1.001
+                held[s] = True
+            else:
+                cash += qty[s] * o * 0.999
+                held[s] = False
+            pending[s] = 0
+            fills += 1
+        w = windows[s]
+        w.append(c)
+        if len(w) > 30:
+            del w[0]
+        if len(w) == 30:
+            d = sum(w[-10:]) / 10 - sum(w) / 30
+            p = prev_d[s]
+            if p is not None:
+                if not held[s] and d > 0 >= p:
+                    pending[s] = 1
+                elif held[s] and d < 0 <= p:
+                    pending[s] = -1
+            prev_d[s] = d
+    equity = cash + sum(qty[i] * last_close[i] for i in range(n) if held[i])
+    return time.perf_counter() - t0, fills, equity, len(rows)
+
+
+def run_engine(files: list[Path], config_dir: Path, tmp: Path, profile: int = 0) -> tuple[str, float]:
+    """The runner as a child process; returns (its output, its peak RSS in MiB)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_")}
+    env.update(ENV_FILE=str(tmp / "no.env"), DB_PATH=str(tmp / "bench.db"), REPORTS_DIR=str(tmp / "reports"),
+               LOGS_DIR=str(tmp / "logs"), LOG_LEVEL="WARNING")
+    args = ["--feed", "replay", "--config-dir", str(config_dir), "--port", "0", "--linger", "0",
+            "--data", *map(str, files)]
+    if profile:
+        cmd = [sys.executable, __file__, "--profile-child", str(profile), "--", *args]
+    else:
+        cmd = [sys.executable, "-m", "prod_core.runner", *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise SystemExit(f"engine run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout, (rss if rss > before else before) / 1024.0
+
+
+def profile_child(top: int, argv: list[str]) -> int:
+    """Run the runner in this process with cProfile on its bar loop; print the top frames."""
+    import cProfile
+    import pstats
+
+    sys.path.insert(0, str(REPO))
+    from prod_core.runner import app
+
+    profiler = cProfile.Profile()
+    loop = app.PaperRunner._loop
+
+    def profiled(self, *a, **k):
+        profiler.enable()
+        try:
+            return loop(self, *a, **k)
+        finally:
+            profiler.disable()
+
+    app.PaperRunner._loop = profiled
+    code = app.main(argv)
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime")
+    width = 0
+    rows = []
+    for (filename, line, name), (cc, nc, tt, ct, _) in stats.stats.items():
+        rows.append((tt, ct, nc, f"{os.path.relpath(filename, REPO) if filename.startswith(str(REPO)) else Path(filename).name}:{line}({name})"))
+        width = max(width, len(rows[-1][3]))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows) or 1.0
+    print("PROFILE-BEGIN")
+    print(f"  {'self s':>7} {'self %':>6} {'cum s':>7} {'calls':>9}  frame")
+    for tt, ct, nc, label in rows[:top]:
+        print(f"  {tt:7.3f} {tt / total:6.1%} {ct:7.3f} {nc:9d}  {label}")
+    print("PROFILE-END")
+    return code
 
 
 def main() -> int:
+    if "--profile-child" in sys.argv:
+        i = sys.argv.index("--profile-child")
+        return profile_child(int(sys.argv[i + 1]), sys.argv[i + 3:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bars", type=int, default=500_000, help="bars in total (all symbols)")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--scenario", default=None, choices=["crash", "corr_spike", "feed_outage"])
-    ap.add_argument("--config-dir", default="configs")
+    ap.add_argument("--data", nargs="+", default=None,
+                    help="candle files (default: ../shared/data/BYBIT_*_5m.csv)")
+    ap.add_argument("--copies", type=int, default=1, help="time-shifted copies of each file (8: ~1M bars)")
+    ap.add_argument("--parquet", action="store_true", help="write the copies as Parquet instead of CSV")
+    ap.add_argument("--config-dir", default=str(SCENARIO), help="scenario config dir (default: the parity scenario)")
+    ap.add_argument("--profile", type=int, default=15, help="top frames of a cProfile run to print (0: none)")
+    ap.add_argument("--no-profile", dest="profile", action="store_const", const=0)
     args = ap.parse_args()
 
-    loader = ConfigLoader(args.config_dir)
-    gov, sym = loader.load_governance(), loader.load_symbols()
-    # Benchmark the engine trading all along, not an account parked by its drawdown stop
-    # or daily lock: widen those two limits (everything else is the shipped governance).
-    relaxed = gov.model_dump()
-    relaxed["drawdown"].update(throttle_at_r=-1e6, no_entries_at_r=-2e6)
-    relaxed["daily_lock"].update(max_daily_loss_r=1e6, max_trades=10**9, max_consecutive_losses=10**9)
-    gov = type(gov).model_validate(relaxed)
-    sim = sym.sim.model_copy(update={"seed": args.seed, "scenario": args.scenario, "history_bars": 0})
-    feed = SimFeed(sym.symbols, sim, start_ms=1_700_000_000_000, paced=False)
-    t0 = time.perf_counter()
-    bars = list(feed.iter_bars(args.bars // len(sym.symbols)))
-    gen_s = time.perf_counter() - t0
-
-    tmp = Path(tempfile.mkdtemp(prefix="crupto-bench-"))
-    storage = Storage(str(tmp / "bench.db"))
-    run_id = "bench"
-    storage.start_run(run_id, mode="paper", feed="sim", config_hash="bench", code_version="bench", ts=time.time())
-    instruments = {s.symbol: Instrument(symbol=s.symbol, kind=InstrumentKind(s.kind)) for s in sym.symbols}
-    live = LiveMetrics(feeds=["sim"], symbols=list(instruments), strategies=["trend_following", "mean_reversion"])
-    live.runner_up = 1
-    exporter = start_exporter(live, port=0)
-    # Bench the engine, not governance stops: a fresh account with no drawdown stop, journaled
-    # like a replay (every fill and transition batched into the periodic flush).
-    account = f"replay:{run_id}"
-    book = open_book(storage, account, run_id, starting_cash=gov.account.starting_equity_usd, actor="bench")
-    state = book.state
-    state.cash_usd = book.cash_usd
-    pipeline = Pipeline(run_id=run_id, gov=gov, instruments=instruments, storage=storage, live=live,
-                        notify=lambda *a, **k: None, state=state, feed_name="sim", clock_mode="bar",
-                        equity_every=60, timing_every=16, account=account, immediate=False)
-    pipeline.mark_journaled()
-    on_bar = pipeline.on_bar
-    maybe_flush = storage.maybe_flush
-    clock = time.monotonic
-
-    gc.collect()
-    t0 = time.perf_counter()
-    for i, bar in enumerate(bars):
-        on_bar(bar)
-        if not i & 1023:
-            maybe_flush(clock())
-    pipeline.save_snapshot()
-    storage.flush()
-    engine_s = time.perf_counter() - t0
-    journal_entries = storage.journal_size(account)
-    body = urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5).read()
-    exporter.stop()
-    storage.close()
-
-    bare_s, _ = bare_sma_loop(bars)
-    n = len(bars)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"bars: {n} ({len(instruments)} symbols, seed {args.seed}, scenario {args.scenario or '-'})")
-    print(f"pipeline: {n / engine_s:,.0f} bars/s ({engine_s:.2f} s; storage + exporter on; "
-          f"plans {pipeline.plans_seen}, fills {pipeline.fills_seen}, journal entries {journal_entries})")
-    print(f"bare SMA loop: {n / bare_s:,.0f} bars/s ({bare_s:.2f} s); pipeline/bare = {bare_s / engine_s:.3f}")
-    print(f"sim generation: {n / gen_s:,.0f} bars/s (not included above)")
-    print(f"peak RSS: {rss_mb:.0f} MiB; exporter scrape {len(body)} bytes")
-    print("stage latency (histogram estimate, every 16th bar; risk/portfolio only on bars with a plan):")
-    for stage in STAGES:
-        p50 = live.stage_times.quantile_ms(stage, 0.5) * 1000
-        p95 = live.stage_times.quantile_ms(stage, 0.95) * 1000
-        print(f"  {stage:<10} p50 {p50:8.2f} us   p95 {p95:8.2f} us")
+    files = [Path(p) for p in (args.data or sorted(glob.glob(str(DEFAULT_DATA / "BYBIT_*_5m.csv"))))]
+    if not files:
+        print(f"no data: pass --data FILES or put the shared set at {DEFAULT_DATA}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="crupto-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.copies > 1 or args.parquet:
+            (tmp / "data").mkdir()
+            files = build_copies(files, args.copies, tmp / "data", args.parquet)
+        out, rss_mb = run_engine(files, Path(args.config_dir), tmp / "run")
+        m = FINAL.search(out)
+        if not m:
+            print(out[-2000:], file=sys.stderr)
+            return 1
+        bars, fills, engine_s, equity = int(m.group(1)), int(m.group(2)), float(m.group(3)), float(m.group(4))
+        bare_s, bare_fills, bare_equity, bare_bars = bare_loop(files)
+        engine_rate, bare_rate = bars / engine_s, bare_bars / bare_s
+        print(f"data: {len(files)} files, {bars:,} bars (copies {args.copies}, "
+              f"{'parquet' if args.parquet else files[0].suffix[1:]}); scenario {os.path.relpath(args.config_dir, REPO)}")
+        print(f"engine: {engine_rate:,.0f} bars/s ({engine_s:.3f} s; fills {fills:,}, equity {equity:,.2f}; "
+              f"SQLite storage + metrics exporter on; peak RSS {rss_mb:.0f} MiB)")
+        print(f"bare loop: {bare_rate:,.0f} bars/s ({bare_s:.3f} s; fills {bare_fills:,}, equity {bare_equity:,.2f}; "
+              f"float sums, same bars)")
+        print(f"engine / bare loop: {engine_rate / bare_rate:.3f} (the bare loop is {bare_rate / engine_rate:.1f}x faster)")
+        if args.profile:
+            out, _ = run_engine(files, Path(args.config_dir), tmp / "profile", profile=args.profile)
+            block = out[out.find("PROFILE-BEGIN") + len("PROFILE-BEGIN\n"):out.find("PROFILE-END")]
+            print(f"top {args.profile} frames of the engine's bar loop (cProfile, self time):")
+            print(block.rstrip())
     return 0
 
 

@@ -373,11 +373,12 @@ class PaperBroker:
         p = self.positions.get(symbol)
         if p is None:
             return
-        if symbol not in self.pending_exits or symbol in self._liq:
-            self._check_levels(p, bar)
-        p = self.positions.get(symbol)
-        if p is not None:
-            p.last_price = bar.close
+        if symbol in self._liq or ((p.stop or p.target) and symbol not in self.pending_exits):
+            self._check_levels(p, bar)  # (a position with no stop, target or liquidation price has no level)
+            p = self.positions.get(symbol)
+            if p is None:
+                return
+        p.last_price = bar.close
 
     # ------------------------------------------------------------- pricing
     def _market(self, symbol: str, buying: bool, ref: float, qty: float, bar: Bar) -> float:

@@ -41,6 +41,7 @@ from prod_core.runner.pipeline import Pipeline
 from prod_core.storage import LeaseLost, Storage, StorageError
 from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 
+REPLAY_FLUSH_ROWS = 50_000
 log = logging.getLogger("prod_core.runner")
 
 HEARTBEAT_S = 1.0
@@ -250,6 +251,8 @@ class PaperRunner:
         """
         self.storage = Storage(self.args.db or settings.db_path)
         self.storage.on_retry = self._on_storage_retry
+        if self.replay:  # a replay can be rerun: larger batches, still flushed at least once a second
+            self.storage.flush_rows = REPLAY_FLUSH_ROWS
         if not self.replay:
             acquired, holder, why = self.storage.acquire_lease(
                 self.account, self.run_id, pid=os.getpid(), host=host_name(), now=t_start,

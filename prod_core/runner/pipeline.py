@@ -39,12 +39,13 @@ _REGIME_KEYS = {Regime.CALM: "calm", Regime.TREND_UP: "trend_up", Regime.TREND_D
 class _Slot:
     """One strategy instance of one symbol and the bars it has seen."""
 
-    __slots__ = ("strategy", "name", "seen")
+    __slots__ = ("strategy", "name", "seen", "on_bar")
 
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
         self.name = strategy.name
         self.seen = 0
+        self.on_bar = strategy.on_bar
 
 
 def regime_params(kinds: dict[str, StrategyKind]) -> RegimeParams:
@@ -177,6 +178,7 @@ class Pipeline:
         # safe_mode_corr_excess null: no correlation monitor, no log returns per bar
         self._corr_on = gov.portfolio.safe_mode_corr_excess is not None
         self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
+        self._auto_kill_at = gov.kill_switch.auto_at_max_dd_r
         self.live.stage_sla_ms = gov.sla.stage_latency_ms
 
     @property
@@ -236,8 +238,10 @@ class Pipeline:
 
         broker = self.broker
         broker.on_bar(bar)
-        if sym in broker.positions:
+        pos = broker.positions.get(sym)
+        if pos is not None:
             self._mark()
+            pos = broker.positions.get(sym)  # an automatic kill-switch may have flattened it
         if timed:
             t2 = perf_counter_ns()
             rec(5, t2 - t1)
@@ -258,25 +262,22 @@ class Pipeline:
         slots = self._slots.get(sym)
         if slots is None:
             slots = self._slots[sym] = self._build_slots(sym)
-        pos = broker.positions.get(sym)
-        acting = bar.ts_ms >= self.live_from_ms
         for slot in slots:
-            strat = slot.strategy
-            own = pos if pos is not None and pos.strategy == strat.name else None
+            own = pos if pos is not None and pos.strategy == slot.name else None
             slot.seen += 1
             try:
-                signal = strat.on_bar(bar, f, own)
+                signal = slot.on_bar(bar, f, own)
             except Exception as exc:  # a strategy's bug holds that strategy, never the runner
-                self._strategy_failed(strat, bar, exc)
+                self._strategy_failed(slot.strategy, bar, exc)
                 continue
-            if signal is None or not acting:
+            if signal is None or bar.ts_ms < self.live_from_ms:
                 continue
             if signal.__class__ is Exit:
                 if own is not None and sym not in broker.pending_exits:
                     broker.request_exit(sym, FillReason.EXIT_SIGNAL, bar.ts_ms)
-            elif (plan is None and pos is None and strat.name in self._enabled_now[regime]
-                  and slot.seen > strat.warmup_bars and sym not in broker.pending_entries):
-                plan = self._plan(strat.name, bar, signal, regime)
+            elif (plan is None and pos is None and slot.name in self._enabled_now[regime]
+                  and slot.seen > slot.strategy.warmup_bars and sym not in broker.pending_entries):
+                plan = self._plan(slot.name, bar, signal, regime)
         if timed:
             t4 = perf_counter_ns()
             rec(2, t4 - t3)
@@ -460,22 +461,24 @@ class Pipeline:
 
     # ------------------------------------------------------------ accounting
     def _mark(self) -> None:
+        """Mark the open positions (every bar of a symbol with a position): ladder and daily loss
+        move with the marks; a transition is journaled and announced, gauges refresh per batch."""
         st = self.state
-        peak, max_dd, lock = st.peak_r, st.max_dd_r, st.lock_reason
-        ladder = (st.throttled, st.dd_stopped)
+        peak, max_dd, lock, throttled, stopped = st.peak_r, st.max_dd_r, st.lock_reason, st.throttled, st.dd_stopped
         engaged = mark_open_r(st, self.broker.open_r(), self.gov)
-        if (st.throttled, st.dd_stopped) != ladder or st.lock_reason != lock:
+        self._account_dirty = True  # gauges: refreshed once per batch of bars (``flush_marks``)
+        if engaged or st.throttled != throttled or st.dd_stopped != stopped or st.lock_reason != lock:
             self.journal_governance("lock_engaged" if engaged else "drawdown_ladder")
+            if engaged:
+                self._lock_engaged(engaged)
+            self._ladder_events((throttled, stopped))
         elif st.peak_r != peak or st.max_dd_r != max_dd:
             if self.immediate:
                 self.journal_governance("peak")
             else:
                 self._gov_dirty = True  # a replay journals the peak with its next checkpoint
-        if engaged:
-            self._lock_engaged(engaged)
-        self._ladder_events(ladder)
-        self._account_dirty = True  # gauges: refreshed once per batch of bars (``flush_marks``)
-        self._check_auto_kill()
+        if self._auto_kill_at is not None:
+            self._check_auto_kill()
 
     def flush_marks(self) -> None:
         """Re-export the account's gauges after the bars just processed moved the marks (the runner
@@ -608,19 +611,19 @@ class Pipeline:
         state.cash_usd = broker.cash_usd
 
     def _snapshot_equity(self, ts_ms: int) -> None:
-        if self._account_dirty:
-            self._refresh_account()
-        live = self.live
+        """One equity row (the gauges' figures, computed here: the gauges themselves refresh per batch)."""
+        equity, gross, net = self.broker.account_marks()
+        state = self.state
         self.storage.add_equity(
             self.run_id,
             ts_ms=ts_ms,
-            equity_usd=live.equity_usd,
+            equity_usd=equity,
             cash_usd=self.broker.cash_usd,
-            pnl_cum_r=live.pnl_cum_r,
-            dd_state=live.dd_state,
-            max_dd_r=live.max_dd_r,
-            exposure_gross_pct=live.exposure_gross_pct,
-            exposure_net_pct=live.exposure_net_pct,
+            pnl_cum_r=state.pnl_cum_r,
+            dd_state=state.dd_state,
+            max_dd_r=state.max_dd_r,
+            exposure_gross_pct=gross / equity * 100.0 if equity > 0 else 0.0,
+            exposure_net_pct=net / equity * 100.0 if equity > 0 else 0.0,
         )
 
     def _lock_engaged(self, reason: str) -> None:

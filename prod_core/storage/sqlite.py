@@ -253,8 +253,10 @@ class Storage:
         self._closed = False
         # Hot-path buffers: lists of parameter tuples; positions keep only their latest state.
         self._plans: list[tuple[Any, ...]] = []
+        self._plan_at: dict[tuple[str, str], int] = {}  # (run_id, plan_id) -> index in _plans (buffered inserts)
         self._plan_updates: list[tuple[str, str, str]] = []
-        self._orders: list[tuple[Any, ...]] = []
+        # (run_id, order_id) -> the order's latest row: an order buffered twice is written once, as it ended
+        self._orders: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._marks: list[tuple[Any, ...]] = []
         self._equity: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
@@ -416,7 +418,7 @@ class Storage:
         if self._plan_updates:
             conn.executemany(_SQL_UPDATE_PLAN, self._plan_updates)
         if self._orders:
-            conn.executemany(_SQL_UPSERT_ORDER, self._orders)
+            conn.executemany(_SQL_UPSERT_ORDER, list(self._orders.values()))
         for mark in self._marks:
             # A mark that hits no open row is reported (``mark_misses``), never silently dropped; it
             # does not fail the flush, which would hold every other buffered row hostage.
@@ -437,8 +439,9 @@ class Storage:
 
     def _clear_buffers(self) -> None:
         self._plans = []
+        self._plan_at = {}
         self._plan_updates = []
-        self._orders = []
+        self._orders = {}
         self._marks = []
         self._equity = []
         self._events = []
@@ -629,6 +632,7 @@ class Storage:
     ) -> None:
         if status not in _PLAN_STATUSES:
             raise StorageError(f"plan status must be one of {sorted(_PLAN_STATUSES)}, was {status!r}")
+        self._plan_at[(run_id, plan_id)] = len(self._plans)
         self._plans.append(
             (
                 run_id, plan_id, ts_ms, strategy, symbol, _val(side), entry, stop, target, reason,
@@ -640,6 +644,10 @@ class Storage:
     def update_plan_status(self, run_id: str, plan_id: str, status: str) -> None:
         if status not in _PLAN_STATUSES:
             raise StorageError(f"plan status must be one of {sorted(_PLAN_STATUSES)}, was {status!r}")
+        at = self._plan_at.get((run_id, plan_id))
+        if at is not None:  # still buffered: it is inserted with its latest status
+            self._plans[at] = (*self._plans[at][:-1], status)
+            return
         self._plan_updates.append((status, run_id, plan_id))
         self._buffered += 1
 
@@ -668,14 +676,14 @@ class Storage:
 
     def add_order(self, run_id: str, order: Order) -> None:
         """Buffer an order; adding the same ``order_id`` again updates its status."""
-        self._orders.append(
-            (
-                run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side),
-                order.qty, order.kind, _val(order.reason), _val(order.status), order.reject_reason,
-                order.filled_qty, order.done_ms or None,
-            )
+        key = (run_id, order.order_id)
+        if key not in self._orders:
+            self._buffered += 1
+        self._orders[key] = (
+            run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side),
+            order.qty, order.kind, _val(order.reason), _val(order.status), order.reject_reason,
+            order.filled_qty, order.done_ms or None,
         )  # fmt: skip
-        self._buffered += 1
 
     def orders(self, run_id: str) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM orders WHERE run_id = ? ORDER BY ts_ms, rowid", (run_id,))
