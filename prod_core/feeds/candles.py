@@ -406,6 +406,17 @@ def _read_csv_fast(path: Path, layout: CsvLayout) -> RawChunk:
     return _fast_block(table, names, layout, True, True)
 
 
+def _stream_pool():
+    """jemalloc when pyarrow has it: it hands freed blocks back to the OS, where the default
+    mimalloc pool keeps tens of MiB of a long streaming read resident. None: the default."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
 def iter_csv_fast(path: Path, layout: CsvLayout, block_size: int, funding: bool = True) -> Iterator[RawChunk]:
     """pyarrow's streaming CSV reader, one ``RawChunk`` per block of about ``block_size`` bytes
     (no symbol column). ``SlowPathNeeded`` as soon as a block cannot be parsed faithfully:
@@ -414,9 +425,9 @@ def iter_csv_fast(path: Path, layout: CsvLayout, block_size: int, funding: bool 
     import pyarrow.csv as pacsv
 
     names, read, convert = _csv_options(layout, False, funding, block_size)
-    read.use_threads = False  # one block at a time: bounded memory, and no reader threads left behind
+    read.use_threads = False  # one block at a time: bounded memory
     try:
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert, memory_pool=_stream_pool())
         with reader:
             for batch in reader:
                 yield _fast_block(batch, names, layout, False, funding)

@@ -57,8 +57,8 @@ from prod_core.feeds.candles import (
     ts_units,
 )
 
-DEFAULT_BLOCK_BYTES = 1 << 20  # pyarrow's default CSV block: ~20k canonical rows
-DEFAULT_BATCH_ROWS = 16_384  # Parquet rows per batch, and rows per chunk of an in-memory part
+DEFAULT_BLOCK_BYTES = 128 << 10  # CSV bytes per block: ~2.5k canonical rows
+DEFAULT_BATCH_ROWS = 4096  # Parquet rows per batch, and rows per chunk of an in-memory part
 
 
 class Chunk(NamedTuple):
@@ -89,6 +89,14 @@ def clean_mask(ohlcv: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- parts
+def _release_arrow_memory() -> None:
+    """Hand the memory pyarrow's pool keeps after a file's read back to the OS (the default
+    mimalloc pool otherwise keeps tens of MiB of a long streaming replay resident)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 @dataclass(eq=False)
 class Part:
     """One symbol's rows of one file (see module doc). Subclasses say how the file is read."""
@@ -125,6 +133,8 @@ class Part:
             facts = _Facts(self)
             ts = facts.add(raw)
             self._keep(Chunk(ts, raw.ohlcv))
+        finally:
+            _release_arrow_memory()
         facts.apply()
 
     def _keep(self, chunk: Chunk) -> None:
@@ -136,6 +146,7 @@ class Part:
             raise RuntimeError(f"{self.source}: Part.chunks() before scan()")
         for raw in self._raw(funding=False):
             yield Chunk(self._ms(raw.ts), raw.ohlcv)
+        _release_arrow_memory()
 
 
 class _Facts:
