@@ -27,6 +27,11 @@ bars, so that the pipeline's hygiene rejects and counts them like any other malf
 bar. Only rows that cannot become a bar at all (too few columns, no usable timestamp)
 are dropped here, counted under ``rejected["malformed"]``.
 
+Each format has a whole-file reader (``read_candles``) and a chunked one
+(``iter_csv_fast``: pyarrow's streaming CSV reader; ``iter_parquet``: Parquet batches) that
+give the same rows; the replay feed streams through the chunked ones (``stream``). A CSV
+pyarrow cannot parse faithfully goes to the row-by-row reader, which reads it whole.
+
 The symbol of a file comes, in this order, from an explicit ``SYMBOL=PATH`` argument,
 a ``symbol`` column, or the file name (``BTCUSDT-1m-2025-03.csv``,
 ``BYBIT_BTCUSDT_5m.csv``, ``BTC_USDT_1h.parquet``). A name that names no symbol, or

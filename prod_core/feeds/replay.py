@@ -9,9 +9,18 @@ Several symbols are merged in time order. Within one symbol the file order is ke
 a row that goes back in time stays where it was and the pipeline's hygiene sees (and
 counts) it as out of order; duplicates stay adjacent. Equal timestamps of different
 symbols come in symbol order (order of first appearance in the ``--data`` arguments).
-Bars are delivered as parsed: hygiene is the pipeline's job. But a file whose every row
+Several files of one symbol are chained by their first timestamp (equal starts keep
+argument order). Bars are delivered as parsed: hygiene is the pipeline's job. But a file whose every row
 would be rejected (by the reader or by hygiene) is refused when the feed is built, with
 the rejection counts by kind: a replay of nothing must not end as a successful run.
+
+Files are streamed, not loaded (``prod_core.feeds.stream``): building the feed reads
+each file through once, chunk by chunk, keeping only its row count, first timestamp,
+latest clean timestamp, malformed rows and funding rates; replaying reads them again and
+merges one current chunk per symbol at a time, so memory stays bounded by a few chunks
+per symbol whatever the number of rows. Exceptions, held whole: a file with a ``symbol``
+column (several symbols in one file, as ``fetch-history`` writes) and a CSV that needs the
+row-by-row reader. ``rows`` is known at build; ``exhausted`` is true once the last bar is out.
 
 Funding rates (``funding_rates()``) come from a ``funding_rate`` column of the bars files
 and from side files ``X.funding.csv`` next to a data file ``X.csv`` / ``X.parquet`` (see
