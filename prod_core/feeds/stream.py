@@ -178,14 +178,17 @@ class _Facts:
             top = int(ts[clean].max())
             self.last_clean = top if self.last_clean is None else max(self.last_clean, top)
         if raw.funding is not None:
-            rates = _check_funding_column(raw.funding, ts, Path(self.part.source))
-            if rates is not None:
-                has = ~np.isnan(rates)
-                self.funding.extend(zip(ts[has].tolist(), rates[has].tolist()))
+            has = ~np.isnan(raw.funding)
+            self.funding.extend(zip(ts[has].tolist(), raw.funding[has].tolist()))
         return ts
 
     def apply(self) -> None:
+        """Check the funding rates (as ``read_candles`` does: the first bad one in file order),
+        write the units line, and hand the facts to the part."""
         p = self.part
+        if self.funding:
+            ts, rates = zip(*self.funding)
+            _check_funding_column(np.asarray(rates, dtype=np.float64), np.asarray(ts), Path(p.source))
         if p.label is not None:
             log_units(Path(p.source), p.label, self.units)
         p.rows, p.malformed, p.first_ts, p.last_clean_ts = self.rows, self.bad, self.first, self.last_clean
@@ -247,10 +250,12 @@ class CsvPart(Part):
         self.kept = chunk
 
     def chunks(self) -> Iterator[Chunk]:
-        if self.kept is not None:
-            yield self.kept
+        if self.kept is None:
+            yield from super().chunks()
             return
-        yield from super().chunks()
+        ts, ohlcv = self.kept
+        for i in range(0, int(ts.shape[0]), DEFAULT_BATCH_ROWS):
+            yield Chunk(ts[i : i + DEFAULT_BATCH_ROWS], ohlcv[i : i + DEFAULT_BATCH_ROWS])
 
 
 @dataclass(eq=False)
@@ -296,21 +301,24 @@ def open_file(
             pf.close()
         if symbol is None and layout.sym_col is not None:
             return _whole_file(p, known_symbols, batch_rows)
-        name = resolve_symbol(symbol, p, known_symbols) if symbol is not None else None
-        part: Part = ParquetPart(name or "", str(p), label=layout.label, layout=layout, batch_rows=batch_rows)
+        name = _symbol_of(symbol, p, known_symbols)
+        part: Part = ParquetPart(name, str(p), label=layout.label, layout=layout, batch_rows=batch_rows)
     else:
         csv = csv_layout(p)
         if symbol is None and csv is not None and csv.sym_col is not None:
             return _whole_file(p, known_symbols, batch_rows)
-        name = resolve_symbol(symbol, p, known_symbols) if symbol is not None else None
+        name = _symbol_of(symbol, p, known_symbols)
         if csv is None:
-            part = MemoryPart(name or "", str(p), chunk_rows=batch_rows)
+            part = MemoryPart(name, str(p), chunk_rows=batch_rows)
         else:
-            part = CsvPart(name or "", str(p), label=csv.label, layout=csv, block_bytes=block_bytes)
+            part = CsvPart(name, str(p), label=csv.label, layout=csv, block_bytes=block_bytes)
     part.scan()
-    if name is None:
-        part.symbol = symbol_from_filename(p, known_symbols)
     return DataFile(p, [part])
+
+
+def _symbol_of(symbol: str | None, path: Path, known_symbols: Sequence[str]) -> str:
+    """The ``SYMBOL=PATH`` override resolved, else the symbol the file name tells."""
+    return resolve_symbol(symbol, path, known_symbols) if symbol is not None else symbol_from_filename(path, known_symbols)
 
 
 def _whole_file(path: Path, known_symbols: Sequence[str], chunk_rows: int) -> DataFile:
