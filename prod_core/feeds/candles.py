@@ -27,6 +27,11 @@ bars, so that the pipeline's hygiene rejects and counts them like any other malf
 bar. Only rows that cannot become a bar at all (too few columns, no usable timestamp)
 are dropped here, counted under ``rejected["malformed"]``.
 
+Each format has a whole-file reader (``read_candles``) and a chunked one
+(``iter_csv_fast``: pyarrow's streaming CSV reader; ``iter_parquet``: Parquet batches) that
+give the same rows; the replay feed streams through the chunked ones (``stream``). A CSV
+pyarrow cannot parse faithfully goes to the row-by-row reader, which reads it whole.
+
 The symbol of a file comes, in this order, from an explicit ``SYMBOL=PATH`` argument,
 a ``symbol`` column, or the file name (``BTCUSDT-1m-2025-03.csv``,
 ``BYBIT_BTCUSDT_5m.csv``, ``BTC_USDT_1h.parquet``). A name that names no symbol, or
@@ -39,7 +44,7 @@ import csv
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,14 +254,18 @@ def normalize_ts(ts: np.ndarray) -> np.ndarray:
 _UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 
 
+def log_units(path: Path, column: str, units: dict[str, int]) -> None:
+    """The one info line of a file whose timestamps (``ts_units`` counts) were not all in ms."""
+    if units and set(units) != {"ms"}:
+        found = ", ".join(f"{_UNIT_NAMES[u]} ({n} rows)" for u, n in units.items())
+        log.info("%s: timestamps of column %s detected in %s; converted to milliseconds", path, column, found)
+
+
 def _to_ms(ts: np.ndarray, path: Path, column: str) -> np.ndarray:
     """``normalize_ts`` plus one info line when the file was not all in milliseconds."""
     if not ts.size:
         return ts.astype(np.int64)
-    units = ts_units(ts)
-    if set(units) != {"ms"}:
-        found = ", ".join(f"{_UNIT_NAMES[u]} ({n} rows)" for u, n in units.items())
-        log.info("%s: timestamps of column %s detected in %s; converted to milliseconds", path, column, found)
+    log_units(path, column, ts_units(ts))
     return normalize_ts(ts)
 
 
@@ -286,106 +295,180 @@ def _to_ts(text: str) -> int | None:
 
 
 # --------------------------------------------------------------------- CSV
-def _read_csv_fast(
-    path: Path, has_header: bool, cols: list[int], sym_col: int | None, ncols: int, fund_col: int | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str] | None, int, np.ndarray | None] | None:
-    """pyarrow's CSV reader for well-formed files; None when the file needs the row-by-row path."""
+FAST_TS_LIMIT = 2**53  # float64 holds integers exactly up to here; beyond, the row-by-row reader parses them
+
+
+class SlowPathNeeded(Exception):
+    """The pyarrow reader cannot parse this file faithfully: read it row by row (``_read_csv_slow``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """What the first non-blank row of a CSV tells: header or not, and where each column is."""
+
+    has_header: bool
+    cols: list[int]  # ts, open, high, low, close, volume
+    sym_col: int | None
+    fund_col: int | None
+    ncols: int  # cells of the first row
+    label: str  # the ts column's name, "1" without a header
+
+    @property
+    def need(self) -> int:
+        """Cells a row needs to become a bar."""
+        return max(self.cols + [c for c in (self.sym_col, self.fund_col) if c is not None]) + 1
+
+    @property
+    def fast(self) -> bool:
+        """Whether pyarrow's reader may try the file (the first row holds every needed column)."""
+        return self.ncols >= self.need
+
+
+@dataclass(slots=True)
+class RawChunk:
+    """Rows of one file read at once: raw epoch ts (unit not yet normalised), values, and the
+    count of rows dropped because they cannot become a bar."""
+
+    ts: np.ndarray  # int64
+    ohlcv: np.ndarray  # float64 (n, 5)
+    syms: list[str] | None
+    funding: np.ndarray | None
+    bad: int
+
+
+def csv_layout(path: Path) -> CsvLayout | None:
+    """The layout of a CSV from its first non-blank row; None for a file without one."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        first = next((row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)), None)
+    if first is None:
+        return None
+    if not _is_number(first[0].strip()):
+        cols, sym_col, fund_col = _column_map(first, path)
+        return CsvLayout(True, cols, sym_col, fund_col, len(first), first[cols[0]].strip().strip('"'))
+    if len(first) < 6:
+        raise CandleFormatError(f"{path}: first row has {len(first)} columns; expected ts_ms,open,high,low,close,volume")
+    return CsvLayout(False, [0, 1, 2, 3, 4, 5], None, None, len(first), "1")
+
+
+def _csv_options(layout: CsvLayout, symbols: bool, funding: bool, block_size: int | None):
+    """(column names, pyarrow read options, convert options) for the columns asked for."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    names = [f"c{i}" for i in range(ncols)]
-    wanted = cols + [c for c in (sym_col, fund_col) if c is not None]
-    types = {names[cols[0]]: pa.float64()}
-    for c in cols[1:] + ([fund_col] if fund_col is not None else []):
-        types[names[c]] = pa.float64()
-    if sym_col is not None:
-        types[names[sym_col]] = pa.string()
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types, include_columns=[names[c] for c in wanted], strings_can_be_null=True
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
-        return None
-    ts_f = np.asarray(table.column(names[cols[0]]).to_numpy(zero_copy_only=False), dtype=np.float64)
+    names = [f"c{i}" for i in range(layout.ncols)]
+    types = {names[c]: pa.float64() for c in layout.cols}
+    if funding and layout.fund_col is not None:
+        types[names[layout.fund_col]] = pa.float64()
+    if symbols and layout.sym_col is not None:
+        types[names[layout.sym_col]] = pa.string()
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1 if layout.has_header else 0)
+    if block_size is not None:
+        read.block_size = int(block_size)
+    convert = pacsv.ConvertOptions(column_types=types, include_columns=list(types), strings_can_be_null=True)
+    return names, read, convert
+
+
+def _fast_block(block, names: list[str], layout: CsvLayout, symbols: bool, funding: bool) -> RawChunk:
+    """The arrays of a pyarrow table or record batch read by ``_csv_options``; ``SlowPathNeeded``
+    when a timestamp is too large for float64 to hold exactly."""
+
+    def column(c: int) -> np.ndarray:
+        return np.asarray(block.column(names[c]).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    ts_f = column(layout.cols[0])
     valid = np.isfinite(ts_f)
     bad = int((~valid).sum())
-    if bad and np.any(np.abs(ts_f[valid]) >= 2**53):
-        return None  # precision: let the slow path parse integers exactly
-    if not valid.all():
+    if bad and np.any(np.abs(ts_f[valid]) >= FAST_TS_LIMIT):
+        raise SlowPathNeeded
+    if bad:
         ts_f = ts_f[valid]
-    if ts_f.size and np.any(ts_f >= 2**53):
-        return None
-    ohlcv = np.column_stack(
-        [np.asarray(table.column(names[c]).to_numpy(zero_copy_only=False), dtype=np.float64) for c in cols[1:]]
-    ) if table.num_rows else np.empty((0, 5))
+    if ts_f.size and np.any(ts_f >= FAST_TS_LIMIT):
+        raise SlowPathNeeded
+    ohlcv = np.column_stack([column(c) for c in layout.cols[1:]]) if block.num_rows else np.empty((0, 5))
     if bad:
         ohlcv = ohlcv[valid]
     syms = None
-    if sym_col is not None:
-        raw = table.column(names[sym_col]).to_pylist()
+    if symbols and layout.sym_col is not None:
+        raw = block.column(names[layout.sym_col]).to_pylist()
         syms = [(s or "").strip() for s, ok in zip(raw, valid) if ok]
-    funding = None
-    if fund_col is not None:
-        funding = np.asarray(table.column(names[fund_col]).to_numpy(zero_copy_only=False), dtype=np.float64)
-        funding = funding[valid] if bad else funding
-    return ts_f.astype(np.int64), ohlcv, syms, bad, funding
+    rates = None
+    if funding and layout.fund_col is not None:
+        rates = column(layout.fund_col)
+        rates = rates[valid] if bad else rates
+    return RawChunk(ts_f.astype(np.int64), ohlcv, syms, rates, bad)
 
 
-def _read_csv(
-    path: Path, rejected: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray, list[str] | None, str, np.ndarray | None]:
-    """(raw ts int64, ohlcv float64 (n,5), per-row symbols or None, ts column label, funding
-    rates or None) of a CSV file."""
+def _read_csv_fast(path: Path, layout: CsvLayout) -> RawChunk:
+    """pyarrow's CSV reader over the whole file; ``SlowPathNeeded`` when it needs the row-by-row path."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names, read, convert = _csv_options(layout, True, True, None)
+    try:
+        table = pacsv.read_csv(path, read_options=read, convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        raise SlowPathNeeded from None
+    return _fast_block(table, names, layout, True, True)
+
+
+def _stream_pool():
+    """jemalloc when pyarrow has it: it hands freed blocks back to the OS, where the default
+    mimalloc pool keeps tens of MiB of a long streaming read resident. None: the default."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def iter_csv_fast(path: Path, layout: CsvLayout, block_size: int, funding: bool = True) -> Iterator[RawChunk]:
+    """pyarrow's streaming CSV reader, one ``RawChunk`` per block of about ``block_size`` bytes
+    (no symbol column). ``SlowPathNeeded`` as soon as a block cannot be parsed faithfully:
+    the chunks already given must then be thrown away and the file read by ``_read_csv_slow``."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names, read, convert = _csv_options(layout, False, funding, block_size)
+    read.use_threads = False  # one block at a time: bounded memory
+    try:
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert, memory_pool=_stream_pool())
+        with reader:
+            for batch in reader:
+                yield _fast_block(batch, names, layout, False, funding)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        raise SlowPathNeeded from None
+
+
+def _read_csv_slow(path: Path, layout: CsvLayout) -> RawChunk:
+    """The row-by-row reader for files pyarrow refuses: every cell parsed on its own, a row
+    that cannot become a bar counted as ``bad``. Loads the whole file."""
+    cols, sym_col, fund_col, need = layout.cols, layout.sym_col, layout.fund_col, layout.need
+    c_ts, c_o, c_h, c_l, c_c, c_v = cols
+    ts_list: list[int] = []
+    rates: list[float] | None = [] if fund_col is not None else None
+    rows: list[tuple[float, float, float, float, float]] = []
+    syms: list[str] | None = [] if sym_col is not None else None
+    malformed = 0
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        first: list[str] | None = None
+        started = False
         for row in reader:
-            if row and any(cell.strip() for cell in row):
-                first = row
-                break
-        if first is None:
-            return np.empty(0, np.int64), np.empty((0, 5)), None, "1", None
-        has_header = not _is_number(first[0].strip())
-        fund_col: int | None = None
-        if has_header:
-            cols, sym_col, fund_col = _column_map(first, path)
-            pending: list[list[str]] = []
-        else:
-            if len(first) < 6:
-                raise CandleFormatError(
-                    f"{path}: first row has {len(first)} columns; expected ts_ms,open,high,low,close,volume"
-                )
-            cols, sym_col = [0, 1, 2, 3, 4, 5], None
-            pending = [first]
-        label = first[cols[0]].strip().strip('"') if has_header else "1"
-        need = max(cols + [c for c in (sym_col, fund_col) if c is not None]) + 1
-        fast = _read_csv_fast(path, has_header, cols, sym_col, len(first), fund_col) if len(first) >= need else None
-        if fast is not None:
-            ts, ohlcv, syms, bad, funding = fast
-            if bad:
-                rejected["malformed"] = rejected.get("malformed", 0) + bad
-            return ts, ohlcv, syms, label, funding
-        ts_list: list[int] = []
-        rates: list[float] | None = [] if fund_col is not None else None
-        rows: list[tuple[float, float, float, float, float]] = []
-        syms: list[str] | None = [] if sym_col is not None else None
-        c_ts, c_o, c_h, c_l, c_c, c_v = cols
-        malformed = 0
-
-        def take(row: list[str]) -> None:
-            nonlocal malformed
+            blank = not (row and any(cell.strip() for cell in row))
+            if not started:
+                if blank:
+                    continue
+                started = True
+                if layout.has_header:
+                    continue
             if len(row) < need:
-                if row and any(cell.strip() for cell in row):
+                if not blank:
                     malformed += 1
-                return
+                continue
             ts = _to_ts(row[c_ts])
             if ts is None:
                 malformed += 1
-                return
+                continue
             ts_list.append(ts)
             rows.append((_to_float(row[c_o]), _to_float(row[c_h]), _to_float(row[c_l]),
                          _to_float(row[c_c]), _to_float(row[c_v])))
@@ -393,17 +476,23 @@ def _read_csv(
                 syms.append(row[sym_col].strip())
             if rates is not None:
                 rates.append(_to_rate(row[fund_col], path, reader.line_num))
-
-        for row in pending:
-            take(row)
-        for row in reader:
-            take(row)
-    if malformed:
-        rejected["malformed"] = rejected.get("malformed", 0) + malformed
-    ts = np.asarray(ts_list, dtype=np.int64) if ts_list else np.empty(0, np.int64)
+    ts_arr = np.asarray(ts_list, dtype=np.int64) if ts_list else np.empty(0, np.int64)
     ohlcv = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
     funding = None if rates is None else np.asarray(rates, dtype=np.float64)
-    return ts, ohlcv, syms, label, funding
+    return RawChunk(ts_arr, ohlcv, syms, funding, malformed)
+
+
+def _read_csv(path: Path) -> tuple[RawChunk, str]:
+    """The whole CSV (pyarrow, else row by row) and its ts column label."""
+    layout = csv_layout(path)
+    if layout is None:
+        return RawChunk(np.empty(0, np.int64), np.empty((0, 5)), None, None, 0), "1"
+    if layout.fast:
+        try:
+            return _read_csv_fast(path, layout), layout.label
+        except SlowPathNeeded:
+            pass
+    return _read_csv_slow(path, layout), layout.label
 
 
 def _to_rate(text: str, path: Path, line: int | None = None) -> float:
@@ -422,101 +511,167 @@ def _to_rate(text: str, path: Path, line: int | None = None) -> float:
 
 
 # ----------------------------------------------------------------- Parquet
-def _read_parquet(
-    path: Path, rejected: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray, list[str] | None, str | None, np.ndarray | None]:
-    """Like ``_read_csv``; the label is None for a timestamp-typed column (already in ms)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+@dataclass(frozen=True, slots=True)
+class ParquetLayout:
+    """Column names of a Parquet file's ts, open, high, low, close, volume (and symbol, funding)."""
+
+    cols: list[str]
+    sym_col: str | None
+    fund_col: str | None
+    label: str | None  # None for a timestamp-typed ts column (converted to ms, no unit guess)
+
+
+def _open_parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
-    cols, sym_col, fund_col = _column_map(table.column_names, path)
-    ts_arr = table.column(cols[0])
-    label: str | None = table.column_names[cols[0]]
+
+
+def parquet_layout(path: Path, schema) -> ParquetLayout:
+    """The layout of a Parquet file from its (arrow) schema."""
+    import pyarrow as pa
+
+    names = list(schema.names)
+    cols, sym_col, fund_col = _column_map(names, path)
+    ts_name = names[cols[0]]
+    label = None if pa.types.is_timestamp(schema.field(ts_name).type) else ts_name
+    return ParquetLayout(
+        [names[c] for c in cols],
+        None if sym_col is None else names[sym_col],
+        None if fund_col is None else names[fund_col],
+        label,
+    )
+
+
+def _parquet_block(block, layout: ParquetLayout, path: Path, symbols: bool, funding: bool) -> RawChunk:
+    """The arrays of a pyarrow table or record batch holding the layout's columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts_arr = block.column(layout.cols[0])
     if pa.types.is_timestamp(ts_arr.type):
-        label = None
         ts_arr = pc.cast(ts_arr, pa.timestamp("ms")).cast(pa.int64())
     elif not pa.types.is_integer(ts_arr.type):
         try:
             ts_arr = pc.cast(ts_arr, pa.float64())
         except pa.ArrowInvalid:
-            ts_arr = pa.chunked_array([[_to_ts(str(x)) if x is not None else None for x in ts_arr.to_pylist()]],
-                                      type=pa.float64())
+            ts_arr = pa.array([_to_ts(str(x)) if x is not None else None for x in ts_arr.to_pylist()],
+                              type=pa.float64())
     ts_np = np.asarray(ts_arr.to_numpy(zero_copy_only=False), dtype=np.float64)
     valid = np.isfinite(ts_np) & (np.abs(np.nan_to_num(ts_np)) < TS_LIMIT)
     bad = int((~valid).sum())
-    if bad:
-        rejected["malformed"] = rejected.get("malformed", 0) + bad
     values = []
-    for c in cols[1:]:
-        arr = table.column(c)
+    for name in layout.cols[1:]:
+        arr = block.column(name)
         if not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)):
-            arr = pa.chunked_array([[_to_float(str(x)) if x is not None else NAN for x in arr.to_pylist()]],
-                                   type=pa.float64())
+            arr = pa.array([_to_float(str(x)) if x is not None else NAN for x in arr.to_pylist()], type=pa.float64())
         values.append(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64))
     ohlcv = np.column_stack(values) if values and len(values[0]) else np.empty((0, 5))
     ts = ts_np[valid].astype(np.int64)
     ohlcv = ohlcv[valid] if len(ohlcv) else ohlcv
     syms = None
-    if sym_col is not None:
-        raw = table.column(sym_col).to_pylist()
+    if symbols and layout.sym_col is not None:
+        raw = block.column(layout.sym_col).to_pylist()
         syms = [str(s) if s is not None else "" for s, ok in zip(raw, valid) if ok]
-    funding = None
-    if fund_col is not None:
-        arr = table.column(fund_col)
+    rates = None
+    if funding and layout.fund_col is not None:
+        arr = block.column(layout.fund_col)
         if not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type) or pa.types.is_null(arr.type)):
-            arr = pa.chunked_array([[_to_rate(str(x), path) if x is not None else NAN for x in arr.to_pylist()]],
-                                   type=pa.float64())
-        funding = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)[valid]
-    return ts, ohlcv, syms, label, funding
+            arr = pa.array([_to_rate(str(x), path) if x is not None else NAN for x in arr.to_pylist()],
+                           type=pa.float64())
+        rates = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)[valid]
+    return RawChunk(ts, ohlcv, syms, rates, bad)
+
+
+def _read_parquet(path: Path) -> tuple[RawChunk, str | None]:
+    """The whole Parquet file and its ts label (None for a timestamp-typed column, already in ms)."""
+    pf = _open_parquet(path)
+    layout = parquet_layout(path, pf.schema_arrow)
+    try:
+        table = pf.read()
+    except Exception as exc:
+        raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
+    return _parquet_block(table, layout, path, True, True), layout.label
+
+
+def iter_parquet(path: Path, layout: ParquetLayout, batch_rows: int, funding: bool = True) -> Iterator[RawChunk]:
+    """The file's row groups in batches of at most ``batch_rows`` rows (no symbol column)."""
+    pf = _open_parquet(path)
+    columns = list(dict.fromkeys(layout.cols + ([layout.fund_col] if funding and layout.fund_col else [])))
+    try:
+        batches = pf.iter_batches(batch_size=max(1, int(batch_rows)), columns=columns, use_threads=False)
+        for batch in batches:
+            yield _parquet_block(batch, layout, path, False, funding)
+    except CandleFormatError:
+        raise
+    except Exception as exc:
+        raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
+    finally:
+        pf.close()
 
 
 # ------------------------------------------------------------------ public
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def check_candle_path(path: str | Path) -> Path:
+    """``path`` as a ``Path``; a ``CandleFormatError`` when it is no file or is a funding side file."""
+    p = Path(path)
+    if not p.is_file():
+        raise CandleFormatError(f"{path}: no such file")
+    if p.name.lower().endswith(FUNDING_SUFFIX):
+        raise CandleFormatError(
+            f"{path}: a funding side file, not candles; pass its candle file "
+            f"({p.name[: -len(FUNDING_SUFFIX)]}.csv or .parquet): the side file is found next to it"
+        )
+    return p
+
+
+def resolve_symbol(symbol: str, path: str | Path, known_symbols: Sequence[str] = ()) -> str:
+    """The unified symbol of a ``SYMBOL=PATH`` argument, or a ``CandleFormatError``."""
+    resolved = normalize_symbol(symbol, known_symbols)
+    if resolved is None:
+        raise CandleFormatError(f"{path}: {symbol!r} is not a symbol (expected e.g. BTC/USDT or BTCUSDT)")
+    return resolved
+
+
 def read_candles(
     path: str | Path,
     symbol: str | None = None,
     known_symbols: Sequence[str] = (),
     rejected: dict[str, int] | None = None,
 ) -> list[CandleSeries]:
-    """Read one candle file into one series per symbol (file order kept within a symbol).
+    """Read one candle file whole into one series per symbol (file order kept within a symbol).
 
     ``symbol`` (from ``SYMBOL=PATH``) overrides any symbol column or file name.
     Rows that cannot become a bar are counted in ``rejected["malformed"]``.
+    (The replay feed streams files instead: ``prod_core.feeds.stream``.)
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CandleFormatError(f"{path}: no such file")
+    p = check_candle_path(path)
     rejected = {} if rejected is None else rejected
-    suffix = p.suffix.lower()
-    if p.name.lower().endswith(FUNDING_SUFFIX):
-        raise CandleFormatError(
-            f"{path}: a funding side file, not candles; pass its candle file "
-            f"({p.name[: -len(FUNDING_SUFFIX)]}.csv or .parquet): the side file is found next to it"
-        )
-    if suffix in (".parquet", ".pq"):
-        ts, ohlcv, syms, label, funding = _read_parquet(p, rejected)
-    else:
-        ts, ohlcv, syms, label, funding = _read_csv(p, rejected)
+    raw, label = _read_parquet(p) if is_parquet(p) else _read_csv(p)
+    if raw.bad:
+        rejected["malformed"] = rejected.get("malformed", 0) + raw.bad
+    ts, ohlcv, syms, funding = raw.ts, raw.ohlcv, raw.syms, raw.funding
     if label is not None:
         ts = _to_ms(ts, p, label)
     if funding is not None:
         funding = _check_funding_column(funding, ts, p)
     if symbol is not None:
-        resolved = normalize_symbol(symbol, known_symbols)
-        if resolved is None:
-            raise CandleFormatError(f"{path}: {symbol!r} is not a symbol (expected e.g. BTC/USDT or BTCUSDT)")
-        return [CandleSeries(resolved, str(p), ts, ohlcv, funding)]
+        return [CandleSeries(resolve_symbol(symbol, path, known_symbols), str(p), ts, ohlcv, funding)]
     if syms is not None:
         unique: dict[str, str] = {}
-        for raw in dict.fromkeys(syms):
-            resolved = normalize_symbol(raw, known_symbols)
+        for raw_sym in dict.fromkeys(syms):
+            resolved = normalize_symbol(raw_sym, known_symbols)
             if resolved is None:
-                raise CandleFormatError(f"{path}: symbol column value {raw!r} is not a symbol (expected e.g. BTC/USDT)")
-            unique[raw] = resolved
+                raise CandleFormatError(
+                    f"{path}: symbol column value {raw_sym!r} is not a symbol (expected e.g. BTC/USDT)"
+                )
+            unique[raw_sym] = resolved
         if len(set(unique.values())) == 1:
             return [CandleSeries(next(iter(unique.values())), str(p), ts, ohlcv, funding)]
         labels = np.asarray([unique[s] for s in syms], dtype=object)
@@ -544,20 +699,12 @@ def _check_funding_column(funding: np.ndarray, ts: np.ndarray, path: Path) -> np
     return funding
 
 
-def load_data_args(
-    data: Sequence[str],
-    known_symbols: Sequence[str] = (),
-    per_file: dict[str, dict[str, int]] | None = None,
-) -> tuple[list[CandleSeries], dict[str, int]]:
-    """Read every ``--data`` argument (``PATH`` or ``SYMBOL=PATH``); directories are expanded.
-
-    Returns the series and the rows dropped by the readers, by kind. ``per_file``, when
-    given, receives the dropped rows of each file read, keyed like ``CandleSeries.source``.
-    """
+def expand_data_args(data: Sequence[str]) -> list[tuple[str | None, Path]]:
+    """``(symbol override or None, file)`` of every ``--data`` argument, in argument order;
+    a directory gives its ``.csv`` / ``.parquet`` files (not funding side files), sorted by name."""
     if not data:
         raise CandleFormatError("replay needs at least one --data PATH (CSV or Parquet candles)")
-    rejected: dict[str, int] = {}
-    series: list[CandleSeries] = []
+    out: list[tuple[str | None, Path]] = []
     for arg in data:
         sym, path = parse_data_arg(arg)
         p = Path(path)
@@ -570,11 +717,27 @@ def load_data_args(
                 raise CandleFormatError(f"{path}: directory has no .csv or .parquet files")
         else:
             files = [p]
-        for f in files:
-            dropped: dict[str, int] = {}
-            series.extend(read_candles(f, sym, known_symbols, dropped))
-            for kind, n in dropped.items():
-                rejected[kind] = rejected.get(kind, 0) + n
-            if per_file is not None:
-                per_file[str(f)] = dropped
+        out.extend((sym, f) for f in files)
+    return out
+
+
+def load_data_args(
+    data: Sequence[str],
+    known_symbols: Sequence[str] = (),
+    per_file: dict[str, dict[str, int]] | None = None,
+) -> tuple[list[CandleSeries], dict[str, int]]:
+    """Read every ``--data`` argument (``PATH`` or ``SYMBOL=PATH``) whole; directories are expanded.
+
+    Returns the series and the rows dropped by the readers, by kind. ``per_file``, when
+    given, receives the dropped rows of each file read, keyed like ``CandleSeries.source``.
+    """
+    rejected: dict[str, int] = {}
+    series: list[CandleSeries] = []
+    for sym, f in expand_data_args(data):
+        dropped: dict[str, int] = {}
+        series.extend(read_candles(f, sym, known_symbols, dropped))
+        for kind, n in dropped.items():
+            rejected[kind] = rejected.get(kind, 0) + n
+        if per_file is not None:
+            per_file[str(f)] = dropped
     return series, rejected

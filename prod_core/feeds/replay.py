@@ -9,9 +9,18 @@ Several symbols are merged in time order. Within one symbol the file order is ke
 a row that goes back in time stays where it was and the pipeline's hygiene sees (and
 counts) it as out of order; duplicates stay adjacent. Equal timestamps of different
 symbols come in symbol order (order of first appearance in the ``--data`` arguments).
-Bars are delivered as parsed: hygiene is the pipeline's job. But a file whose every row
+Several files of one symbol are chained by their first timestamp (equal starts keep
+argument order). Bars are delivered as parsed: hygiene is the pipeline's job. But a file whose every row
 would be rejected (by the reader or by hygiene) is refused when the feed is built, with
 the rejection counts by kind: a replay of nothing must not end as a successful run.
+
+Files are streamed, not loaded (``prod_core.feeds.stream``): building the feed reads
+each file through once, chunk by chunk, keeping only its row count, first timestamp,
+latest clean timestamp, malformed rows and funding rates; replaying reads them again and
+merges one current chunk per symbol at a time, so memory stays bounded by a few chunks
+per symbol whatever the number of rows. Exceptions, held whole: a file with a ``symbol``
+column (several symbols in one file, as ``fetch-history`` writes) and a CSV that needs the
+row-by-row reader. ``rows`` is known at build; ``exhausted`` is true once the last bar is out.
 
 Funding rates (``funding_rates()``) come from a ``funding_rate`` column of the bars files
 and from side files ``X.funding.csv`` next to a data file ``X.csv`` / ``X.parquet`` (see
@@ -28,9 +37,21 @@ import numpy as np
 
 from prod_core.domain import Bar
 from prod_core.feeds.base import FeedHealth
-from prod_core.feeds.candles import CandleFormatError, CandleSeries, load_data_args
+from prod_core.feeds.candles import CandleFormatError, CandleSeries
 from prod_core.feeds.funding import FundingTable
 from prod_core.feeds.funding_file import FundingFileError, read_funding_file, side_file_path
+from prod_core.feeds.stream import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_BLOCK_BYTES,
+    MemoryPart,
+    Part,
+    Window,
+    clean_mask,
+    keyed_chunks,
+    merge_windows,
+    open_data_args,
+    symbol_streams,
+)
 
 DEFAULT_CHUNK = 2048
 _ORDER_KINDS = ("duplicate", "out_of_order")
@@ -58,11 +79,15 @@ def parse_speed(text: str | float | None) -> float | None:
 
 
 class ReplayFeed:
-    """Feed over candle series (see module doc). ``rejected`` counts rows dropped by the reader."""
+    """Feed over candle parts (see module doc). ``rejected`` counts rows dropped by the reader.
+
+    ``series``: scanned ``stream.Part`` objects (what ``from_paths`` builds) or in-memory
+    ``CandleSeries``.
+    """
 
     def __init__(
         self,
-        series: Sequence[CandleSeries],
+        series: Sequence[Part | CandleSeries],
         *,
         speed: str | float | None = "max",
         chunk: int = DEFAULT_CHUNK,
@@ -74,15 +99,19 @@ class ReplayFeed:
         self.speed = parse_speed(speed)
         self.chunk = max(1, int(chunk))
         self.rejected: dict[str, int] = dict(rejected or {})
+        parts = _as_parts(series)
         order: dict[str, int] = {}
-        for s in series:
-            order.setdefault(s.symbol, len(order))
+        for p in parts:
+            order.setdefault(p.symbol, len(order))
         self.symbols: tuple[str, ...] = tuple(order)
-        self._merge(series, order)
-        self._funding = _funding_table(series, funding or {})
-        self.rows = int(self._ts.shape[0])
-        self.live_from_ms = int(self._ts[0]) if self.rows else 0
-        self._i = 0
+        self._funding = _funding_table(parts, funding or {})
+        self.rows = sum(p.rows for p in parts)
+        self._windows = merge_windows([keyed_chunks(s) for s in symbol_streams(parts, order)])
+        self._win: Window | None = next(self._windows, None)
+        self._pos = 0  # next row of the current window
+        self._i = 0  # bars delivered
+        self.live_from_ms = int(self._win.ts[0]) if self._win is not None else 0
+        self._key0 = int(self._win.key[0]) if self._win is not None else 0
         self._start_s: float | None = None
         self._stopped = False
 
@@ -95,93 +124,79 @@ class ReplayFeed:
         known_symbols: Sequence[str] = (),
         chunk: int = DEFAULT_CHUNK,
         name: str = "replay",
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> "ReplayFeed":
-        per_file: dict[str, dict[str, int]] = {}
-        series, rejected = load_data_args(data, known_symbols, per_file)
-        _refuse_dead_files(series, per_file)
-        if not any(len(s) for s in series):
+        """The feed over ``--data`` arguments, streamed from the files (``stream``): CSV in
+        blocks of ``block_bytes`` bytes, Parquet in batches of ``batch_rows`` rows."""
+        files = open_data_args(data, known_symbols, block_bytes=block_bytes, batch_rows=batch_rows)
+        per_file = {str(f.path): ({"malformed": f.malformed} if f.malformed else {}) for f in files}
+        rejected: dict[str, int] = {}
+        for counts in per_file.values():
+            for kind, n in counts.items():
+                rejected[kind] = rejected.get(kind, 0) + n
+        parts = [p for f in files for p in f.parts]
+        _refuse_dead_files(parts, per_file)
+        if not any(p.rows for p in parts):
             raise CandleFormatError(f"no candle rows in {' '.join(data)}")
-        funding = read_side_files(series, per_file)
-        return cls(series, speed=speed, chunk=chunk, name=name, rejected=rejected, funding=funding)
+        funding = read_side_files(parts, per_file)
+        return cls(parts, speed=speed, chunk=chunk, name=name, rejected=rejected, funding=funding)
 
     def funding_rates(self) -> FundingTable | None:
         """Settled funding rates of the replayed files, or None when they carry none."""
         return self._funding
 
-    # --------------------------------------------------------------- merging
-    def _merge(self, series: Sequence[CandleSeries], order: dict[str, int]) -> None:
-        # One stream per symbol: its chunks (files) ordered by first timestamp, file order within.
-        keys, ts_all, vals, sym_idx = [], [], [], []
-        for sym, rank in order.items():
-            parts = [s for s in series if s.symbol == sym and len(s)]
-            parts.sort(key=lambda s: int(s.ts[0]))  # stable: equal starts keep argument order
-            if not parts:
-                continue
-            ts = np.concatenate([p.ts for p in parts])
-            ohlcv = np.concatenate([p.ohlcv for p in parts])
-            # the running maximum keeps a stream in file order inside a global time sort
-            keys.append(np.maximum.accumulate(ts))
-            ts_all.append(ts)
-            vals.append(ohlcv)
-            sym_idx.append(np.full(ts.shape[0], rank, dtype=np.int64))
-        if not ts_all:
-            self._ts = np.empty(0, np.int64)
-            self._key = np.empty(0, np.int64)
-            self._sym = np.empty(0, np.int64)
-            self._ohlcv = np.empty((0, 5))
-            return
-        key = np.concatenate(keys)
-        ts = np.concatenate(ts_all)
-        ohlcv = np.concatenate(vals)
-        sym = np.concatenate(sym_idx)
-        pos = np.arange(key.shape[0])
-        idx = np.lexsort((pos, sym, key))
-        self._key = key[idx]
-        self._ts = ts[idx]
-        self._sym = sym[idx]
-        self._ohlcv = ohlcv[idx]
-
     # ------------------------------------------------------------------ feed
     def start(self, now_s: float) -> None:
         self._start_s = now_s
 
-    def _bars(self, i: int, j: int) -> list[Bar]:
+    def _bars(self, w: Window, i: int, j: int) -> list[Bar]:
         names = self.symbols
-        o = self._ohlcv[i:j]
         return [
             Bar(names[s], t, a, b, c, d, e)
-            for s, t, (a, b, c, d, e) in zip(self._sym[i:j].tolist(), self._ts[i:j].tolist(), o.tolist())
+            for s, t, (a, b, c, d, e) in zip(w.sym[i:j].tolist(), w.ts[i:j].tolist(), w.ohlcv[i:j].tolist())
         ]
 
     def poll(self, now_s: float) -> list[Bar]:
-        i = self._i
-        n = self.rows
-        if i >= n or self._stopped:
+        if self._win is None or self._stopped:
             return []
         if self.speed is None:
-            j = min(n, i + self.chunk)
-        else:
-            if self._start_s is None:
-                self._start_s = now_s
-            horizon = self._key[0] + (now_s - self._start_s) * 1000.0 * self.speed
-            j = int(np.searchsorted(self._key, horizon, side="right"))
-            j = min(j, i + 50 * self.chunk)
-            if j <= i:
-                return []
-        self._i = j
-        return self._bars(i, j)
+            return self._take(self.chunk, None)
+        if self._start_s is None:
+            self._start_s = now_s
+        horizon = self._key0 + (now_s - self._start_s) * 1000.0 * self.speed
+        return self._take(50 * self.chunk, horizon)
+
+    def _take(self, limit: int, horizon: float | None) -> list[Bar]:
+        """Up to ``limit`` next bars (with ``horizon``: only those whose key is <= it)."""
+        out: list[Bar] = []
+        while self._win is not None and limit > 0:
+            w, i = self._win, self._pos
+            n = int(w.key.shape[0])
+            j = min(n, i + limit)
+            if horizon is not None:
+                j = i + int(np.searchsorted(w.key[i:j], horizon, side="right"))
+            if j > i:
+                out += self._bars(w, i, j)
+                self._pos = j
+                self._i += j - i
+                limit -= j - i
+            if j < n:
+                break
+            self._win, self._pos = next(self._windows, None), 0  # used up: the next window, now
+        return out
 
     def next_due_s(self) -> float | None:
-        if self.speed is None or self._i >= self.rows or self._start_s is None:
+        if self.speed is None or self._win is None or self._start_s is None:
             return None
-        return self._start_s + (int(self._key[self._i]) - int(self._key[0])) / 1000.0 / self.speed
+        return self._start_s + (int(self._win.key[self._pos]) - self._key0) / 1000.0 / self.speed
 
     def health(self, now_s: float) -> int:
         return int(FeedHealth.PAUSED if self._stopped else FeedHealth.HEALTHY)
 
     @property
     def exhausted(self) -> bool:
-        return self._i >= self.rows
+        return self._win is None
 
     @property
     def delivered(self) -> int:
@@ -196,17 +211,19 @@ class ReplayFeed:
         self._stopped = True
 
 
+def _as_parts(series: Iterable[Part | CandleSeries]) -> list[Part]:
+    """Scanned parts; an in-memory ``CandleSeries`` becomes a ``MemoryPart``."""
+    return [s if isinstance(s, Part) else MemoryPart.of(s) for s in series]
+
+
 # ------------------------------------------------------------ funding
-def _funding_table(
-    series: Sequence[CandleSeries], extra: Mapping[str, Iterable[tuple[int, float]]]
-) -> FundingTable | None:
-    """Column rates of every series, then ``extra`` (side files) on top; None when there is none."""
+def _funding_table(parts: Sequence[Part], extra: Mapping[str, Iterable[tuple[int, float]]]) -> FundingTable | None:
+    """Column rates of every part, then ``extra`` (side files) on top; None when there is none."""
     table = FundingTable({})
     found = False
-    for s in series:
-        rows = s.funding_rows()
-        if rows:
-            table.extend(s.symbol, rows)
+    for p in parts:
+        if p.funding:
+            table.extend(p.symbol, p.funding)
             found = True
     for symbol, rows in extra.items():
         rows = list(rows)
@@ -216,7 +233,7 @@ def _funding_table(
     return table if found else None
 
 
-def read_side_files(series: Sequence[CandleSeries], files: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+def read_side_files(series: Sequence[Part | CandleSeries], files: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
     """Rows of the side file of each data file in ``files`` that has one, by the file's symbol.
 
     A side file next to a file that holds several symbols (a ``symbol`` column) is refused:
@@ -244,18 +261,34 @@ def read_side_files(series: Sequence[CandleSeries], files: Iterable[str]) -> dic
 
 
 # ------------------------------------------------------------ build checks
-def _streams(series: Iterable[CandleSeries]) -> dict[str, list[CandleSeries]]:
-    """Non-empty series per symbol, in the order ``ReplayFeed._merge`` chains them."""
-    out: dict[str, list[CandleSeries]] = {}
-    for s in series:
-        if len(s):
-            out.setdefault(s.symbol, []).append(s)
-    for parts in out.values():
-        parts.sort(key=lambda s: int(s.ts[0]))
-    return out
+def _streams(parts: Sequence[Part]) -> list[list[Part]]:
+    """Non-empty parts per symbol, in the order ``ReplayFeed`` chains them."""
+    order: dict[str, int] = {}
+    for p in parts:
+        order.setdefault(p.symbol, len(order))
+    return symbol_streams(parts, order)
 
 
-def audit_rows(series: Sequence[CandleSeries], *, kinds: bool = True) -> dict[str, dict[str, int]]:
+def _carry_after(part: Part, carry: int) -> int:
+    """The pipeline's last accepted ts of a symbol after ``part``, from ``carry`` before it."""
+    return carry if part.last_clean_ts is None else max(carry, part.last_clean_ts)
+
+
+def _audit_part(part: Part, carry: int, kinds: bool, entry: dict[str, int]) -> None:
+    """Add the part's rows, accepted rows (and, with ``kinds``, rejections by kind) to ``entry``,
+    reading it chunk by chunk from ``carry``."""
+    entry["rows"] += part.rows
+    for ts, ohlcv in part.chunks():
+        if not ts.shape[0]:
+            continue
+        masks, carry = _classify(ts, ohlcv, carry, kinds)
+        for kind, mask in masks.items():
+            n = int(np.count_nonzero(mask))
+            if n:
+                entry[kind] = entry.get(kind, 0) + n
+
+
+def audit_rows(series: Sequence[Part | CandleSeries], *, kinds: bool = True) -> dict[str, dict[str, int]]:
     """Per source file: ``rows``, ``accepted`` by the pipeline's hygiene and, with ``kinds``,
     the rejected rows by anomaly kind.
 
@@ -263,17 +296,13 @@ def audit_rows(series: Sequence[CandleSeries], *, kinds: bool = True) -> dict[st
     stream in delivery order, starting from the pipeline's ``last_ts = -1``: a row is
     accepted when its values are clean and its time is after every earlier clean row.
     """
-    out: dict[str, dict[str, int]] = {s.source: {"rows": 0, "accepted": 0} for s in series}
-    for parts in _streams(series).values():
+    parts = _as_parts(series)
+    out: dict[str, dict[str, int]] = {p.source: {"rows": 0, "accepted": 0} for p in parts}
+    for stream in _streams(parts):
         carry = -1  # the pipeline's last accepted ts of this symbol before the part
-        for part in parts:
-            masks, carry = _classify(part.ts, part.ohlcv, carry, kinds)
-            entry = out[part.source]
-            entry["rows"] += len(part)
-            for kind, mask in masks.items():
-                n = int(np.count_nonzero(mask))
-                if n:
-                    entry[kind] = entry.get(kind, 0) + n
+        for part in stream:
+            _audit_part(part, carry, kinds, out[part.source])
+            carry = _carry_after(part, carry)
     return out
 
 
@@ -281,8 +310,8 @@ def _classify(ts: np.ndarray, ohlcv: np.ndarray, carry: int, kinds: bool) -> tup
     """Masks of accepted rows (and of each anomaly kind) of one chunk; the new last accepted ts."""
     ts = ts.astype(np.int64, copy=False)
     o, h, lo, c, v = ohlcv.T
+    clean = clean_mask(ohlcv)
     with np.errstate(invalid="ignore"):
-        clean = (0.0 < lo) & (lo <= o) & (o <= h) & (h < np.inf) & (lo <= c) & (c <= h) & (0.0 <= v) & (v < np.inf)
         last = np.maximum.accumulate(np.where(clean, ts, -1))
         np.maximum(last, carry, out=last)
         prev = np.empty_like(last)
@@ -306,17 +335,33 @@ def _classify(ts: np.ndarray, ohlcv: np.ndarray, carry: int, kinds: bool) -> tup
     return masks, int(last[-1])
 
 
-def _refuse_dead_files(series: Sequence[CandleSeries], per_file: dict[str, dict[str, int]]) -> None:
-    """A ``CandleFormatError`` naming each file that would give no bar at all, with counts by kind."""
-    audit = audit_rows(series, kinds=False)
-    dead = [f for f in per_file if not audit.get(f, {}).get("accepted", 0)]
+def _refuse_dead_files(parts: Sequence[Part], per_file: dict[str, dict[str, int]]) -> None:
+    """A ``CandleFormatError`` naming each file that would give no bar at all, with counts by kind.
+
+    Whether a part gives a bar needs no second read: its first clean row after the carry
+    is accepted, so it gives one exactly when its latest clean ts is after the carry. The
+    counts by kind of the dead files (only) are then read chunk by chunk.
+    """
+    alive: set[str] = set()
+    carries: list[tuple[Part, int]] = []
+    for stream in _streams(parts):
+        carry = -1
+        for part in stream:
+            carries.append((part, carry))
+            if part.last_clean_ts is not None and part.last_clean_ts > carry:
+                alive.add(part.source)
+            carry = _carry_after(part, carry)
+    dead = [f for f in per_file if f not in alive]
     if not dead:
         return
-    audit = audit_rows(series)  # all of them: duplicates and order depend on the other files
+    audit: dict[str, dict[str, int]] = {f: {"rows": 0, "accepted": 0} for f in dead}
+    for part, carry in carries:
+        if part.source in audit:
+            _audit_part(part, carry, True, audit[part.source])
     problems = []
     only_order = True
     for f in dead:
-        entry = audit.get(f, {"rows": 0})
+        entry = audit[f]
         counts = {**per_file[f], **{k: n for k, n in entry.items() if k not in ("rows", "accepted")}}
         total = entry["rows"] + sum(per_file[f].values())
         if not total:
