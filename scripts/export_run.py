@@ -65,7 +65,7 @@ def export(storage: Storage, run: dict, out: Path, logs_dir: Path, *, now: float
     folder = write_run_report(storage, run_id, out, log_path if log_path.is_file() else None)
     counts: dict[str, int] = {}
     for table in REPORT_TABLES:
-        expected = len(storage.table_rows(table, run_id))
+        expected = storage.count_rows(table, run_id)
         written = pq.read_metadata(folder / f"{table}.parquet").num_rows
         if written != expected:
             raise StorageError(

@@ -15,18 +15,39 @@ import pyarrow.parquet as pq
 REPORT_TABLES = ("plans", "orders", "fills", "positions", "equity", "events", "feed_states")
 
 
-def _write_table(rows: list[dict[str, Any]], folder: Path, name: str) -> None:
-    if rows:
-        columns = list(rows[0].keys())
-    else:
-        columns = []
-    with (folder / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh:
+def _arrow_type(declared: str) -> pa.DataType:
+    """The Parquet column type of a SQLite declared type (its affinity)."""
+    t = declared.upper()
+    if "INT" in t:
+        return pa.int64()
+    if any(k in t for k in ("REAL", "DOUB", "FLOA")):
+        return pa.float64()
+    return pa.string()
+
+
+def _cell(value: Any, arrow: pa.DataType) -> Any:
+    if value is None or arrow != pa.string() or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _write_table(storage, name: str, run_id: str, folder: Path) -> int:
+    """``<name>.csv`` and ``<name>.parquet`` of one run's table, written batch by batch (bounded memory)."""
+    columns, batches = storage.iter_table(name, run_id)
+    names = [c for c, _ in columns]
+    schema = pa.schema([(c, _arrow_type(t)) for c, t in columns])
+    rows = 0
+    with (folder / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh, \
+            pq.ParquetWriter(folder / f"{name}.parquet", schema) as parquet:
         writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([row[c] for c in columns])
-    table = pa.Table.from_pylist([{k: (v if not isinstance(v, dict) else str(v)) for k, v in r.items()} for r in rows])
-    pq.write_table(table, folder / f"{name}.parquet")
+        writer.writerow(names)
+        for batch in batches:
+            writer.writerows(batch)
+            cols = list(zip(*batch))
+            arrays = [pa.array([_cell(v, f.type) for v in col], type=f.type) for col, f in zip(cols, schema)]
+            parquet.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            rows += len(batch)
+    return rows
 
 
 def _count_map(value: Any) -> dict[str, int]:
@@ -76,17 +97,20 @@ def anomaly_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_summary(storage, run_id: str) -> dict[str, Any]:
-    """Figures of one run computed from storage."""
+    """Figures of one run computed from storage (aggregated in SQL or streamed: a long run's tables are
+    never loaded whole)."""
     run = storage.get_run(run_id) or {}
-    trades = storage.closed_trades(run_id)
-    fills = storage.fills(run_id)
-    plans = storage.plans(run_id)
-    equity = storage.equity_curve(run_id)
-    wins = [t for t in trades if (t.get("trade_r") or 0) > 0]
-    total_r = sum(t.get("trade_r") or 0.0 for t in trades)
-    decisions: dict[str, int] = {}
-    for p in plans:
-        decisions[p["decision"]] = decisions.get(p["decision"], 0) + 1
+    q = storage.query
+    trades = q("SELECT COUNT(*) AS n, COALESCE(SUM(trade_r > 0), 0) AS wins, COALESCE(SUM(trade_r), 0.0) AS total_r "
+               "FROM positions WHERE status = 'closed' AND run_id = ?", (run_id,))[0]
+    fills = q("SELECT COUNT(*) AS n, COALESCE(SUM(fee_usd), 0.0) AS fees FROM fills WHERE run_id = ?", (run_id,))[0]
+    decisions = {r["decision"]: r["n"] for r in q(
+        "SELECT decision, COUNT(*) AS n FROM plans WHERE run_id = ? GROUP BY decision", (run_id,))}
+    ends = q("SELECT equity_usd, pnl_cum_r, max_dd_r FROM equity WHERE run_id = ? AND rowid IN "
+             "((SELECT MIN(rowid) FROM equity WHERE run_id = ?), (SELECT MAX(rowid) FROM equity WHERE run_id = ?)) "
+             "ORDER BY rowid", (run_id, run_id, run_id))
+    first, last = (ends[0], ends[-1]) if ends else (None, None)
+    n_trades = trades["n"]
     return {
         "run_id": run_id,
         "status": run.get("status"),
@@ -94,21 +118,21 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
         "started_at": run.get("started_at"),
         "ended_at": run.get("ended_at"),
         "config_hash": run.get("config_hash"),
-        "plans": len(plans),
+        "plans": sum(decisions.values()),
         "decisions": decisions,
-        "fills": len(fills),
-        "fees_usd": sum(f["fee_usd"] for f in fills),
-        "closed_trades": len(trades),
-        "win_rate": len(wins) / len(trades) if trades else 0.0,
-        "closed_r": total_r,
-        "equity_start": equity[0]["equity_usd"] if equity else None,
-        "equity_end": equity[-1]["equity_usd"] if equity else None,
-        "pnl_cum_r_end": equity[-1]["pnl_cum_r"] if equity else None,
-        "max_dd_r_end": equity[-1]["max_dd_r"] if equity else None,
+        "fills": fills["n"],
+        "fees_usd": fills["fees"],
+        "closed_trades": n_trades,
+        "win_rate": trades["wins"] / n_trades if n_trades else 0.0,
+        "closed_r": trades["total_r"],
+        "equity_start": first["equity_usd"] if first else None,
+        "equity_end": last["equity_usd"] if last else None,
+        "pnl_cum_r_end": last["pnl_cum_r"] if last else None,
+        "max_dd_r_end": last["max_dd_r"] if last else None,
         **anomaly_summary(storage.events(run_id)),
         "manifest": next((e.get("fields") for e in reversed(storage.events(run_id)) if e.get("kind") == "run_manifest"),
                          None),
-        "execution": execution_summary(fills, storage.orders(run_id)),
+        "execution": execution_summary(storage, run_id),
         "funding": funding_summary(storage.funding_payments(run_id)),
         "daily_resets": [e.get("fields") or {} for e in storage.events(run_id) if e.get("kind") == "replay_daily_reset"],
     }
@@ -119,37 +143,42 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def execution_summary(fills: list[dict[str, Any]], orders: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def execution_summary(storage, run_id: str) -> dict[str, dict[str, Any]]:
     """Fill realism per symbol: slippage against the fill model's reference price (bps, >0 paid),
-    fill ratio and bar time to fill of the orders that ended, rejections by reason code."""
+    fill ratio and bar time to fill of the orders that ended, rejections by reason code (streamed)."""
     out: dict[str, dict[str, Any]] = {}
 
     def row(symbol: str) -> dict[str, Any]:
         return out.setdefault(symbol, {"fills": 0, "partial_fills": 0, "slippage_bps": [], "ordered": 0.0,
                                        "filled": 0.0, "time_to_fill_s": [], "rejected": {}, "liquidations": 0})
 
-    orders_by_id = {o["order_id"]: o for o in orders}
-    for f in fills:
-        r = row(f["symbol"])
-        r["fills"] += 1
-        if f["reason"] == "liquidation":
-            r["liquidations"] += 1
-        elif f.get("ref_price"):
-            sign = 1.0 if f["side"] == "buy" else -1.0
-            r["slippage_bps"].append(sign * (f["price"] - f["ref_price"]) / f["ref_price"] * 10_000.0)
-        o = orders_by_id.get(f["order_id"])
-        if o is not None and f["qty"] < o["qty"] * (1 - 1e-9):
-            r["partial_fills"] += 1
-    for o in orders:
-        r = row(o["symbol"])
-        if o["status"] in ("filled", "cancelled", "rejected") and o.get("done_ms"):
-            r["ordered"] += o["qty"]
-            r["filled"] += o.get("filled_qty") or 0.0
-        if o["status"] == "filled" and o.get("done_ms"):
-            r["time_to_fill_s"].append((o["done_ms"] - o["ts_ms"]) / 1000.0)
-        if o["status"] == "rejected":
-            code = (o.get("reject_reason") or "unknown").split(":")[0]
-            r["rejected"][code] = r["rejected"].get(code, 0) + 1
+    fills = storage.iter_rows(
+        "SELECT f.symbol, f.side, f.price, f.qty, f.reason, f.ref_price, o.qty FROM fills f LEFT JOIN orders o "
+        "ON o.run_id = f.run_id AND o.order_id = f.order_id WHERE f.run_id = ? ORDER BY f.rowid", (run_id,))
+    for batch in fills:
+        for symbol, side, price, qty, reason, ref_price, order_qty in batch:
+            r = row(symbol)
+            r["fills"] += 1
+            if reason == "liquidation":
+                r["liquidations"] += 1
+            elif ref_price:
+                sign = 1.0 if side == "buy" else -1.0
+                r["slippage_bps"].append(sign * (price - ref_price) / ref_price * 10_000.0)
+            if order_qty is not None and qty < order_qty * (1 - 1e-9):
+                r["partial_fills"] += 1
+    orders = storage.iter_rows("SELECT symbol, status, qty, filled_qty, ts_ms, done_ms, reject_reason FROM orders "
+                               "WHERE run_id = ? ORDER BY rowid", (run_id,))
+    for batch in orders:
+        for symbol, status, qty, filled_qty, ts_ms, done_ms, reject_reason in batch:
+            r = row(symbol)
+            if status in ("filled", "cancelled", "rejected") and done_ms:
+                r["ordered"] += qty
+                r["filled"] += filled_qty or 0.0
+            if status == "filled" and done_ms:
+                r["time_to_fill_s"].append((done_ms - ts_ms) / 1000.0)
+            if status == "rejected":
+                code = (reject_reason or "unknown").split(":")[0]
+                r["rejected"][code] = r["rejected"].get(code, 0) + 1
     summary = {}
     for symbol, r in sorted(out.items()):
         slips, times = r["slippage_bps"], r["time_to_fill_s"]
@@ -294,7 +323,7 @@ def write_run_report(storage, run_id: str, reports_dir: Path, log_path: Path | N
     folder.mkdir(parents=True, exist_ok=True)
     storage.flush()
     for name in REPORT_TABLES:
-        _write_table(storage.table_rows(name, run_id), folder, name)
+        _write_table(storage, name, run_id, folder)
     figures = run_summary(storage, run_id)
     summary = _summary_md(figures)
     (folder / "summary.md").write_text(summary, encoding="utf-8")

@@ -41,7 +41,7 @@ from prod_core.runner.pipeline import Pipeline
 from prod_core.storage import LeaseLost, Storage, StorageError
 from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 
-REPLAY_FLUSH_ROWS = 50_000
+REPLAY_FLUSH_ROWS = 10_000
 log = logging.getLogger("prod_core.runner")
 
 HEARTBEAT_S = 1.0

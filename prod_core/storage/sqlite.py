@@ -479,6 +479,10 @@ class Storage:
             self._last_flush_s = now_s
         return False
 
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """A read query (buffered rows flushed first) as dicts: for aggregates and small results."""
+        return self._query(sql, params)
+
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         self.flush()
         cur = self._db().execute(sql, params)
@@ -1101,6 +1105,29 @@ class Storage:
             raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
         # ``table`` is from the whitelist above, never from user text.
         return self._query(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", (run_id,))  # noqa: S608
+
+    def iter_table(self, table: str, run_id: str, batch: int = 2_000) -> tuple[list[tuple[str, str]], Iterator[list[tuple]]]:
+        """``table_rows`` in bounded memory: the (name, declared type) columns and batches of row tuples."""
+        if table not in EXPORT_TABLES:
+            raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
+        columns = [(r["name"], r["type"]) for r in self._query(f"PRAGMA table_info({table})")]  # noqa: S608
+        return columns, self.iter_rows(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", (run_id,),  # noqa: S608
+                                       batch=batch)
+
+    def iter_rows(self, sql: str, params: tuple[Any, ...] = (), batch: int = 10_000) -> Iterator[list[tuple]]:
+        """Rows of a read query as batches of tuples (a long run's tables never sit in memory whole)."""
+        self.flush()
+        cur = self._db().execute(sql, params)
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            yield rows
+
+    def count_rows(self, table: str, run_id: str) -> int:
+        if table not in EXPORT_TABLES:
+            raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
+        return int(self._query(f"SELECT COUNT(*) AS n FROM {table} WHERE run_id = ?", (run_id,))[0]["n"])  # noqa: S608
 
     def record_export(self, run_id: str, *, kind: str, path: str, rows: int, ts: float, actor: str = "") -> int:
         """Record that ``run_id`` was exported (``report``) or archived before deletion (``archive``)."""
