@@ -45,6 +45,7 @@ from prod_core.feeds.stream import (
     DEFAULT_BLOCK_BYTES,
     MemoryPart,
     Part,
+    Prefetch,
     Window,
     clean_mask,
     keyed_chunks,
@@ -106,7 +107,8 @@ class ReplayFeed:
         self.symbols: tuple[str, ...] = tuple(order)
         self._funding = _funding_table(parts, funding or {})
         self.rows = sum(p.rows for p in parts)
-        self._windows = merge_windows([keyed_chunks(s) for s in symbol_streams(parts, order)])
+        # the files are read and merged a few windows ahead, on a thread, while bars are replayed
+        self._windows = Prefetch(merge_windows([keyed_chunks(s) for s in symbol_streams(parts, order)]))
         self._win: Window | None = next(self._windows, None)
         self._pos = 0  # next row of the current window
         self._i = 0  # bars delivered
@@ -151,11 +153,7 @@ class ReplayFeed:
         self._start_s = now_s
 
     def _bars(self, w: Window, i: int, j: int) -> list[Bar]:
-        names = self.symbols
-        return [
-            Bar(names[s], t, a, b, c, d, e)
-            for s, t, (a, b, c, d, e) in zip(w.sym[i:j].tolist(), w.ts[i:j].tolist(), w.ohlcv[i:j].tolist())
-        ]
+        return Bar.many(self.symbols, w.sym[i:j].tolist(), w.ts[i:j].tolist(), w.ohlcv[i:j].tolist())
 
     def poll(self, now_s: float) -> list[Bar]:
         if self._win is None or self._stopped:
