@@ -41,10 +41,11 @@ FINAL = re.compile(r"^replay: bars=(\d+) fills=(\d+) engine_s=([\d.]+) equity=([
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(ts_ms int64[n], ohlcv float64[n, 5]) of a canonical candle CSV."""
+    """(ts_ms int64[n], ohlcv float64[n, 5]) of a canonical candle CSV or Parquet file."""
     import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
 
-    table = pacsv.read_csv(path)
+    table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
     ts = table.column("ts_ms").to_numpy().astype(np.int64)
     ohlcv = np.column_stack([table.column(c).to_numpy().astype(np.float64)
                              for c in ("open", "high", "low", "close", "volume")])

@@ -45,7 +45,6 @@ from prod_core.feeds.stream import (
     DEFAULT_BLOCK_BYTES,
     MemoryPart,
     Part,
-    Prefetch,
     Window,
     clean_mask,
     keyed_chunks,
@@ -107,8 +106,7 @@ class ReplayFeed:
         self.symbols: tuple[str, ...] = tuple(order)
         self._funding = _funding_table(parts, funding or {})
         self.rows = sum(p.rows for p in parts)
-        # the files are read and merged a few windows ahead, on a thread, while bars are replayed
-        self._windows = Prefetch(merge_windows([keyed_chunks(s) for s in symbol_streams(parts, order)]))
+        self._windows = merge_windows([keyed_chunks(s) for s in symbol_streams(parts, order)])
         self._win: Window | None = next(self._windows, None)
         self._pos = 0  # next row of the current window
         self._i = 0  # bars delivered

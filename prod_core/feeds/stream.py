@@ -25,9 +25,7 @@ then by position in the stream. It holds one chunk per symbol plus the window it
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -419,61 +417,3 @@ def _window(taken: list[tuple[int, KeyedChunk]]) -> Window:
     ohlcv = np.concatenate([c.ohlcv for _, c in taken])[order]
     return Window(key[order], ts, sym, ohlcv)
 
-
-# ------------------------------------------------------------- read-ahead
-class _Raised(NamedTuple):
-    exc: BaseException
-
-
-_END = object()
-
-
-class Prefetch(Iterator):
-    """Iterate ``source`` on a background thread, up to ``depth`` items ahead.
-
-    Reading and parsing the files (pyarrow, numpy: they release the GIL) then overlaps the
-    bar loop instead of pausing it. Items come out in order; an exception raised by ``source``
-    comes out where its item would have; ``close()`` stops the thread at its next item.
-    """
-
-    def __init__(self, source: Iterable, depth: int = 8) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._run, args=(iter(source),), name="replay-read-ahead", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, source: Iterator) -> None:
-        try:
-            for item in source:
-                if not self._put(item):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put(_Raised(exc))
-            return
-        self._put(_END)
-
-    def __next__(self):
-        if self._done:
-            raise StopIteration
-        item = self._queue.get()
-        if item is _END:
-            self._done = True
-            raise StopIteration
-        if isinstance(item, _Raised):
-            self._done = True
-            raise item.exc
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._done = True
