@@ -246,3 +246,33 @@ class JournalSink(RecordingSink):
         if self.accept:
             self._add(journal_funding_row(after, funding_ts_ms, mark, amount, {"rate": rate}))
         return super().commit_funding(after, funding_ts_ms, mark, rate, amount)
+
+
+def strategy_answer(cls, f, bar, position=None, *, name: str = "", can_short: bool = True):
+    """What a built-in strategy answers on one bar (default parameters, a fresh instance)."""
+    strategy = cls(cls.Params(), name=name or cls.__name__, symbol=bar.symbol, can_short=can_short)
+    return strategy.on_bar(bar, f, position)
+
+
+def strategy_plan(cls, name: str, f, bar, can_short: bool):
+    """What the pipeline makes of a strategy's answer on a flat symbol: a TradePlan or None."""
+    from prod_core.strategies.api import to_plan
+
+    signal = strategy_answer(cls, f, bar, name=name, can_short=can_short)
+    return None if signal is None else to_plan(name, bar, signal, f.regime)
+
+
+def strategy_exits(cls, f, position) -> bool:
+    """True when the strategy asks to exit its own ``position`` on a bar."""
+    from prod_core.strategies.api import Exit
+
+    return isinstance(strategy_answer(cls, f, make_bar(symbol=position.symbol), position), Exit)
+
+
+def drain(feed) -> list:
+    """Every bar a (replay) feed delivers, polled at time 0 until it is exhausted."""
+    feed.start(0.0)
+    out = []
+    while not feed.exhausted:
+        out.extend(feed.poll(0.0))
+    return out

@@ -16,6 +16,7 @@ from prod_core.feeds.funding import FundingRates, funding_times
 from prod_core.feeds.funding_file import FundingFileError, parse_funding_ts, read_funding_file, side_file_path
 from prod_core.feeds.replay import ReplayFeed, audit_rows
 from prod_core.testing import synthetic_rows, write_csv
+from prod_core.testing.builders import drain
 
 TF_MS = 300_000
 H8 = 8 * 3_600_000
@@ -45,14 +46,6 @@ def with_column(rows: list[tuple]) -> list[tuple]:
 def write_side(path: Path, lines: list[str], header: str | None = "timestamp,funding_rate") -> Path:
     path.write_text("".join(f"{line}\n" for line in ([header] if header else []) + lines))
     return path
-
-
-def drain(feed: ReplayFeed) -> list:
-    feed.start(0.0)
-    out = []
-    while not feed.exhausted:
-        out.extend(feed.poll(0.0))
-    return out
 
 
 def test_csv_funding_rate_column_answers_at_each_funding_time(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from prod_core.feeds.candles import CandleFormatError, read_candles
 from prod_core.feeds.replay import ReplayFeed
 from prod_core.feeds.stream import KeyedChunk, keyed_chunks, merge_windows
 from prod_core.testing import synthetic_rows, write_csv
+from prod_core.testing.builders import drain
 
 HEADER = ("ts_ms", "open", "high", "low", "close", "volume")
 TF = 60_000
@@ -56,14 +57,6 @@ def reference(paths: list[str]) -> tuple[list[tuple], list[int]]:
 
 def as_tuples(bars) -> list[tuple]:
     return [(b.symbol, b.ts_ms, b.open, b.high, b.low, b.close, b.volume) for b in bars]
-
-
-def drain(feed: ReplayFeed) -> list:
-    feed.start(0.0)
-    out = []
-    while not feed.exhausted:
-        out.extend(feed.poll(0.0))
-    return out
 
 
 def same(a: list[tuple], b: list[tuple]) -> bool:

@@ -7,22 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prod_core.domain import Position, Regime, Side
-from prod_core.strategies import Exit, MeanReversion, MeanReversionParams
-from prod_core.strategies.api import to_plan
-from prod_core.testing.builders import make_bar, make_features
+from prod_core.strategies import MeanReversion
+from prod_core.testing.builders import make_bar, make_features, strategy_exits, strategy_plan
 
 
 
 def propose(f, bar, can_short: bool):
-    """What the pipeline makes of the strategy's answer on a flat symbol: a TradePlan or None."""
-    strategy = MeanReversion(MeanReversionParams(), name="mean_reversion", symbol=bar.symbol, can_short=can_short)
-    signal = strategy.on_bar(bar, f, None)
-    return None if signal is None else to_plan(strategy.name, bar, signal, f.regime)
+    return strategy_plan(MeanReversion, "mean_reversion", f, bar, can_short)
 
 
 def should_exit(f, position) -> bool:
-    strategy = MeanReversion(MeanReversionParams(), name="mean_reversion", symbol=position.symbol, can_short=True)
-    return isinstance(strategy.on_bar(make_bar(symbol=position.symbol), f, position), Exit)
+    return strategy_exits(MeanReversion, f, position)
 
 
 def calm(close: float, *, mean: float = 100.0, sd: float = 1.0, atr: float = 1.0, regime: Regime = Regime.CALM):

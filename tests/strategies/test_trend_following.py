@@ -7,26 +7,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prod_core.domain import Position, Regime, Side
-from prod_core.strategies import Exit, TrendFollowing, TrendFollowingParams
-from prod_core.strategies.api import to_plan
-from prod_core.testing.builders import make_bar, make_features
+from prod_core.strategies import TrendFollowing
+from prod_core.testing.builders import make_bar, make_features, strategy_exits, strategy_plan
 
-
-
-def propose(f, bar, can_short: bool):
-    """What the pipeline makes of the strategy's answer on a flat symbol: a TradePlan or None."""
-    strategy = TrendFollowing(TrendFollowingParams(), name="trend_following", symbol=bar.symbol, can_short=can_short)
-    signal = strategy.on_bar(bar, f, None)
-    return None if signal is None else to_plan(strategy.name, bar, signal, f.regime)
-
-
-def should_exit(f, position) -> bool:
-    strategy = TrendFollowing(TrendFollowingParams(), name="trend_following", symbol=position.symbol, can_short=True)
-    return isinstance(strategy.on_bar(make_bar(symbol=position.symbol), f, position), Exit)
 UP = dict(regime=Regime.TREND_UP, atr=1.0, ema_fast=100.0, ema_slow=98.0)
 DOWN = dict(regime=Regime.TREND_DOWN, atr=1.0, ema_fast=100.0, ema_slow=102.0)
 CROSS_UP = make_bar(open=99.5, close=100.5, high=101.0, low=99.0)
 CROSS_DOWN = make_bar(open=100.5, close=99.5, high=101.0, low=99.0)
+
+
+def propose(f, bar, can_short: bool):
+    return strategy_plan(TrendFollowing, "trend_following", f, bar, can_short)
+
+
+def should_exit(f, position) -> bool:
+    return strategy_exits(TrendFollowing, f, position)
 
 
 def test_trend_up_with_close_crossing_above_fast_ema_proposes_buy_with_stop_below_and_target_above() -> None:
