@@ -297,6 +297,16 @@ def feed_risk_states() -> Json:
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "__name__": True, "job": True, "instance": True, "Value": True}}}],
             ),
+            panel(
+                "bargauge", "Strategy errors (24h): a strategy that raised is on hold", (0, 30, 24, 5),
+                [target("sum by (strategy) (increase(strategy_errors_total[24h]))", legend="{{strategy}}")],
+                description="Exceptions raised inside each strategy's on_bar (alert StrategyError). The first one "
+                            "holds the strategy; `python -m prod_core.cli release <strategy>` after the fix.",
+                defaults={"unit": "short", "decimals": 0, "min": 0, "color": {"mode": "thresholds"},
+                          "thresholds": thresholds((None, "green"), (1, "red"))},
+                options={"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
+                         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+            ),
         ],
     )
 
