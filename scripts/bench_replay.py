@@ -130,6 +130,7 @@ def run_engine(files: list[Path], config_dir: Path, tmp: Path, profile: int = 0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_")}
     env.update(ENV_FILE=str(tmp / "no.env"), DB_PATH=str(tmp / "bench.db"), REPORTS_DIR=str(tmp / "reports"),
                LOGS_DIR=str(tmp / "logs"), LOG_LEVEL="WARNING")
+    env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as `python -m prod_core.runner` sets it
     args = ["--feed", "replay", "--config-dir", str(config_dir), "--port", "0", "--linger", "0",
             "--data", *map(str, files)]
     cmd = [sys.executable, __file__, "--engine-child", str(profile), "--", *args]

@@ -525,7 +525,8 @@ def _open_parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path)
+        # no pre-buffering: a whole row group's column chunks would sit in memory per open file
+        return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise CandleFormatError(f"{path}: not a readable Parquet file: {exc}") from None
 
