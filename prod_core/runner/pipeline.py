@@ -24,7 +24,7 @@ from prod_core.portfolio import BookSnapshot, PortfolioController, fit
 from prod_core.regime import RegimeDetector, RegimeParams
 from prod_core.risk import GovernanceState, RiskSnapshot, day_of, evaluate, mark_open_r, on_entry_filled, on_trade_closed
 from prod_core.risk.ledger import roll_day
-from prod_core.risk.operator import reset_drawdown
+from prod_core.risk.operator import hold, reset_drawdown
 from prod_core.storage import AccountWrite, LeaseLost, StorageError, journal_fill_row, journal_funding_row, journal_row
 from prod_core.strategies import Entry, Exit, MeanReversionParams, Strategy, StrategyKind, TrendFollowingParams
 from prod_core.strategies.api import to_plan
@@ -46,6 +46,13 @@ class _Slot:
         self.name = strategy.name
         self.seen = 0
         self.on_bar = strategy.on_bar
+
+
+def _exposure_pct(equity: float, gross: float, net: float) -> tuple[float, float, float]:
+    """(equity, gross %, net %) of the equity (0 % when equity <= 0)."""
+    if equity <= 0:
+        return equity, 0.0, 0.0
+    return equity, gross / equity * 100.0, net / equity * 100.0
 
 
 def regime_params(kinds: dict[str, StrategyKind]) -> RegimeParams:
@@ -311,10 +318,8 @@ class Pipeline:
         name = strat.name
         live = self.live
         live.strategy_errors_total[name] = live.strategy_errors_total.get(name, 0) + 1
-        state = self.state
-        held_now = name not in state.holds
+        held_now = hold(self.state, name, self.strategy_names).applied
         if held_now:
-            state.holds = sorted({*state.holds, name})
             self.journal_governance("hold", {"strategy": name, "automatic": True,
                                              "error": f"{type(exc).__name__}: {exc}"[:500]}, force=True)
             self._refresh_account()
@@ -596,11 +601,8 @@ class Pipeline:
         live = self.live
         broker = self.broker
         state = self.state
-        equity, gross, net = broker.account_marks()
-        live.equity_usd = equity
+        live.equity_usd, live.exposure_gross_pct, live.exposure_net_pct = _exposure_pct(*broker.account_marks())
         live.open_positions_count = len(broker.positions)
-        live.exposure_gross_pct = gross / equity * 100.0 if equity > 0 else 0.0
-        live.exposure_net_pct = net / equity * 100.0 if equity > 0 else 0.0
         live.pnl_cum_r = state.pnl_cum_r
         live.dd_state = state.dd_state
         live.max_dd_r = state.max_dd_r
@@ -612,7 +614,7 @@ class Pipeline:
 
     def _snapshot_equity(self, ts_ms: int) -> None:
         """One equity row (the gauges' figures, computed here: the gauges themselves refresh per batch)."""
-        equity, gross, net = self.broker.account_marks()
+        equity, gross_pct, net_pct = _exposure_pct(*self.broker.account_marks())
         state = self.state
         self.storage.add_equity(
             self.run_id,
@@ -622,8 +624,8 @@ class Pipeline:
             pnl_cum_r=state.pnl_cum_r,
             dd_state=state.dd_state,
             max_dd_r=state.max_dd_r,
-            exposure_gross_pct=gross / equity * 100.0 if equity > 0 else 0.0,
-            exposure_net_pct=net / equity * 100.0 if equity > 0 else 0.0,
+            exposure_gross_pct=gross_pct,
+            exposure_net_pct=net_pct,
         )
 
     def _lock_engaged(self, reason: str) -> None:

@@ -118,6 +118,12 @@ EXPORT_TABLES: tuple[str, ...] = (
     "session_events",
 )
 
+
+def _check_export_table(table: str) -> None:
+    """``table`` goes into SQL text: it must be one of ``EXPORT_TABLES``, never user text."""
+    if table not in EXPORT_TABLES:
+        raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
+
 # Tables whose rows belong to ONE run and leave the database with it (``delete_runs``).
 # governance_state, audit, commands and exports are account-level and never deleted.
 RUN_TABLES: tuple[str, ...] = (
@@ -1101,15 +1107,13 @@ class Storage:
 
     def table_rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
         """Every row of ``table`` for ``run_id`` (raw columns), in insertion order."""
-        if table not in EXPORT_TABLES:
-            raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
+        _check_export_table(table)
         # ``table`` is from the whitelist above, never from user text.
         return self._query(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", (run_id,))  # noqa: S608
 
     def iter_table(self, table: str, run_id: str, batch: int = 2_000) -> tuple[list[tuple[str, str]], Iterator[list[tuple]]]:
         """``table_rows`` in bounded memory: the (name, declared type) columns and batches of row tuples."""
-        if table not in EXPORT_TABLES:
-            raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
+        _check_export_table(table)
         columns = [(r["name"], r["type"]) for r in self._query(f"PRAGMA table_info({table})")]  # noqa: S608
         return columns, self.iter_rows(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", (run_id,),  # noqa: S608
                                        batch=batch)
@@ -1125,8 +1129,7 @@ class Storage:
             yield rows
 
     def count_rows(self, table: str, run_id: str) -> int:
-        if table not in EXPORT_TABLES:
-            raise StorageError(f"table {table!r} cannot be exported; choose one of {', '.join(EXPORT_TABLES)}")
+        _check_export_table(table)
         return int(self._query(f"SELECT COUNT(*) AS n FROM {table} WHERE run_id = ?", (run_id,))[0]["n"])  # noqa: S608
 
     def record_export(self, run_id: str, *, kind: str, path: str, rows: int, ts: float, actor: str = "") -> int:
