@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from prod_core.reports.figures import (
+    breakdowns,
+    equity_series,
+    fill_markers,
+    performance,
+    price_series,
+    redact_args,
+    rejects,
+    timeline,
+    write_series,
+)
 
 REPORT_TABLES = ("plans", "orders", "fills", "positions", "equity", "events", "feed_states")
 
@@ -101,40 +117,34 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
     never loaded whole)."""
     run = storage.get_run(run_id) or {}
     q = storage.query
-    trades = q("SELECT COUNT(*) AS n, COALESCE(SUM(trade_r > 0), 0) AS wins, COALESCE(SUM(trade_r), 0.0) AS total_r "
-               "FROM positions WHERE status = 'closed' AND run_id = ?", (run_id,))[0]
-    fills = q("SELECT COUNT(*) AS n, COALESCE(SUM(fee_usd), 0.0) AS fees FROM fills WHERE run_id = ?", (run_id,))[0]
     decisions = {r["decision"]: r["n"] for r in q(
         "SELECT decision, COUNT(*) AS n FROM plans WHERE run_id = ? GROUP BY decision", (run_id,))}
-    ends = q("SELECT equity_usd, pnl_cum_r, max_dd_r FROM equity WHERE run_id = ? AND rowid IN "
-             "((SELECT MIN(rowid) FROM equity WHERE run_id = ?), (SELECT MAX(rowid) FROM equity WHERE run_id = ?)) "
-             "ORDER BY rowid", (run_id, run_id, run_id))
-    first, last = (ends[0], ends[-1]) if ends else (None, None)
-    n_trades = trades["n"]
+    perf = performance(storage, run_id)
+    events = storage.events(run_id)
+    stopped = [e for e in events if e.get("kind") == "run_stopped"]
     return {
         "run_id": run_id,
         "status": run.get("status"),
+        "mode": run.get("mode"),
         "feed": run.get("feed"),
         "started_at": run.get("started_at"),
         "ended_at": run.get("ended_at"),
+        "heartbeat_at": run.get("heartbeat_at"),
         "config_hash": run.get("config_hash"),
+        "code_version": run.get("code_version"),
+        "args": redact_args(run.get("args") or ""),
         "plans": sum(decisions.values()),
         "decisions": decisions,
-        "fills": fills["n"],
-        "fees_usd": fills["fees"],
-        "closed_trades": n_trades,
-        "win_rate": trades["wins"] / n_trades if n_trades else 0.0,
-        "closed_r": trades["total_r"],
-        "equity_start": first["equity_usd"] if first else None,
-        "equity_end": last["equity_usd"] if last else None,
-        "pnl_cum_r_end": last["pnl_cum_r"] if last else None,
-        "max_dd_r_end": last["max_dd_r"] if last else None,
-        **anomaly_summary(storage.events(run_id)),
-        "manifest": next((e.get("fields") for e in reversed(storage.events(run_id)) if e.get("kind") == "run_manifest"),
-                         None),
+        **perf,
+        **anomaly_summary(events),
+        "manifest": next((e.get("fields") for e in reversed(events) if e.get("kind") == "run_manifest"), None),
         "execution": execution_summary(storage, run_id),
         "funding": funding_summary(storage.funding_payments(run_id)),
-        "daily_resets": [e.get("fields") or {} for e in storage.events(run_id) if e.get("kind") == "replay_daily_reset"],
+        "daily_resets": [e.get("fields") or {} for e in events if e.get("kind") == "replay_daily_reset"],
+        "rejects": rejects(storage, run_id),
+        "breakdowns": breakdowns(storage, run_id),
+        "timeline": timeline(storage, run_id, events, perf["last_ts_ms"]),
+        "stage_ms": (stopped[-1].get("fields") or {}).get("stage_ms") if stopped else None,
     }
 
 
@@ -282,58 +292,267 @@ def _fill_model(manifest: dict[str, Any] | None) -> str:
             f"{ex.get('limit_fill')}); funding: {manifest.get('funding_source')}")
 
 
-def _summary_md(s: dict[str, Any]) -> str:
-    def num(v: Any, fmt: str) -> str:
-        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+def _num(v: Any, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
+
+def _fmt_ms(ts_ms: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts_ms / 1000)) if ts_ms else "start"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    d, rest = divmod(int(seconds), 86_400)
+    h, rest = divmod(rest, 3_600)
+    m, sec = divmod(rest, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{sec:02d}"
+
+
+def _status(s: dict[str, Any], now: float) -> str:
+    status = s["status"]
+    if status != "running":
+        return str(status)
+    beat = s.get("heartbeat_at") or s.get("started_at")
+    age = now - beat if beat else None
+    return (f"running in the database (no clean stop recorded; last heartbeat {_num(age, '.0f')} s before this "
+            f"report: the runner was killed, or is still running)")
+
+
+def _symbols(s: dict[str, Any]) -> list[str]:
+    manifest = s.get("manifest") or {}
+    syms = list((manifest.get("instruments") or {}).keys())
+    return syms or sorted((s.get("execution") or {}).keys())
+
+
+def _group_md(title: str, key: str, rows: list[dict[str, Any]]) -> list[str]:
+    out = [f"### By {title}", ""]
+    if not rows:
+        return out + ["No closed trade.", ""]
+    out += [f"| {key} | trades | win rate | total R | expectancy R | pnl, USD | profit factor |",
+            "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r[key]} | {r['trades']} | {_num(r['win_rate'], '.0%')} | {_num(r['total_r'], '.3f')} | "
+                   f"{_num(r['expectancy_r'], '.3f')} | {_num(r['pnl_usd'], '.2f')} | {_num(r['profit_factor'], '.2f')} |")
+    return out + [""]
+
+
+TIMELINE_ROWS = 60
+
+
+def _timeline_md(s: dict[str, Any]) -> list[str]:
+    tl = s.get("timeline") or {}
+    entries = tl.get("entries") or []
+    out = ["## Timeline (locks, drawdown stops, safe mode, kill-switch, holds, operator commands; bar time, UTC)", ""]
+    if not entries:
+        return out + ["Nothing happened to governance during the run: no lock, stop, safe mode, kill-switch, hold or "
+                      "operator command.", ""]
+    out += ["| time | what |", "|---|---|"]
+    out += [f"| {_fmt_ms(e['ts_ms'])} | {e['what']} |" for e in entries[:TIMELINE_ROWS]]
+    if len(entries) > TIMELINE_ROWS:
+        out.append(f"| ... | {len(entries) - TIMELINE_ROWS} more in `summary.json` (timeline.entries) |")
+    spans = tl.get("spans") or []
+    blocked = sum(sp["end_ms"] - sp["start_ms"] for sp in spans if sp["kind"] != "safe_mode") / 3_600_000
+    safe = sum(sp["end_ms"] - sp["start_ms"] for sp in spans if sp["kind"] == "safe_mode") / 3_600_000
+    return out + ["", f"Entries blocked (lock / drawdown stop / kill-switch) for {blocked:.1f} h in all, safe mode on "
+                      f"for {safe:.1f} h (bar time; spans may overlap).", ""]
+
+
+def _rejects_md(s: dict[str, Any]) -> list[str]:
+    r = s.get("rejects") or {}
+    vetoed, rejected = r.get("plans_vetoed") or {}, r.get("orders_rejected") or {}
+    out = ["## Rejects", ""]
+    if not vetoed and not rejected:
+        return out + ["No plan was vetoed and no order rejected.", ""]
+    out += ["| where | reason | count |", "|---|---|---|"]
+    out += [f"| plan vetoed (risk / portfolio) | {k} | {n} |" for k, n in vetoed.items()]
+    out += [f"| order rejected (venue rules) | {k} | {n} |" for k, n in rejected.items()]
+    return out + [""]
+
+
+def _latency_md(s: dict[str, Any]) -> list[str]:
+    out = ["## Stage latency", ""]
+    stages = s.get("stage_ms")
+    if not stages:
+        return out + ["Not recorded: the run did not stop cleanly (the runner records it at its stop).", ""]
+    out += ["| stage | p50, ms | p95, ms | samples |", "|---|---|---|---|"]
+    out += [f"| {k} | {_num(v.get('p50'), '.3f')} | {_num(v.get('p95'), '.3f')} | {v.get('count', 0)} |"
+            for k, v in stages.items()]
+    return out + [""]
+
+
+def _summary_md(s: dict[str, Any], *, base: str = "", pictures: dict[str, Any] | None = None,
+                now: float | None = None) -> str:
+    """summary.md: manifest, result, pictures, timeline, breakdowns, rejects, latency, data, execution.
+
+    ``base``: the path prefix of the pictures (``run_<id>/`` in summary_latest.md)."""
+    now = time.time() if now is None else now
+    pictures = pictures or {}
     decisions = ", ".join(f"{k}={v}" for k, v in sorted(s["decisions"].items())) or "-"
-    return "\n".join(
-        [
-            f"# Run {s['run_id']}",
-            "",
-            "| field | value |",
-            "|---|---|",
-            f"| status | {s['status']} |",
-            f"| feed | {s['feed']} |",
-            f"| started | {_fmt_ts(s['started_at'])} |",
-            f"| ended | {_fmt_ts(s['ended_at'])} |",
-            f"| config hash | {s['config_hash']} |",
-            f"| fill model | {_fill_model(s.get('manifest'))} |",
-            f"| plans | {s['plans']} ({decisions}) |",
-            f"| fills | {s['fills']} (fees {num(s['fees_usd'], '.2f')} USD) |",
-            f"| closed trades | {s['closed_trades']} (win rate {num(s['win_rate'], '.0%')}) |",
-            f"| closed R | {num(s['closed_r'], '.3f')} |",
-            f"| equity start / end, USD | {num(s['equity_start'], '.2f')} / {num(s['equity_end'], '.2f')} |",
-            f"| pnl_cum_r at end | {num(s['pnl_cum_r_end'], '.3f')} |",
-            f"| max_dd_r at end | {num(s['max_dd_r_end'], '.3f')} |",
-            "",
-            *_anomalies_md(s),
-            *_execution_md(s),
-            *_funding_md(s),
-            *_daily_resets_md(s),
-            "Tables: " + ", ".join(f"`{t}.csv`/`{t}.parquet`" for t in REPORT_TABLES) + "; log: `run.log`.",
-            "",
-        ]
-    )
+    ended = s.get("ended_at") or s.get("heartbeat_at")
+    span = (s.get("last_ts_ms") or 0) - (s.get("first_ts_ms") or 0)
+    funding = f"{_num(s.get('funding_usd'), '.2f')} USD ({s.get('funding_payments', 0)} payments; negative: received)"
+    out = [
+        f"# Run {s['run_id']}",
+        "",
+        "## Manifest",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| status | {_status(s, now)} |",
+        f"| mode / feed | {s.get('mode') or '-'} / {s['feed']} |",
+        f"| symbols | {', '.join(_symbols(s)) or '-'} |",
+        f"| started | {_fmt_ts(s['started_at'])} |",
+        f"| ended | {_fmt_ts(s['ended_at'])} |",
+        f"| duration | {_duration(ended - s['started_at'] if ended and s.get('started_at') else None)} wall clock; "
+        f"bars from {_fmt_ms(s.get('first_ts_ms'))} to {_fmt_ms(s.get('last_ts_ms'))} UTC "
+        f"({_duration(span / 1000 if s.get('first_ts_ms') else None)}) |",
+        f"| config hash | {s['config_hash']} |",
+        f"| code version | {s.get('code_version') or '-'} |",
+        f"| fill model | {_fill_model(s.get('manifest'))} |",
+        f"| command | `{s.get('args') or '-'}` |",
+        "",
+        "## Result",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| equity start / end, USD | {_num(s['equity_start'], '.2f')} / {_num(s['equity_end'], '.2f')} |",
+        f"| pnl, USD | {_num(s.get('pnl_usd'), '+.2f')} |",
+        f"| pnl, R (pnl_cum_r at end) | {_num(s['pnl_cum_r_end'], '+.3f')} |",
+        f"| max drawdown, R | {_num(s.get('max_dd_r'), '.3f')} |",
+        f"| closed trades | {s['closed_trades']} (win rate {_num(s['win_rate'], '.0%')}) |",
+        f"| expectancy, R per trade | {_num(s.get('expectancy_r'), '+.3f')} |",
+        f"| profit factor | {_num(s.get('profit_factor'), '.2f')} |",
+        f"| closed R | {_num(s['closed_r'], '.3f')} |",
+        f"| fills | {s['fills']} (fees {_num(s['fees_usd'], '.2f')} USD) |",
+        f"| funding | {funding} |",
+        f"| plans | {s['plans']} ({decisions}) |",
+        "",
+    ]
+    if pictures.get("equity"):
+        out += [f"![equity and drawdown]({base}equity_drawdown.png)", "", f"![exposure]({base}exposure.png)", ""]
+    elif pictures.get("error"):
+        out += [f"Pictures: not drawn ({pictures['error']}).", ""]
+    out += _timeline_md(s)
+    b = s.get("breakdowns") or {}
+    out += ["## Trades", ""]
+    out += _group_md("strategy", "strategy", b.get("strategy") or [])
+    out += _group_md("regime (at the plan)", "regime", b.get("regime") or [])
+    out += _group_md("symbol", "symbol", b.get("symbol") or [])
+    out += _rejects_md(s)
+    out += _latency_md(s)
+    out += _anomalies_md(s)
+    out += _execution_md(s)
+    out += _funding_md(s)
+    out += _daily_resets_md(s)
+    prices = pictures.get("prices") or []
+    if prices or pictures.get("price_note"):
+        out += ["## Prices, entries and exits", ""]
+        out += [f"![{sym}]({base}{png})" for sym, png in prices]
+        out += ["", f"Price series: {pictures.get('price_note')}; pictures drawn from `series/*.csv` "
+                    "(downsampled: per point the last close and the low-high band).", ""]
+    out += ["Tables: " + ", ".join(f"`{t}.csv`/`{t}.parquet`" for t in REPORT_TABLES)
+            + "; figures: `summary.json`; log: `run.log`.", ""]
+    return "\n".join(out)
 
 
-def write_run_report(storage, run_id: str, reports_dir: Path, log_path: Path | None = None) -> Path:
-    """Write ``reports_dir/run_<run_id>/`` and refresh ``reports_dir/summary_latest.md``."""
+def _sym_key(symbol: str) -> str:
+    return symbol.replace("/", "-").replace(":", "-")
+
+
+def write_series_files(storage, run_id: str, figures: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``series/*.csv``: the downsampled numbers every picture is drawn from."""
+    series = folder / "series"
+    if series.exists():
+        shutil.rmtree(series)
+    first, last = figures.get("first_ts_ms"), figures.get("last_ts_ms")
+    out: dict[str, Any] = {"prices": [], "price_note": None}
+    eq = equity_series(storage, run_id, first, last)
+    if not eq:
+        return out
+    write_series(series / "equity.csv", eq, list(eq[0]))
+    write_series(series / "spans.csv", figures["timeline"]["spans"], ["kind", "start_ms", "end_ms"])
+    traded = [r["symbol"] for r in storage.query(
+        "SELECT DISTINCT symbol FROM fills WHERE run_id = ? ORDER BY symbol", (run_id,))]
+    if traded:
+        run = storage.get_run(run_id) or {}
+        prices, note = price_series(storage, run_id, run, traded, first, last)
+        out["price_note"] = note
+        for sym in traded:
+            key = _sym_key(sym)
+            if sym in prices:
+                write_series(series / f"price_{key}.csv", prices[sym], ["ts_ms", "close", "low", "high"])
+            write_series(series / f"fills_{key}.csv", fill_markers(storage, run_id, sym),
+                         ["ts_ms", "side", "price", "role", "reason"])
+            if sym in prices:
+                out["prices"].append((sym, f"price_{key}.png"))
+    out["equity"] = True
+    return out
+
+
+CHARTS_TIMEOUT_S = 300.0
+
+
+def draw_pictures(folder: Path) -> str | None:
+    """Draw the PNGs in a child process (``prod_core.reports.charts``); None, or why they were not drawn."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.setdefault("MPLCONFIGDIR", str(Path(tempfile.gettempdir()) / "crupto-mpl"))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "prod_core.reports.charts", str(folder)], capture_output=True,
+                              text=True, timeout=CHARTS_TIMEOUT_S, env=env,
+                              cwd=str(Path(__file__).resolve().parents[2]))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the chart process failed: {exc}"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"the chart process exited {proc.returncode}: {tail[0]}"
+    return None
+
+
+def _latest_finished(storage) -> dict[str, Any] | None:
+    rows = storage.query("SELECT run_id, status, ended_at, started_at FROM runs WHERE status != 'running' "
+                         "ORDER BY COALESCE(ended_at, started_at) DESC, rowid DESC LIMIT 1")
+    return rows[0] if rows else None
+
+
+def write_run_report(storage, run_id: str, reports_dir: Path, log_path: Path | None = None, *,
+                     pictures: bool = True) -> Path:
+    """Write ``reports_dir/run_<run_id>/`` (tables, summary.md, summary.json, series and pictures) and,
+    when this run is the newest finished one, ``reports_dir/summary_latest.md``. A run still marked
+    running (killed, or alive) gets its report but never becomes summary_latest."""
     folder = Path(reports_dir) / f"run_{run_id}"
     folder.mkdir(parents=True, exist_ok=True)
     storage.flush()
     for name in REPORT_TABLES:
         _write_table(storage, name, run_id, folder)
     figures = run_summary(storage, run_id)
-    summary = _summary_md(figures)
-    (folder / "summary.md").write_text(summary, encoding="utf-8")
+    drawn: dict[str, Any] = write_series_files(storage, run_id, figures, folder)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    if pictures and drawn.get("equity"):
+        error = draw_pictures(folder)
+        if error is not None:
+            drawn = {"error": error, "prices": [], "price_note": drawn.get("price_note")}
+    elif not pictures:
+        drawn = {"error": "pictures switched off for this report", "prices": [], "price_note": None}
+    now = time.time()
+    (folder / "summary.md").write_text(_summary_md(figures, pictures=drawn, now=now), encoding="utf-8")
+    (folder / "summary.json").write_text(json.dumps(figures, indent=1, sort_keys=True, default=str) + "\n",
+                                         encoding="utf-8")
     if figures.get("manifest"):
         run = storage.get_run(run_id) or {}
         manifest = {"run_id": run_id, "mode": run.get("mode"), "feed": run.get("feed"),
                     "config_hash": run.get("config_hash"), "code_version": run.get("code_version"),
-                    "args": run.get("args"), **figures["manifest"]}
+                    "args": redact_args(run.get("args") or ""), **figures["manifest"]}
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if log_path is not None and Path(log_path).is_file():
         shutil.copyfile(log_path, folder / "run.log")
-    (Path(reports_dir) / "summary_latest.md").write_text(summary, encoding="utf-8")
+    latest = _latest_finished(storage)
+    if latest is not None and latest["run_id"] == run_id:
+        head = (f"> Latest finished run: `run_{run_id}` ({figures['status']}, ended {_fmt_ts(figures['ended_at'])}); "
+                f"its folder: `run_{run_id}/`. Written {_fmt_ts(now)}.\n\n")
+        text = head + _summary_md(figures, base=f"run_{run_id}/", pictures=drawn, now=now)
+        tmp = Path(reports_dir) / ".summary_latest.md.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, Path(reports_dir) / "summary_latest.md")
     return folder

@@ -8,6 +8,7 @@ import getpass
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -37,9 +38,11 @@ from prod_core.runner.books import FeedBooks
 from prod_core.runner.cli_args import build_parser
 from prod_core.runner.control import OperatorControl
 from prod_core.runner.logs import setup_logging
+from prod_core.reports.figures import redact_args
 from prod_core.runner.pipeline import Pipeline
 from prod_core.storage import LeaseLost, Storage, StorageError
 from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
+from prod_core.telemetry.progress import NullProgress, progress
 
 REPLAY_FLUSH_ROWS = 10_000
 log = logging.getLogger("prod_core.runner")
@@ -277,7 +280,7 @@ class PaperRunner:
                                    details={"run_id": rid, "cancelled": count})
         self.chash = config_hash(self.gov, self.symbols)
         self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=self.chash,
-                               code_version=__version__, ts=t_start, args=" ".join(sys.argv[1:]))
+                               code_version=__version__, ts=t_start, args=redact_args(shlex.join(sys.argv[1:])))
         self.book = open_book(self.storage, self.account, self.run_id,
                               starting_cash=self.gov.account.starting_equity_usd, actor=_user(),
                               opening=self.session.start["account"] if self.session is not None else None)
@@ -379,10 +382,22 @@ class PaperRunner:
 
     def _loop(self, t_start: float) -> None:
         feed = self.feed
+        deadline = t_start + self.args.max_seconds if self.args.max_seconds else None
+        # exchange.order_book: working market orders take the feed's book latency_ms after they are sent
+        self.feed_books = FeedBooks(feed.top_of_book) if getattr(feed, "watch_books", False) else None
+        shown = progress(getattr(feed, "rows", None), "replay", "bar", unit_scale=True) if self.replay \
+            else NullProgress()
+        try:
+            self._cycle(t_start, deadline, shown)
+        finally:
+            shown.close()
+
+    def _cycle(self, t_start: float, deadline: float | None, shown) -> None:  # noqa: C901 - the loop, stage by stage
+        """The loop proper (see ``_loop``); ``shown`` is the replay's progress bar (a no-op when not a TTY)."""
+        feed = self.feed
         pipeline = self.pipeline
         live = self.live
         storage = self.storage
-        deadline = t_start + self.args.max_seconds if self.args.max_seconds else None
         last_hb = 0.0
         last_cmd = 0.0
         last_health = self.live.feed_health.get(feed.name, 1)
@@ -391,9 +406,7 @@ class PaperRunner:
         next_event_at = session_events[0].after_bar if session_events else -1
         if session_events and next_event_at <= 0:
             next_event_at = self._apply_session_events(session_events)
-        # exchange.order_book: working market orders take the feed's book latency_ms after they are sent
-        book_of = FeedBooks(feed.top_of_book) if getattr(feed, "watch_books", False) else None
-        self.feed_books = book_of
+        book_of = self.feed_books
         broker = pipeline.broker
         book_due = None  # wall time the next book capture falls due
         t_engine = time.perf_counter()
@@ -425,6 +438,7 @@ class PaperRunner:
                     pipeline.on_bar(bar)
             if bars:
                 pipeline.flush_marks()
+                shown.update(len(bars))
             now = time.time()
             book_due = None
             if book_of is not None and (broker.pending_entries or broker.pending_exits):
@@ -675,7 +689,8 @@ class PaperRunner:
         self.notify("run_stopped", f"run {self.run_id} {status}: {self.stop_reason}", component="runner",
                     fields={"cancelled_plans": cancelled, "plans": self.pipeline.plans_seen, "repairs": repairs,
                             "fills": self.pipeline.fills_seen, "bars": sum(self.live.bars_total.values()),
-                            "anomalies": {f"{feed}:{kind}": n for (feed, kind), n in self.live.anomalies_total.items()}},
+                            "anomalies": {f"{feed}:{kind}": n for (feed, kind), n in self.live.anomalies_total.items()},
+                            "stage_ms": self._stage_quantiles()},
                     log=False)
         try:
             self.storage.end_run(self.run_id, status=status, ts=now)
@@ -690,6 +705,8 @@ class PaperRunner:
                 from prod_core.reports import write_run_report
 
                 folder = write_run_report(self.storage, self.run_id, Path(self.settings.reports_dir), self.log_path)
+                self.storage.record_export(self.run_id, kind="report", path=str(folder), rows=0, ts=time.time(),
+                                           actor="runner")
                 if self.recording:
                     from prod_core.feeds.session import write_session
 
@@ -700,7 +717,9 @@ class PaperRunner:
                 self.live.errors_total["reports"] = self.live.errors_total.get("reports", 0) + 1
                 log.error("report for run %s failed: %s", self.run_id, exc)
         self.storage.close_quietly()
+        self._save_metrics()
         log.info("Paper-loop остановлен (run_id=%s)", self.run_id)
+        self._announce_linger()
         self._copy_log()
         self._linger()
         self.exporter.stop()
@@ -715,9 +734,40 @@ class PaperRunner:
                 handler.flush()
             shutil.copyfile(self.log_path, folder / "run.log")
 
-    def _linger(self) -> None:
+    def _stage_quantiles(self) -> dict[str, dict[str, float]]:
+        """p50/p95 of each stage's latency over the run (for the report), stages that were timed."""
+        st = self.live.stage_times
+        return {stage: {"p50": round(st.quantile_ms(stage, 0.5), 4), "p95": round(st.quantile_ms(stage, 0.95), 4),
+                        "count": st.count[i]}
+                for i, stage in enumerate(st.stages) if st.count[i]}
+
+    def _save_metrics(self) -> None:
+        """The exporter's last scrape as ``reports/run_<id>/metrics.txt``: the metrics at the end of the
+        session stay readable after the exporter is gone."""
+        folder = Path(self.settings.reports_dir) / f"run_{self.run_id}"
+        if not folder.is_dir():
+            return
+        try:
+            from prometheus_client import generate_latest
+
+            (folder / "metrics.txt").write_bytes(generate_latest(self.exporter.registry))
+            log.info("Метрики на момент остановки: %s", folder / "metrics.txt")
+        except Exception as exc:  # the run is saved; a missing metrics file must not fail the stop
+            log.error("metrics.txt for run %s not written: %s", self.run_id, exc)
+
+    def _linger_s(self) -> float:
         default = 0.0 if self.replay else self.settings.exporter_linger_s
-        linger = self.args.linger if self.args.linger is not None else default
+        return self.args.linger if self.args.linger is not None else default
+
+    def _announce_linger(self) -> None:
+        linger = self._linger_s()
+        if linger > 0:
+            log.info("Экспортер метрик остаётся на порту %s ещё %.0f с (последний scrape для Prometheus; "
+                     "повторный Ctrl+C — выйти сразу; метрики сохранены в reports/run_%s/metrics.txt)",
+                     self.exporter.port, linger, self.run_id)
+
+    def _linger(self) -> None:
+        linger = self._linger_s()
         if linger <= 0:
             return
         signals_before = self._signals

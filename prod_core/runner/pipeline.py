@@ -448,7 +448,7 @@ class Pipeline:
                 severity="warning" if flip == "engaged" else "info",
                 component="portfolio",
                 fields={"mean_corr": round(m.mean_corr, 4), "baseline": round(m.baseline, 4),
-                        "reason": self.portfolio.reason},
+                        "reason": self.portfolio.reason, "ts_ms": self.now_ms()},
             )
             self._refresh_account()
         if timed:
