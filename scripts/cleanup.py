@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prod_core.reports.maintenance import FRESH_HEARTBEAT_S, UsageError, setting  # noqa: E402
+from prod_core.maintenance.common import FRESH_HEARTBEAT_S, UsageError, setting  # noqa: E402
 from prod_core.storage import StorageError, resolve_sqlite_path  # noqa: E402
 
 # A log written this recently may belong to a run that has not reached the database yet.

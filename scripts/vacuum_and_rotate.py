@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from prod_core.reports.maintenance import FRESH_HEARTBEAT_S, UsageError, actor, existing_db, setting  # noqa: E402
+from prod_core.maintenance.common import FRESH_HEARTBEAT_S, UsageError, actor, existing_db, setting  # noqa: E402
 from prod_core.storage import RUN_TABLES, Storage, StorageError  # noqa: E402
 
 DAY_S = 86400.0
