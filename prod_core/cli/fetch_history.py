@@ -54,14 +54,18 @@ def run(args) -> int:
         print(f"fetch-history: --funding needs a perpetual symbol like {args.symbol}:USDT; {args.symbol} is spot "
               "and has no funding", file=sys.stderr)
         return 2
+    bar = terminal_progress()  # None unless stderr is a terminal: piped output gets no bar at all
     try:
         result = fetch_history(
             args.exchange, args.symbol, args.timeframe, since, until, args.out,
-            api_url=args.api_url, sandbox=args.sandbox, limit=args.limit, progress=terminal_progress(),
+            api_url=args.api_url, sandbox=args.sandbox, limit=args.limit, progress=bar,
         )
     except (HistoryError, ValueError) as exc:
         print(f"fetch-history: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if bar is not None:
+            bar.close()  # ends the bar's line before any message (an error, Ctrl+C)
     resumed = f" (resumed after {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"fetch-history: {result.path}: wrote {result.written} bars{resumed}, {result.total} in file, "
           f"{result.requests} requests")

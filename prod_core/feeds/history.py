@@ -20,16 +20,18 @@ sorted, no duplicates, resumable after its last row like the candles.
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO, Any
 
 from prod_core.domain import timeframe_to_ms
 from prod_core.feeds.ccxt_rest import Backoff, FeedFatalError, classify_error, make_exchange
 from prod_core.feeds.funding import DEFAULT_INTERVAL_MS, funding_instant
+from prod_core.telemetry.progress import progress as progress_bar
+from prod_core.telemetry.progress import wants_progress
 
 COLUMNS = ("ts_ms", "open", "high", "low", "close", "volume", "symbol")
 FUNDING_COLUMNS = ("timestamp", "funding_rate")
@@ -73,22 +75,42 @@ def _fmt_ts(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def terminal_progress(stream=None) -> Callable[[int, int, int, int], None] | None:
-    """A progress bar printer for a terminal; None when ``stream`` is not a TTY."""
-    stream = stream or sys.stderr
-    if not (hasattr(stream, "isatty") and stream.isatty()):
+class TerminalProgress:
+    """``fetch_history``'s ``progress`` callback drawing a bar (``prod_core.telemetry.progress``).
+
+    The bar's total is the span still to download in minutes of market time (known from the
+    first call); the postfix shows the bars in the file and the time reached. It closes itself
+    when the end is reached; call ``close()`` after an error or an interruption."""
+
+    def __init__(self, stream: IO[str] | None = None, *, mininterval: float = 0.5) -> None:
+        self.stream = stream
+        self.mininterval = mininterval
+        self.bar: Any = None
+        self.total = self.done = 0
+
+    def __call__(self, done_ms: int, start_ms: int, end_ms: int, bars: int) -> None:
+        if self.bar is None:
+            self.total = max(1, round((end_ms - start_ms) / 60_000))
+            self.bar = progress_bar(total=self.total, desc="fetch-history", unit="min", stream=self.stream,
+                                    unit_scale=self.total >= 10_000, mininterval=self.mininterval)
+        done = self.total if done_ms >= end_ms else min(self.total, max(0, round((done_ms - start_ms) / 60_000)))
+        self.bar.set_postfix_str(f"{bars:,} bars, {_fmt_ts(min(done_ms, end_ms))}", refresh=False)
+        self.bar.update(done - self.done)
+        self.done = done
+        if done >= self.total:
+            self.close()
+
+    def close(self) -> None:
+        """End the bar's line; safe to call more than once."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def terminal_progress(stream: IO[str] | None = None, *, mininterval: float = 0.5) -> TerminalProgress | None:
+    """A ``TerminalProgress`` when ``stream`` (default stderr) is a terminal, else None (nothing is drawn)."""
+    if not wants_progress(stream):
         return None
-
-    def show(done_ms: int, start_ms: int, end_ms: int, bars: int) -> None:
-        frac = 1.0 if end_ms <= start_ms else min(1.0, max(0.0, (done_ms - start_ms) / (end_ms - start_ms)))
-        width = 30
-        fill = int(frac * width)
-        stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% {bars:,} bars  {_fmt_ts(done_ms)} ")
-        if frac >= 1.0:
-            stream.write("\n")
-        stream.flush()
-
-    return show
+    return TerminalProgress(stream, mininterval=mininterval)
 
 
 def _existing_csv(path: Path, symbol: str) -> tuple[int | None, int]:

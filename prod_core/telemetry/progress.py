@@ -66,5 +66,19 @@ def progress(total: float | None, desc: str, unit: str = "it", *, stream: IO[str
         return NullProgress()
     from tqdm import tqdm  # imported only on a terminal: a piped run does not pay for it
 
+    # A terminal that reports a 0 x 0 size (a pty nobody sized: ``script``, some CI runners and ssh
+    # sessions) gets nothing at all from a size-following bar: draw it 80 x 24 instead.
+    if _columns(stream) == 0:
+        size: dict[str, Any] = {"dynamic_ncols": False, "ncols": 80, "nrows": 24}
+    else:
+        size = {"dynamic_ncols": True}
     return tqdm(total=total, desc=desc, unit=unit, file=stream, unit_scale=unit_scale, mininterval=mininterval,
-                dynamic_ncols=True, leave=True)
+                leave=True, **size)
+
+
+def _columns(stream: IO[str]) -> int | None:
+    """The terminal width of ``stream``; None when it has no file descriptor to ask (a test double)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return None

@@ -157,7 +157,9 @@ def test_parse_time():
         parse_time("March")
 
 
-def test_progress_bar_only_on_a_terminal():
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    """Not a TTY: no callback at all; a TTY: a tqdm bar over the span with the bars written as postfix."""
+    monkeypatch.delenv("CRUPTO_PROGRESS", raising=False)
     assert terminal_progress(io.StringIO()) is None
 
     class Tty(io.StringIO):
@@ -165,7 +167,12 @@ def test_progress_bar_only_on_a_terminal():
             return True
 
     tty = Tty()
-    show = terminal_progress(tty)
-    show(50, 0, 100, 10)
-    show(100, 0, 100, 20)
-    assert "50.0%" in tty.getvalue() and "100.0%" in tty.getvalue() and tty.getvalue().endswith("\n")
+    show = terminal_progress(tty, mininterval=0)
+    show(50 * TF, 0, 100 * TF, 10)
+    show(100 * TF, 0, 100 * TF, 20)
+    show.close()
+    out = tty.getvalue()
+    assert " 50%|" in out and "100%|" in out and "50/100" in out
+    assert "20 bars, 1970-01-01 01:40" in out and out.endswith("\n")
+    monkeypatch.setenv("CRUPTO_PROGRESS", "0")
+    assert terminal_progress(Tty()) is None

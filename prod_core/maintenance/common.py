@@ -1,4 +1,4 @@
-"""Shared plumbing of the maintenance scripts (export_run, vacuum_and_rotate, cleanup).
+"""Shared plumbing of the maintenance commands (export, rotate, cleanup).
 
 Settings resolve like the runner's (flag > environment > ``.env``/``ENV_FILE`` > default);
 bad input raises ``UsageError`` whose message names the value and what to do (exit 2).
@@ -39,7 +39,10 @@ def setting(flag: str | None, env_key: str, default: str) -> str:
 
 
 def existing_db(flag: str | None) -> str:
-    """Path of an existing database file (never creates one)."""
+    """Path of an existing database file (never creates one).
+
+    ``flag`` is the ``--db`` value (None: DB_PATH, then ``storage/crupto.db``); a missing file
+    raises ``UsageError`` naming the path, the working directory and the fix."""
     raw = setting(flag, "DB_PATH", "storage/crupto.db")
     try:
         path = resolve_sqlite_path(raw)

@@ -1,0 +1,1 @@
+"""Module-level tests of prod_core.maintenance: its functions called directly on real SQLite files."""
