@@ -166,7 +166,7 @@ def print_plan(plan: list[dict[str, Any]], *, dry_run: bool) -> None:
     for e in plan:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e["last_activity"]))
         action = verb if e["action"] == "rotate" else e["action"]
-        exported = "" if e["exported"] else " (not exported with export_run; the archive keeps every row)"
+        exported = "" if e["exported"] else " (no report: not stopped cleanly, never exported; the archive keeps every row)"
         note = exported if e["action"] == "rotate" else ""
         print(
             f"  run {e['run_id']} [{e['status']}, last active {when}, {sum(e['rows'].values())} rows]: "

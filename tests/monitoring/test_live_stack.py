@@ -46,7 +46,7 @@ def _free_port() -> int:
 def runbook_bash_alert_snippet() -> str:
     """The runbook's ```bash block that sets the ALERT_TEST_* variables, verbatim."""
     blocks = re.findall(r"```bash\n(.*?)```", RUNBOOK.read_text(encoding="utf-8"), re.S)
-    (snippet,) = [b for b in blocks if "ALERT_TEST_" in b]
+    (snippet,) = [b for b in blocks if "export ALERT_TEST_" in b]
     return snippet
 
 
