@@ -168,7 +168,8 @@ def _state_flags(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def timeline(storage, run_id: str, events: list[dict[str, Any]], end_ms: int | None) -> dict[str, Any]:
+def timeline(storage, run_id: str, events: list[dict[str, Any]], first_ms: int | None,
+             end_ms: int | None) -> dict[str, Any]:
     """Locks, drawdown stops, throttling, kill-switch, holds and operator commands (from the journal, in
     bar time), safe mode (from the run's events); and the spans during which new entries were blocked
     and safe mode was on, for shading the pictures."""
@@ -195,9 +196,8 @@ def timeline(storage, run_id: str, events: list[dict[str, Any]], end_ms: int | N
                 continue
             state = body.get("state") or {}
             details = body.get("details") or {}
-            ts = int(ts_ms or 0)
-            if ts <= 0 and prev is None:
-                ts = 0  # the start entry: its bar time is the first bar's (filled in below)
+            # the bar clock (journaled since bar_ts_ms exists); paper runs before that: the wall clock
+            ts = int(body["bar_ts_ms"] if "bar_ts_ms" in body else ts_ms or 0)
             last_ms = max(last_ms, ts)
             if event.startswith("command:"):
                 status = details.get("status", "")
@@ -247,6 +247,10 @@ def timeline(storage, run_id: str, events: list[dict[str, Any]], end_ms: int | N
     end = end_ms if end_ms is not None else last_ms
     for kind, start in sorted(open_spans.items(), key=lambda kv: kv[1]):
         spans.append({"kind": kind, "start_ms": start, "end_ms": end})
+    if first_ms is not None:  # before the first bar (ts 0: at start) is the first bar
+        for sp in spans:
+            sp["start_ms"] = max(sp["start_ms"], first_ms)
+            sp["end_ms"] = max(sp["end_ms"], sp["start_ms"])
     entries.sort(key=lambda e: e["ts_ms"])
     spans.sort(key=lambda s: (s["start_ms"], s["kind"]))
     return {"entries": entries, "spans": spans}

@@ -143,7 +143,7 @@ def run_summary(storage, run_id: str) -> dict[str, Any]:
         "daily_resets": [e.get("fields") or {} for e in events if e.get("kind") == "replay_daily_reset"],
         "rejects": rejects(storage, run_id),
         "breakdowns": breakdowns(storage, run_id),
-        "timeline": timeline(storage, run_id, events, perf["last_ts_ms"]),
+        "timeline": timeline(storage, run_id, events, perf["first_ts_ms"], perf["last_ts_ms"]),
         "stage_ms": (stopped[-1].get("fields") or {}).get("stage_ms") if stopped else None,
     }
 
@@ -381,6 +381,12 @@ def _latency_md(s: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _profit_factor(s: dict[str, Any]) -> str:
+    if s.get("profit_factor") is None and s.get("closed_trades"):
+        return "no losing trade"
+    return _num(s.get("profit_factor"), ".2f")
+
+
 def _summary_md(s: dict[str, Any], *, base: str = "", pictures: dict[str, Any] | None = None,
                 now: float | None = None) -> str:
     """summary.md: manifest, result, pictures, timeline, breakdowns, rejects, latency, data, execution.
@@ -422,7 +428,7 @@ def _summary_md(s: dict[str, Any], *, base: str = "", pictures: dict[str, Any] |
         f"| max drawdown, R | {_num(s.get('max_dd_r'), '.3f')} |",
         f"| closed trades | {s['closed_trades']} (win rate {_num(s['win_rate'], '.0%')}) |",
         f"| expectancy, R per trade | {_num(s.get('expectancy_r'), '+.3f')} |",
-        f"| profit factor | {_num(s.get('profit_factor'), '.2f')} |",
+        f"| profit factor | {_profit_factor(s)} |",
         f"| closed R | {_num(s['closed_r'], '.3f')} |",
         f"| fills | {s['fills']} (fees {_num(s['fees_usd'], '.2f')} USD) |",
         f"| funding | {funding} |",

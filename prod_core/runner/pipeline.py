@@ -448,7 +448,7 @@ class Pipeline:
                 severity="warning" if flip == "engaged" else "info",
                 component="portfolio",
                 fields={"mean_corr": round(m.mean_corr, 4), "baseline": round(m.baseline, 4),
-                        "reason": self.portfolio.reason, "ts_ms": self.now_ms()},
+                        "reason": self.portfolio.reason, "ts_ms": max(self.last_ts.values(), default=0)},
             )
             self._refresh_account()
         if timed:
@@ -552,7 +552,9 @@ class Pipeline:
         key = self._transition_key()
         if not force and key == self._journaled_key:
             return True
-        body = {"state": state_body(self.state, counters=True), "details": details or {}}
+        # bar_ts_ms: the bar clock at the transition (a sim paper run's bars run ahead of the wall clock)
+        body = {"state": state_body(self.state, counters=True), "details": details or {},
+                "bar_ts_ms": max(self.last_ts.values(), default=0)}
         write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                              entries=(journal_row(self.now_ms(), "governance", event, body),),
                              snapshot=self.snapshot())
