@@ -67,6 +67,17 @@ def _shade(axes, spans: dict[str, np.ndarray]) -> None:
         seen.add(style)
 
 
+def _finish(fig: Figure, ax, title: str, ylabel: str, out: Path) -> None:
+    """Title, label, legend and grid of the main axes; dates slanted; the PNG written."""
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out)
+
+
 def equity_drawdown(series: Path, spans_csv: Path, out: Path, title: str) -> None:
     e = _read(series)
     spans = _read(spans_csv) if spans_csv.is_file() else {}
@@ -80,16 +91,10 @@ def equity_drawdown(series: Path, spans_csv: Path, out: Path, title: str) -> Non
                             label="drawdown from peak, R")
         bottom.axhline(0, color="grey", lw=0.6)
     _shade((top, bottom), spans)
-    top.set_ylabel("USD")
     bottom.set_ylabel("R")
-    top.set_title(title)
-    top.legend(loc="upper left", fontsize=8)
     bottom.legend(loc="lower left", fontsize=8)
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out)
+    bottom.grid(alpha=0.3)
+    _finish(fig, top, title, "USD", out)
 
 
 def exposure(series: Path, spans_csv: Path, out: Path, title: str) -> None:
@@ -104,13 +109,7 @@ def exposure(series: Path, spans_csv: Path, out: Path, title: str) -> None:
                 zorder=3)
         ax.axhline(0, color="grey", lw=0.6)
     _shade((ax,), spans)
-    ax.set_ylabel("% of equity")
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out)
+    _finish(fig, ax, title, "% of equity", out)
 
 
 def price(series: Path, fills_csv: Path, out: Path, title: str) -> None:
@@ -132,13 +131,7 @@ def price(series: Path, fills_csv: Path, out: Path, title: str) -> None:
             if mask.any():
                 ax.scatter(t[mask], f["price"][mask].astype(float), marker=marker, s=18, color=color,
                            label=label, zorder=3, linewidths=1)
-    ax.set_title(title)
-    ax.set_ylabel("price")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out)
+    _finish(fig, ax, title, "price", out)
 
 
 def draw(folder: Path) -> list[Path]:
