@@ -42,7 +42,7 @@ def _wait(predicate, timeout: float = EVENT_TIMEOUT_S, what: str = "the event", 
 
 def _sigkill(run: PaperProcess) -> None:
     os.killpg(run.proc.pid, signal.SIGKILL)
-    run.proc.wait(timeout=10)
+    run.proc.wait()
     time.sleep(3.2)  # past the stale-heartbeat limit, so the next start marks the run crashed
 
 
