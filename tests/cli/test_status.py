@@ -105,8 +105,8 @@ def test_status_after_sigkill_of_a_real_runner(tmp_path: Path) -> None:
     """A real runner with a drill is shown live; after SIGKILL, crashed/unresponsive within the threshold."""
     run = PaperProcess(tmp_path, "--max-seconds", "300", env={"ALERT_TEST_DAILY_LOCK": "max_daily_loss"})
     try:
-        run.wait_for_line("Prometheus exporter слушает порт", timeout=60)
-        live = wait_until(lambda: status_showing(run.db, OVERLAY_LINE), 30, "the drill in status")
+        run.wait_for_line("Prometheus exporter слушает порт")
+        live = wait_until(lambda: status_showing(run.db, OVERLAY_LINE), 120, "the drill in status")
         assert re.search(r"status=running  feed=sim", live), live
         assert "feed_health=1 (healthy)" in live
     finally:

@@ -27,14 +27,14 @@ SCRIPT = textwrap.dedent('''
     feed_cls = CcxtWsFeed if kind == "ws" else CcxtRestFeed
     extra = {} if kind == "ws" else {"max_poll_s": 0.2}  # wall-clock cap: the market clock runs 60x
 
-    def wait_bars(feed, n, timeout=10.0):
+    def wait_bars(feed, n, timeout=60.0):
         got, end = 0, time.time() + timeout
         while got < n and time.time() < end:
             got += len(feed.poll(time.time()))
             time.sleep(0.05)
         assert got >= n, (got, feed.stats)
 
-    with fake_cls({"BTC/USDT": 65000.0}, time_scale=60, max_lifetime_s=60) as fake:
+    with fake_cls({"BTC/USDT": 65000.0}, time_scale=60, max_lifetime_s=180) as fake:
         def make():
             return feed_cls(exchange, ("BTC/USDT",), "1m", api_url=fake.url, ws_url=fake.ws_url,
                             market_symbols={"BTC/USDT": "BTC/USDT:USDT"}, clock=fake.clock, history_bars=3,
@@ -74,7 +74,7 @@ def test_stop_leaves_no_pending_task_or_open_session(tmp_path, exchange, kind):
     script.write_text(SCRIPT)
     proc = subprocess.run([sys.executable, "-W", "default", str(script), exchange, kind], cwd=REPO,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                          timeout=90)
+                          timeout=240)  # an upper bound on the three bar waits (60 s each)
     assert proc.returncode == 0 and "CLEAN-EXIT" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
     bad = [line for line in proc.stderr.splitlines() if any(b in line for b in BAD)]
     assert not bad, proc.stderr[-3000:]

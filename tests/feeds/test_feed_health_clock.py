@@ -32,15 +32,17 @@ def test_a_stall_degrades_within_the_bar_close_plus_grace(fake, ws: bool) -> Non
             time.sleep(0.02)
         fake.set_silent(True)
         while True:
-            # the newest bar as the health check saw it: a poll already in flight when the exchange
-            # went silent may still deliver one bar right after the check
-            before = max(t for t in feed.last_ts.values() if t is not None)
+            # the bar clock of the symbol furthest behind, as the health check saw it (the feed's rule:
+            # any symbol's missing bar degrades it; on a busy machine one symbol's poll may lag the
+            # other's by a bar); a poll already in flight when the exchange went silent may still
+            # deliver one bar right after the check
+            before = min(t for t in feed.last_ts.values() if t is not None)
             if feed.health(fake.clock()) != FeedHealth.HEALTHY:
                 break
             assert time.time() < deadline + 10, "still healthy 10 s (10 market minutes) into a stall"
             time.sleep(0.005)
         degraded_at = fake.clock()
-        after = max(t for t in feed.last_ts.values() if t is not None)
+        after = min(t for t in feed.last_ts.values() if t is not None)
         dues = [(t + 2 * feed.tf_ms) / 1000.0 + feed.grace_s for t in {before, after}]  # next bar's close + grace
         assert any(due <= degraded_at < due + 30.0 for due in dues), [degraded_at - d for d in dues]  # 0.5 wall s
         last = before

@@ -33,7 +33,7 @@ def next_funding_ms() -> int:
 def start_fake(exchange: str, before_ms: int = 3_600_000, **kw):
     """A fake whose market clock reads ``before_ms`` before a funding time; returns (fake, that time)."""
     t = next_funding_ms()
-    fake = FAKES[exchange]({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0, time_scale=SCALE,
+    fake = FAKES[exchange]({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=180.0, time_scale=SCALE,
                            start_ms=t - before_ms, **kw).start()
     return fake, t
 
@@ -78,7 +78,7 @@ def test_table_at_start_answers_the_settled_rate_at_each_8h_instant_of_the_last_
         assert isinstance(rates, FundingRates)
         instants = list(funding_times(now_ms - DAY, now_ms, H8))
         assert len(instants) == 3
-        wait_until(lambda: all(rates.rate(s, instants[-1]) is not None for s in feed.symbols), 20,
+        wait_until(lambda: all(rates.rate(s, instants[-1]) is not None for s in feed.symbols), 60,
                    "the day's funding rates")
         for s in ("BTC/USDT", "ETH/USDT"):
             for ts in instants:
@@ -104,10 +104,10 @@ def test_refresh_after_a_funding_time_passes(exchange, ws):
     try:
         feed.start(fake.clock())
         rates = feed.funding_rates()
-        wait_until(lambda: feed.stats["funding_fetches"] >= 2, 20, "the first funding fetch")
+        wait_until(lambda: feed.stats["funding_fetches"] >= 2, 60, "the first funding fetch")
         assert rates.rate("BTC/USDT", t) is None and fake.clock() * 1000 < t
         wait_until(lambda: rates.rate("BTC/USDT", t) is not None and rates.rate("ETH/USDT", t) is not None,
-                   30, "the refresh after the funding time")
+                   60, "the refresh after the funding time")
         assert fake.clock() * 1000 >= t
         assert rates.rate("BTC/USDT", t) == fake.funding_rate_at("BTC/USDT", t)
         assert rates.rate("ETH/USDT", t) == fake.funding_rate_at("ETH/USDT", t)
@@ -132,7 +132,7 @@ def test_settlement_published_late_is_retried_with_backoff(exchange):
     try:
         feed.start(fake.clock())
         rates = feed.funding_rates()
-        wait_until(lambda: rates.rate("BTC/USDT", t) is not None, 30, "the late settlement")
+        wait_until(lambda: rates.rate("BTC/USDT", t) is not None, 60, "the late settlement")
         assert rates.rate("BTC/USDT", t) == fake.funding_rate_at("BTC/USDT", t)
         assert [ts for ts, _ in rates.rows("BTC/USDT")][-1] == t  # rounded down to the instant
     finally:
@@ -153,7 +153,7 @@ def test_funding_failures_are_counted_and_never_stop_the_feed(exchange):
         feed.start(fake.clock())
         rates = feed.funding_rates()
         last = t - H8
-        wait_until(lambda: rates.rate("BTC/USDT", last) is not None, 30, "the funding table after failures")
+        wait_until(lambda: rates.rate("BTC/USDT", last) is not None, 60, "the funding table after failures")
         assert feed.stats["funding_errors"] == 3
         assert feed.stats["rate_limited"] == 1 and feed.stats["other_errors"] + feed.stats["network_errors"] == 2
         assert feed.fatal_error is None and feed.state in ("ok", "starting", "rate_limited")
@@ -172,7 +172,7 @@ def test_perp_feed_without_funding_opt_in_asks_for_none(exchange):
     try:
         feed.start(fake.clock())
         assert feed.funding_rates() is None
-        wait_until(lambda: feed.stats["bars"] > 0, 20, "perp bars")
+        wait_until(lambda: feed.stats["bars"] > 0, 60, "perp bars")
     finally:
         feed.stop()
         fake.stop()
@@ -185,7 +185,7 @@ def test_spot_only_feed_has_no_funding_and_asks_for_none(exchange):
     try:
         feed.start(fake.clock())
         assert feed.funding_rates() is None
-        wait_until(lambda: feed.stats["bars"] > 0, 20, "spot bars")
+        wait_until(lambda: feed.stats["bars"] > 0, 60, "spot bars")
     finally:
         feed.stop()
         fake.stop()

@@ -1,18 +1,50 @@
-"""A whole paper run on the ccxt feeds against the fake exchange never calls an order endpoint."""
+"""A whole paper run on the ccxt feeds against the fake exchange never calls an order endpoint.
+
+The runner runs until the fake exchange has seen every request the test asserts on and the feed
+is registered (no fixed wall-clock window: under load start-up alone takes seconds), then stops
+on SIGINT like an operator's Ctrl+C; everything the exchange saw up to the clean stop is checked."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from prod_core.testing.fake_exchange import running_fake
+from prod_core.testing.waiting import EVENT_TIMEOUT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+FAKE_LIFETIME_S = 3 * EVENT_TIMEOUT_S  # the fake outlives the longest wait plus the stop
+
+
+def _run_until(tmp_path: Path, config_dir: Path, feed: str, env: dict[str, str], seen: Callable[[], object],
+               what: str) -> None:
+    """Run the paper loop on ``feed`` until ``seen()`` and the feed's registration line, then SIGINT it;
+    a clean stop (exit 0) is asserted. ``--max-seconds`` only bounds a runner the test lost."""
+    out_path = tmp_path / "runner.out"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", str(3 * EVENT_TIMEOUT_S),
+             "--linger", "0", "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+        )
+    output = lambda: out_path.read_text(errors="replace")[-4000:]  # noqa: E731
+    try:
+        wait_until(lambda: f"Фид {feed} зарегистрирован" in out_path.read_text(errors="replace") and seen(),
+                   EVENT_TIMEOUT_S, f"{what} and the feed registered", proc=proc, output=output)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=EVENT_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert rc == 0, output()
 PUBLIC = {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/depth",
           "/fapi/v1/exchangeInfo", "/fapi/v1/klines", "/fapi/v1/depth", "/fapi/v1/fundingRate"}
 
@@ -22,7 +54,8 @@ PUBLIC = {"/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api
     ("ccxt", "perp", "1m"), ("ccxt_ws", "perp", "1m"),  # Binance futures have no 1s candles
 ])
 def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed, kind, timeframe):
-    with running_fake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0) as fake:
+    prefix = "/api/v3/" if kind == "spot" else "/fapi/v1/"
+    with running_fake({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=FAKE_LIFETIME_S) as fake:
         sym_path = config_dir / "symbols.yaml"
         cfg = yaml.safe_load(sym_path.read_text())
         cfg["exchange"].update({"id": "binance", "timeframe": timeframe, "sandbox": False, "api_url": fake.url,
@@ -34,15 +67,16 @@ def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed, kind, time
             "PYTHONPATH": str(REPO), "ENV_FILE": str(tmp_path / "no.env"), "REPORTS_DIR": str(tmp_path / "reports"),
             "LOGS_DIR": str(tmp_path / "logs"), "EXCHANGE_API_KEY": "", "EXCHANGE_API_SECRET": "",
         })
-        proc = subprocess.run(
-            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "2.5", "--linger", "0",
-             "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        wanted = {prefix + "exchangeInfo", prefix + "klines"} | ({"/fapi/v1/fundingRate"} if kind == "perp" else set())
+
+        def seen() -> bool:
+            got = {r.path for r in fake.rest_requests()} >= wanted
+            return got and (feed != "ccxt_ws" or any(r.port == fake.ws_port for r in list(fake.requests)))
+
+        _run_until(tmp_path, config_dir, feed, env, seen, f"requests {sorted(wanted)}"
+                   + (" and a websocket" if feed == "ccxt_ws" else ""))
         rest = [r.path for r in fake.rest_requests()]
         ws = [r.path for r in fake.requests if r.port == fake.ws_port]
-    prefix = "/api/v3/" if kind == "spot" else "/fapi/v1/"
     assert prefix + "klines" in rest and prefix + "exchangeInfo" in rest
     assert set(rest) <= PUBLIC, f"non market-data endpoints called: {set(rest) - PUBLIC}"
     assert all(p.startswith(prefix) for p in rest), rest  # a perp reads the contract market only
@@ -57,7 +91,7 @@ def test_paper_run_only_reads_market_data(tmp_path, config_dir, feed, kind, time
 def test_paper_run_on_bybit_perps_reads_linear_market_data_only(tmp_path, config_dir, feed):
     from prod_core.testing.fake_bybit import running_fake_bybit
 
-    with running_fake_bybit({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0) as fake:
+    with running_fake_bybit({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=FAKE_LIFETIME_S) as fake:
         sym_path = config_dir / "symbols.yaml"
         cfg = yaml.safe_load(sym_path.read_text())
         cfg["exchange"].update({"id": "bybit", "timeframe": "1m", "sandbox": False, "api_url": fake.url,
@@ -69,12 +103,13 @@ def test_paper_run_on_bybit_perps_reads_linear_market_data_only(tmp_path, config
             "PYTHONPATH": str(REPO), "ENV_FILE": str(tmp_path / "no.env"), "REPORTS_DIR": str(tmp_path / "reports"),
             "LOGS_DIR": str(tmp_path / "logs"), "EXCHANGE_API_KEY": "", "EXCHANGE_API_SECRET": "",
         })
-        proc = subprocess.run(
-            [sys.executable, "-m", "prod_core.runner", "--feed", feed, "--max-seconds", "2.5", "--linger", "0",
-             "--port", "0", "--db", str(tmp_path / "run.db"), "--config-dir", str(config_dir)],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+        def seen() -> bool:
+            got = any(r.path == "/v5/market/funding/history" for r in fake.rest_requests())
+            return got and (feed != "ccxt_ws" or any(r.port == fake.ws_port for r in list(fake.requests)))
+
+        _run_until(tmp_path, config_dir, feed, env, seen, "a funding-history request"
+                   + (" and a websocket" if feed == "ccxt_ws" else ""))
         rest = fake.rest_requests()
         ws = {r.path for r in fake.requests if r.port == fake.ws_port}
     paths = {r.path for r in rest}

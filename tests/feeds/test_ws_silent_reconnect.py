@@ -36,13 +36,13 @@ def _silent_lines(caplog) -> list[logging.LogRecord]:
 def test_silent_open_socket_is_replaced_and_the_gap_backfilled_exactly(exchange, kind, caplog):
     market = "linear" if kind == "perp" else "spot"
     caplog.set_level(logging.INFO)
-    with FAKES[exchange]({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=60.0, time_scale=SCALE) as fake:
+    with FAKES[exchange]({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=180.0, time_scale=SCALE) as fake:
         feed = make_feed(fake, kind, True)  # stale_after_s 600 market s: the REST watchdog stays out of it
         silence_wall = feed.ws_silence_s / SCALE  # 125 market s: ~2.1 wall s
         feed.start(fake.clock())
         try:
             bars: list = []
-            deadline = time.time() + 15
+            deadline = time.time() + 60  # an upper bound on an event wait, not a window
             while True:  # healthy, with live bars from the stream
                 bars.extend(feed.poll(time.time()))
                 live = sum(b.ts_ms >= feed.live_from_ms for b in bars)

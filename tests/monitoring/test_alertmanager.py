@@ -200,7 +200,7 @@ def test_real_alertmanager_delivers_to_telegram_and_inhibits(tmp_path: Path) -> 
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/-/ready", time.time() + 15)
+        _wait_http(f"{base}/-/ready", time.time() + 120)
         now = datetime.now(timezone.utc).isoformat()
         rules = {(r["alert"], r["labels"].get("cause")): r for r in alert_rules()}
         alerts = []
@@ -212,7 +212,7 @@ def test_real_alertmanager_delivers_to_telegram_and_inhibits(tmp_path: Path) -> 
         req = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps(alerts).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
         urllib.request.urlopen(req, timeout=5).close()
-        deadline = time.time() + 20
+        deadline = time.time() + 120  # an upper bound: the loop ends at the first delivered message
         while time.time() < deadline and not fake.messages:
             time.sleep(0.1)
         assert fake.messages, f"nothing delivered; requests: {fake.paths}"

@@ -34,7 +34,7 @@ from tests.conftest import require_tool
 from tests.monitoring import ALERTS, REPO, alert_rules, concrete, dashboard_targets, metric_names
 
 RUNBOOK = REPO / "docs" / "RUNBOOK.md"
-LINGER_S = 3
+LINGER_S = 10  # long enough for several 1 s scrapes of the final state, however busy the machine
 
 
 def _free_port() -> int:
@@ -152,7 +152,7 @@ def _runner_env(tmp: Path) -> dict[str, str]:
 
 
 def _runner_args(tmp: Path, port: int) -> list[str]:
-    return ["-m", "prod_core.runner", "--max-seconds", "50", "--port", str(port), "--db", str(tmp / "crupto.db"),
+    return ["-m", "prod_core.runner", "--max-seconds", "300", "--port", str(port), "--db", str(tmp / "crupto.db"),
             "--linger", str(LINGER_S), "--bar-interval", "0.1"]
 
 
@@ -191,17 +191,17 @@ def test_paper_loop_prometheus_dashboards_and_alerts(tmp_path: Path) -> None:
         procs.append(clean)
 
         start = time.time()
-        drill.wait_for("Prometheus exporter слушает порт", start + 20)
-        clean.wait_for("Prometheus exporter слушает порт", start + 20)
+        drill.wait_for("Prometheus exporter слушает порт", start + 120)
+        clean.wait_for("Prometheus exporter слушает порт", start + 120)
         prom = Prom(prom_port)
         _wait(lambda: urllib.request.urlopen(f"{prom.base}/-/ready", timeout=2).status == 200,
-              start + 20, "Prometheus ready")
+              start + 120, "Prometheus ready")
         recorder = AlertRecorder(prom)
         recorder.start()
 
         # both targets scraped, runners up
-        _wait(lambda: len([r for r in prom.query('up{job="crupto"} == 1')]) == 2, start + 25, "both targets up")
-        _wait(lambda: len(prom.query("runner_up == 1")) == 2, start + 25, "runner_up 1 on both")
+        _wait(lambda: len([r for r in prom.query('up{job="crupto"} == 1')]) == 2, start + 120, "both targets up")
+        _wait(lambda: len(prom.query("runner_up == 1")) == 2, start + 120, "runner_up 1 on both")
 
         # the overlay of the runbook snippet is visible on the drill runner only
         overlays = prom.query("alert_test_overlay == 1")
@@ -211,7 +211,7 @@ def test_paper_loop_prometheus_dashboards_and_alerts(tmp_path: Path) -> None:
         assert {r["metric"]["instance"] for r in overlays} == {drill_inst}
 
         # ---- every dashboard query parses and returns data (wait for rate windows to fill)
-        deadline = time.time() + 20
+        deadline = time.time() + 120  # an upper bound: the loop ends when every query has data
         missing: list[str] = []
         while time.time() < deadline:
             missing = [t["expr"] for _d, _p, t in dashboard_targets() if not prom.query(concrete(t["expr"], "10s"))]
@@ -250,7 +250,7 @@ def test_paper_loop_prometheus_dashboards_and_alerts(tmp_path: Path) -> None:
                     return a["state"]
             return None
 
-        _wait(lambda: feed_alert_state() == "firing", time.time() + 25, "FeedHealthDegraded firing")
+        _wait(lambda: feed_alert_state() == "firing", time.time() + 120, "FeedHealthDegraded firing")
         assert "pending" in recorder.states("FeedHealthDegraded", drill_inst)
         firing = {(a["labels"]["alertname"], a["labels"].get("reason")): a for a in prom.alerts()
                   if a["labels"].get("instance") == drill_inst}
@@ -264,14 +264,14 @@ def test_paper_loop_prometheus_dashboards_and_alerts(tmp_path: Path) -> None:
         for proc in (drill, clean):
             os.killpg(proc.popen.pid, signal.SIGINT)
         for proc in (drill, clean):
-            proc.wait_for("Paper-loop остановлен", stop_at + 20)
-        _wait(lambda: len(prom.query("runner_up == 0")) == 2, stop_at + 10, "runner_up 0 scraped (linger)")
-        _wait(lambda: feed_alert_state() is None, stop_at + 10, "FeedHealthDegraded resolved after the stop")
+            proc.wait_for("Paper-loop остановлен", stop_at + 120)
+        _wait(lambda: len(prom.query("runner_up == 0")) == 2, stop_at + 120, "runner_up 0 scraped (linger)")
+        _wait(lambda: feed_alert_state() is None, stop_at + 120, "FeedHealthDegraded resolved after the stop")
         for proc in (drill, clean):
-            assert proc.popen.wait(timeout=LINGER_S + 15) == 0, proc.output()
+            assert proc.popen.wait(timeout=LINGER_S + 120) == 0, proc.output()
         gone_at = time.time()
-        _wait(lambda: not prom.query('up{job="crupto"} == 1'), gone_at + 10, "targets down")
-        _wait(lambda: prom.query("absent(feed_health)"), gone_at + 10, "feed_health stale")
+        _wait(lambda: not prom.query('up{job="crupto"} == 1'), gone_at + 60, "targets down")
+        _wait(lambda: prom.query("absent(feed_health)"), gone_at + 60, "feed_health stale")
         time.sleep(3)  # several evaluations with the metrics absent
         for name in ("MetricsDeadman", "RunnerHeartbeatLost"):
             assert not recorder.states(name), f"{name} went {recorder.states(name)} at a planned stop"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from prod_core.testing.waiting import EVENT_TIMEOUT_S, wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -65,7 +67,7 @@ class PaperProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+    def wait_for_line(self, text: str, timeout: float = EVENT_TIMEOUT_S) -> str:
         deadline = time.time() + timeout
         while time.time() < deadline:
             for line in list(self.lines):
@@ -92,11 +94,22 @@ class PaperProcess:
                     return s.value
         raise AssertionError(f"{name}{labels} not exported")
 
+    def sample_or_none(self, name: str, **labels: str) -> float | None:
+        """``sample`` for a poll: None while the metric is not exported yet."""
+        try:
+            return self.sample(name, **labels)
+        except AssertionError:
+            return None
+
+    def wait_for(self, predicate, what: str, timeout: float = EVENT_TIMEOUT_S):
+        """Poll ``predicate`` (e.g. a metric or DB condition) while this runner is up; its value once truthy."""
+        return wait_until(predicate, timeout, what, interval=0.2, proc=self.proc, output=lambda: self.output[-4000:])
+
     def interrupt(self) -> None:
         """Ctrl+C in a terminal: SIGINT to the whole foreground process group."""
         os.killpg(self.proc.pid, signal.SIGINT)
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = EVENT_TIMEOUT_S) -> int:
         try:
             rc = self.proc.wait(timeout=timeout)
         finally:

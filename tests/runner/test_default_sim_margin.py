@@ -48,14 +48,14 @@ def test_a_ten_minute_default_sim_run(tmp_path: Path, interval_h: float | None) 
     cfg = _configs(tmp_path, interval_h)
     run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0", "--config-dir", str(cfg))
     try:
-        run.wait_for_line("Фид sim зарегистрирован", timeout=60)
+        run.wait_for_line("Фид sim зарегистрирован")
         deadline = time.time() + 600
         while run.sample("bars_total", symbol="BTC/USDT") < HISTORY_BARS + LIVE_BARS:
             assert time.time() < deadline, "the sim did not deliver 10 minutes of bars"
             time.sleep(0.5)
         reject_rate = run.sample("execution_reject_rate")
         run.interrupt()
-        assert run.wait(timeout=60) == 0
+        assert run.wait() == 0
     finally:
         run.kill()
     assert reject_rate < 0.02

@@ -36,22 +36,22 @@ def test_exchange_down_at_start_cycles_degraded_then_registers(tmp_path: Path, c
     comes up on the same ports: «зарегистрирован», health 1; Ctrl+C stops cleanly."""
     port, ws_port = free_port(), free_port()
     _down_exchange_config(config_dir, port, ws_port)
-    proc = PaperProcess(tmp_path, "--max-seconds", "120", "--linger", "0",
+    proc = PaperProcess(tmp_path, "--max-seconds", "300", "--linger", "0",
                         env={"CONFIG_DIR": str(config_dir), "FEED": "ccxt"})
     fake = None
     try:
-        proc.wait_for_line("биржа не отвечает", timeout=60)
+        proc.wait_for_line("биржа не отвечает")
         assert proc.sample("feed_health", feed="ccxt") == 0
         first = proc.sample("runner_last_cycle_ts")
-        _wait(lambda: proc.sample("runner_last_cycle_ts") > first + 1.0, 30, "a fresh heartbeat", proc)
+        _wait(lambda: proc.sample("runner_last_cycle_ts") > first + 1.0, 120, "a fresh heartbeat", proc)
         assert time.time() - proc.sample("runner_last_cycle_ts") < 5.0
         assert "Фид ccxt зарегистрирован" not in proc.output
         fake = FakeBinance({"BTC/USDT": 65000.0, "ETH/USDT": 3400.0}, max_lifetime_s=120.0, port=port,
                            ws_port=ws_port).start()
-        proc.wait_for_line("Фид ccxt зарегистрирован", timeout=90)
-        _wait(lambda: proc.sample("feed_health", feed="ccxt") == 1, 30, "feed_health 1", proc)
+        proc.wait_for_line("Фид ccxt зарегистрирован")
+        _wait(lambda: proc.sample("feed_health", feed="ccxt") == 1, 120, "feed_health 1", proc)
         proc.interrupt()
-        assert proc.wait(timeout=60) == 0, proc.output
+        assert proc.wait() == 0, proc.output
     finally:
         proc.kill()
         if fake is not None:
@@ -65,7 +65,7 @@ def test_max_seconds_holds_while_the_exchange_is_down(tmp_path: Path, config_dir
     t0 = time.time()
     proc = PaperProcess(tmp_path, "--max-seconds", "4", "--linger", "0",
                         env={"CONFIG_DIR": str(config_dir), "FEED": "ccxt"})
-    rc = proc.wait(timeout=60)
+    rc = proc.wait()
     elapsed = time.time() - t0
     assert rc == 0, proc.output
     assert elapsed < 4 + 8, f"ran {elapsed:.1f} s for --max-seconds 4"
@@ -92,7 +92,7 @@ def test_wrong_timeframe_or_unknown_symbol_exits_2_naming_the_setting(tmp_path: 
             path.write_text(yaml.safe_dump(cfg))
             proc = PaperProcess(tmp_path / case, "--max-seconds", "30", "--linger", "0",
                                 env={"CONFIG_DIR": str(config_dir), "FEED": "ccxt"})
-            assert proc.wait(timeout=60) == 2, proc.output
+            assert proc.wait() == 2, proc.output
             errors = [line for line in proc.lines if " ERROR " in line]
             assert len(errors) >= 1 and needle in errors[-1] and "Traceback" not in proc.output, proc.output
             assert "Фид ccxt зарегистрирован" not in proc.output

@@ -79,13 +79,13 @@ def test_entries_walk_the_book_seen_latency_ms_after_the_decision(tmp_path: Path
         proc = PaperProcess(tmp_path, "--max-seconds", "240", "--linger", "0",
                             env={"CONFIG_DIR": str(config_dir), "FEED": "ccxt_ws"})
         try:
-            proc.wait_for_line("зарегистрирован", timeout=60)
+            proc.wait_for_line("зарегистрирован")
             deadline = time.time() + 180  # trade until two entries have filled on a captured book
             while len(_book_priced(fake, _entry_fills(proc.db))) < 2:
                 assert time.time() < deadline and proc.proc.poll() is None, proc.output[-4000:]
                 time.sleep(0.2)
             proc.interrupt()
-            assert proc.wait(timeout=60) == 0, proc.output[-4000:]
+            assert proc.wait() == 0, proc.output[-4000:]
         finally:
             proc.kill()
     finally:

@@ -48,22 +48,24 @@ def _strip_total(name: str) -> str:
 
 
 def test_max_seconds_run_serves_every_metric_and_closes_cleanly(tmp_path: Path) -> None:
-    """A bounded run logs both runbook lines, serves every DESIGN metric, and ends closed with feed_health -1."""
-    run = PaperProcess(tmp_path, "--max-seconds", "6", "--bar-interval", "0.05", "--linger", "1", "--run-id", "t-max")
+    """A bounded run logs both runbook lines, serves every DESIGN metric, and ends closed with feed_health -1.
+
+    The live checks wait for their events (a bar counted, the heartbeat moving); --max-seconds 20 is the
+    bound under test and leaves them ample room (the runner has no stop-after-N-bars knob)."""
+    run = PaperProcess(tmp_path, "--max-seconds", "20", "--bar-interval", "0.05", "--linger", "1", "--run-id", "t-max")
     try:
         run.wait_for_line("Prometheus exporter слушает порт")
         run.wait_for_line("Фид sim зарегистрирован")
-        time.sleep(1.5)
+        run.wait_for(lambda: (run.sample_or_none("bars_total", symbol="BTC/USDT") or 0) > 0, "a first BTC/USDT bar")
         families = run.scrape()
         for name, kind in DESIGN_METRICS.items():
             assert _strip_total(name) in families, f"{name} missing"
             assert families[_strip_total(name)].type == kind, f"{name} is {families[_strip_total(name)].type}"
         assert run.sample("feed_health", feed="sim") == 1
         ts1 = run.sample("runner_last_cycle_ts")
-        time.sleep(1.2)
-        assert run.sample("runner_last_cycle_ts") > ts1
+        run.wait_for(lambda: run.sample("runner_last_cycle_ts") > ts1, "runner_last_cycle_ts moving")
         assert run.sample("bars_total", symbol="BTC/USDT") > 0
-        rc = run.wait(timeout=30)
+        rc = run.wait()
     finally:
         run.kill()
     assert rc == 0, run.output
@@ -82,14 +84,17 @@ def test_max_seconds_run_serves_every_metric_and_closes_cleanly(tmp_path: Path) 
 
 
 def test_exporter_lingers_with_final_state_after_stop(tmp_path: Path) -> None:
-    """After «Paper-loop остановлен» the exporter still serves feed_health -1 and 0 pending plans."""
-    run = PaperProcess(tmp_path, "--max-seconds", "3", "--bar-interval", "0.05", "--linger", "4")
+    """After «Paper-loop остановлен» the exporter still serves feed_health -1 and 0 pending plans.
+
+    The linger is long (120 s) so the scrapes never race its end; a Ctrl+C ends it once they are done."""
+    run = PaperProcess(tmp_path, "--max-seconds", "3", "--bar-interval", "0.05", "--linger", "120")
     try:
-        run.wait_for_line("Paper-loop остановлен", timeout=30)
+        run.wait_for_line("Paper-loop остановлен")
         assert run.sample("feed_health", feed="sim") == -1
         assert run.sample("pending_plans") == 0
         assert run.sample("runner_up") == 0
-        assert run.wait(timeout=30) == 0
+        run.interrupt()  # a signal ends the linger
+        assert run.wait() == 0
     finally:
         run.kill()
 
@@ -99,10 +104,10 @@ def test_sigint_to_process_group_stops_within_seconds(tmp_path: Path) -> None:
     run = PaperProcess(tmp_path, "--bar-interval", "0.05", "--linger", "0", "--run-id", "t-int")
     try:
         run.wait_for_line("Фид sim зарегистрирован")
-        time.sleep(1.0)
+        run.wait_for(lambda: (run.sample_or_none("bars_total", symbol="BTC/USDT") or 0) > 0, "a first bar")
         t0 = time.time()
         run.interrupt()
-        rc = run.wait(timeout=20)
+        rc = run.wait()
         elapsed = time.time() - t0
     finally:
         run.kill()
@@ -123,7 +128,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     try:
         run.wait_for_line("Фид sim зарегистрирован")
         run.proc.send_signal(signal.SIGTERM)
-        rc = run.wait(timeout=20)
+        rc = run.wait()
     finally:
         run.kill()
     assert rc == 0 and "Paper-loop остановлен" in run.output
@@ -137,7 +142,7 @@ def test_broken_governance_stops_runner_naming_file_field_value(tmp_path: Path) 
     gov["portfolio"]["max_open_positions"] = -2
     (configs / "governance.yaml").write_text(yaml.safe_dump(gov))
     run = PaperProcess(tmp_path, "--max-seconds", "5", env={"CONFIG_DIR": str(configs)})
-    rc = run.wait(timeout=30)
+    rc = run.wait()
     assert rc != 0
     last = run.lines[-1]
     assert "governance.yaml" in last and "portfolio.max_open_positions=-2" in last, run.output
@@ -146,7 +151,7 @@ def test_broken_governance_stops_runner_naming_file_field_value(tmp_path: Path) 
 def test_non_paper_mode_is_refused(tmp_path: Path) -> None:
     """MODE=live is refused at start with a clear message."""
     run = PaperProcess(tmp_path, "--max-seconds", "5", env={"MODE": "live"})
-    rc = run.wait(timeout=30)
+    rc = run.wait()
     assert rc != 0
     assert "only MODE=paper is supported" in run.lines[-1]
 
@@ -154,37 +159,32 @@ def test_non_paper_mode_is_refused(tmp_path: Path) -> None:
 def test_feed_outage_turns_health_to_zero_and_heartbeat_continues(tmp_path: Path) -> None:
     """In the feed_outage scenario feed_health drops to 0 while runner_last_cycle_ts keeps moving."""
     run = PaperProcess(
-        tmp_path, "--scenario", "feed_outage", "--bar-interval", "0.1", "--linger", "0", "--max-seconds", "20",
-        env={"CONFIG_DIR": str(_configs_with(tmp_path, scenario_start_bar=5, scenario_bars=60))},
-    )
+        tmp_path, "--scenario", "feed_outage", "--bar-interval", "0.1", "--linger", "0", "--max-seconds", "300",
+        env={"CONFIG_DIR": str(_configs_with(tmp_path, scenario_start_bar=5, scenario_bars=1200))},
+    )  # the outage lasts 120 s of bars, the run is ended by Ctrl+C once both events are seen
     try:
         run.wait_for_line("Фид sim зарегистрирован")
-        deadline = time.time() + 10
-        health = 1.0
-        while time.time() < deadline and health != 0:
-            time.sleep(0.3)
-            health = run.sample("feed_health", feed="sim")
-        assert health == 0
+        run.wait_for(lambda: run.sample("feed_health", feed="sim") == 0, "feed_health 0 in the outage")
         ts1 = run.sample("runner_last_cycle_ts")
-        time.sleep(1.1)
-        assert run.sample("runner_last_cycle_ts") > ts1
+        run.wait_for(lambda: run.sample("runner_last_cycle_ts") > ts1, "runner_last_cycle_ts moving in the outage")
+        assert run.sample("feed_health", feed="sim") == 0  # still in the outage when the heartbeat moved
         run.interrupt()
-        assert run.wait(timeout=20) == 0
+        assert run.wait() == 0
     finally:
         run.kill()
 
 
 def test_alert_test_daily_lock_overlay_is_loud_and_feeds_the_gauge(tmp_path: Path) -> None:
     """ALERT_TEST_DAILY_LOCK=max_daily_loss sets daily_lock_state{reason=max_daily_loss} 1 and is logged loudly."""
-    run = PaperProcess(tmp_path, "--bar-interval", "0.05", "--linger", "0", "--max-seconds", "15",
-                       env={"ALERT_TEST_DAILY_LOCK": "max_daily_loss"})
+    run = PaperProcess(tmp_path, "--bar-interval", "0.05", "--linger", "0", "--max-seconds", "300",
+                       env={"ALERT_TEST_DAILY_LOCK": "max_daily_loss"})  # ended by Ctrl+C below
     try:
         run.wait_for_line("ALERT_TEST_DAILY_LOCK=max_daily_loss")
         assert run.sample("daily_lock_state", reason="max_daily_loss") == 1
         assert run.sample("daily_lock_state", reason="limits_ok") == 0
         assert run.sample("alert_test_overlay", variable="ALERT_TEST_DAILY_LOCK", value="max_daily_loss") == 1
         run.interrupt()
-        assert run.wait(timeout=20) == 0
+        assert run.wait() == 0
     finally:
         run.kill()
     with Storage(str(run.db)) as storage:
@@ -206,7 +206,7 @@ def test_runner_module_help_runs() -> None:
     import subprocess
 
     out = subprocess.run([sys.executable, "-m", "prod_core.runner", "--help"], cwd=REPO, capture_output=True,
-                         text=True, timeout=30)
+                         text=True, timeout=120)
     assert out.returncode == 0 and "--max-seconds" in out.stdout
 
 
@@ -216,25 +216,27 @@ def _family_total(families: dict, name: str) -> float:
 
 def test_paper_run_trades_and_r_bookkeeping_balances(tmp_path: Path) -> None:
     """A paper run plans and fills; equity/pnl_cum_r move between scrapes; closed trade R sums to the ledger."""
-    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0", "--max-seconds", "40", "--seed", "42")
+    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "0", "--max-seconds", "300", "--seed", "42")
     try:
         run.wait_for_line("Фид sim зарегистрирован")
         time.sleep(2.0)
         first = run.scrape()
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            time.sleep(1.0)
+
+        def progressed() -> dict | None:
             second = run.scrape()
             # a worked order fills in parts (participation cap): wait for new plans AND fills
             if (_family_total(second, "fills") >= _family_total(first, "fills") + 2
                     and _family_total(second, "plans") > _family_total(first, "plans")):
-                break
+                return second
+            return None
+
+        second = run.wait_for(progressed, "new plans and at least 2 new fills")
         assert _family_total(second, "plans") > _family_total(first, "plans")
         assert _family_total(second, "fills") > _family_total(first, "fills")
         moved = [n for n in ("equity_usd", "pnl_cum_r") if first[n].samples[0].value != second[n].samples[0].value]
         assert moved == ["equity_usd", "pnl_cum_r"]
         run.interrupt()
-        assert run.wait(timeout=20) == 0
+        assert run.wait() == 0
     finally:
         run.kill()
     with Storage(str(run.db)) as storage:
@@ -249,19 +251,21 @@ def test_paper_run_trades_and_r_bookkeeping_balances(tmp_path: Path) -> None:
 def test_execution_other_than_sim_is_refused(tmp_path: Path) -> None:
     """EXECUTION=sandbox is refused at start: this build only has the paper fill simulator."""
     run = PaperProcess(tmp_path, "--max-seconds", "5", env={"EXECUTION": "sandbox"})
-    assert run.wait(timeout=30) == 2
+    assert run.wait() == 2
     assert "EXECUTION=sandbox" in run.lines[-1] and "EXECUTION=sim" in run.lines[-1]
 
 
 def test_secrets_never_reach_logs_reports_metrics_or_database(tmp_path: Path) -> None:
     """Sandbox keys from the environment appear in no log, report, metric or database byte."""
     key, secret = "KEYzz81Qw7Lm", "SECRETyy42Pt9Vn"
-    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "1", "--max-seconds", "4",
+    run = PaperProcess(tmp_path, "--bar-interval", "0.02", "--linger", "1", "--max-seconds", "300",
                        env={"EXCHANGE_API_KEY": key, "EXCHANGE_API_SECRET": secret, "LOG_LEVEL": "DEBUG"})
-    try:
+    try:  # scraped once bars flow (no race with a --max-seconds end), then a Ctrl+C writes the reports
         run.wait_for_line("Prometheus exporter слушает порт")
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{run.port}/metrics", timeout=5).read().decode()
-        assert run.wait(timeout=30) == 0
+        run.wait_for(lambda: (run.sample_or_none("bars_total", symbol="BTC/USDT") or 0) > 0, "a first bar")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{run.port}/metrics", timeout=30).read().decode()
+        run.interrupt()
+        assert run.wait() == 0
     finally:
         run.kill()
     assert key not in metrics and secret not in metrics
@@ -281,7 +285,7 @@ def test_busy_exporter_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.listen(1)
         port = busy.getsockname()[1]
         run = PaperProcess(tmp_path, "--max-seconds", "5", port=port)
-        assert run.wait(timeout=30) == 2
+        assert run.wait() == 2
     last = run.lines[-1]
     assert str(port) in last and "PROMETHEUS_PORT" in last, run.output
     with Storage(str(run.db)) as storage:
@@ -291,5 +295,5 @@ def test_busy_exporter_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_command_line_value_is_refused_by_name(tmp_path: Path) -> None:
     """A non-positive --max-seconds is refused with the flag and the value."""
     run = PaperProcess(tmp_path, "--max-seconds", "-3")
-    assert run.wait(timeout=30) == 2
+    assert run.wait() == 2
     assert "--max-seconds" in run.output and "-3" in run.output

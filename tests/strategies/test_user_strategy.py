@@ -180,7 +180,7 @@ def test_user_strategy_trades_in_sim_and_its_exception_is_alerted_while_the_runn
             time.sleep(0.2)
         assert run.sample("runner_last_cycle_ts") >= held_at
         run.interrupt()
-        assert run.wait(timeout=60) == 0
+        assert run.wait() == 0
     finally:
         run.kill()
     with Storage(run.db) as storage:
