@@ -83,7 +83,7 @@ def test_a_lost_worker_is_retried_and_a_failing_replay_is_reported(tmp_path: Pat
     eth.write_text(src.read_text().splitlines()[0] + "\n")  # a header, no rows
     marker = tmp_path / "died-once"
     grid = {"strategy": "sma_parity", "params": {"fast": 10, "slow": 30}, "split": "symbol"}
-    done = _sweep(tmp_path, grid, [btc, eth], env={"CRUPTO_SWEEP_DIE_ONCE": str(marker)})
+    done = _sweep(tmp_path, grid, [btc, eth], "--journal", env={"CRUPTO_SWEEP_DIE_ONCE": str(marker)})
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "sweep: 1 ok, 1 failed" in done.stdout
     assert marker.exists()  # a worker process died mid-task
@@ -92,6 +92,10 @@ def test_a_lost_worker_is_retried_and_a_failing_replay_is_reported(tmp_path: Pat
     assert results["0000-BTCUSDT"]["status"] == "ok" and results["0000-BTCUSDT"]["bars"] == 3000
     assert results["0000-ETHUSDT"]["status"] == "failed"
     assert "error: task 0000-ETHUSDT" in done.stderr and "exited 2" in done.stderr
+    journal = pq.read_table(tmp_path / "out" / "journal.parquet").to_pylist()  # --journal: the replay's own journal
+    fills = [j for j in journal if j["kind"] == "fill"]
+    assert {j["task_id"] for j in journal} == {"0000-BTCUSDT"}
+    assert len(fills) == results["0000-BTCUSDT"]["fills"] > 0
 
 
 def test_a_bad_grid_is_refused_naming_the_value(tmp_path: Path) -> None:
