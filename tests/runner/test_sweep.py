@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 import os
 import re
 import subprocess
@@ -60,8 +61,10 @@ def test_sweep_of_eight_parameter_sets_equals_eight_single_replays(tmp_path: Pat
     results = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()
     assert len(results) == 8 and {r["status"] for r in results} == {"ok"}
     by_params = {(int(r["param_fast"]), int(r["param_slow"])): r for r in results}
-    for fast, slow in itertools.product([5, 10], [20, 30, 40, 60]):
-        bars, fills, equity = _single(tmp_path, fast, slow, data)
+    combos = list(itertools.product([5, 10], [20, 30, 40, 60]))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two single replays at a time (each its own process)
+        singles = dict(zip(combos, pool.map(lambda c: _single(tmp_path, c[0], c[1], data), combos)))
+    for (fast, slow), (bars, fills, equity) in singles.items():
         got = by_params[(fast, slow)]
         assert (got["bars"], got["fills"]) == (bars, fills), (fast, slow)
         assert round(got["equity_end"], 2) == equity, (fast, slow)
