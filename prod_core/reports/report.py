@@ -41,10 +41,15 @@ def _arrow_type(declared: str) -> pa.DataType:
     return pa.string()
 
 
-def _cell(value: Any, arrow: pa.DataType) -> Any:
-    if value is None or arrow != pa.string() or isinstance(value, str):
-        return value
-    return str(value)
+def _column(values: tuple, arrow: pa.DataType) -> pa.Array:
+    """One column of a batch as its declared type: numbers as they are (fast path), anything else
+    stored in a text column as its text."""
+    if arrow == pa.string():
+        return pa.array([v if v is None or isinstance(v, str) else str(v) for v in values], type=arrow)
+    try:
+        return pa.array(values, type=arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # SQLite let a text value into a numeric column
+        return pa.array([v if v is None or isinstance(v, (int, float)) else None for v in values], type=arrow)
 
 
 def _write_table(storage, name: str, run_id: str, folder: Path) -> int:
@@ -60,7 +65,7 @@ def _write_table(storage, name: str, run_id: str, folder: Path) -> int:
         for batch in batches:
             writer.writerows(batch)
             cols = list(zip(*batch))
-            arrays = [pa.array([_cell(v, f.type) for v in col], type=f.type) for col, f in zip(cols, schema)]
+            arrays = [_column(col, f.type) for col, f in zip(cols, schema)]
             parquet.write_table(pa.Table.from_arrays(arrays, schema=schema))
             rows += len(batch)
     return rows
