@@ -110,9 +110,13 @@ def test_entries_walk_the_book_seen_latency_ms_after_the_decision(tmp_path: Path
             levels = tuple((float(p), float(q)) for p, q in (asks if buying else bids))
             walked, got = walk_book(levels, qty)
             checked.append((round(t_sent - t_decided, 3), walked, got))
-            if got == qty and abs(price - walked) <= TICK and t_sent >= t_decided + LATENCY_MS / 2000.0:
-                break  # this book, published after the latency, priced the fill
+            # The runner takes, latency_ms after the send, the newest book its websocket has delivered:
+            # published after the decision, not the book at the decision. How long after depends on the
+            # delivery lag, which a loaded machine stretches (a book published 163 ms after the decision
+            # was the newest one delivered 400 ms after it), so the test does not ask for a fixed lag.
+            if got == qty and abs(price - walked) <= TICK and t_sent > t_decided:
+                break  # this book, published after the decision, priced the fill
         else:
             raise AssertionError(f"{symbol} {side} {qty} at {price} (ref {ref}): no book with that mid was "
-                                 f"published >= {LATENCY_MS / 2} ms after the decision and walks to that price "
+                                 f"published after the decision and walks to that price "
                                  f"(seconds after the decision, vwap, qty): {checked}")
