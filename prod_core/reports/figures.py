@@ -72,10 +72,7 @@ def redact_args(args: str) -> str:
 def performance(storage, run_id: str) -> dict[str, Any]:
     """Equity and pnl in USD and R, drawdown, win rate, expectancy, profit factor, fees, funding."""
     q = storage.query
-    t = q("SELECT COUNT(*) AS n, COALESCE(SUM(trade_r > 0), 0) AS wins, COALESCE(SUM(trade_r), 0.0) AS r, "
-          "COALESCE(SUM(pnl_usd), 0.0) AS pnl, COALESCE(SUM(CASE WHEN pnl_usd > 0 THEN pnl_usd END), 0.0) AS won, "
-          "COALESCE(-SUM(CASE WHEN pnl_usd < 0 THEN pnl_usd END), 0.0) AS lost "
-          "FROM positions WHERE status = 'closed' AND run_id = ?", (run_id,))[0]
+    t = q(f"SELECT {_TRADE_AGG} FROM positions p WHERE p.status = 'closed' AND p.run_id = ?", (run_id,))[0]  # noqa: S608
     f = q("SELECT COUNT(*) AS n, COALESCE(SUM(fee_usd), 0.0) AS fees FROM fills WHERE run_id = ?", (run_id,))[0]
     funding = q("SELECT COUNT(*) AS n, COALESCE(SUM(fee_usd), 0.0) AS paid FROM journal "
                 "WHERE run_id = ? AND kind = 'funding'", (run_id,))[0]
@@ -89,11 +86,9 @@ def performance(storage, run_id: str) -> dict[str, Any]:
     return {
         "closed_trades": n,
         "wins": t["wins"],
-        "win_rate": t["wins"] / n if n else None,
         "closed_r": t["r"],
-        "expectancy_r": t["r"] / n if n else None,
         "closed_pnl_usd": t["pnl"],
-        "profit_factor": (t["won"] / t["lost"] if t["lost"] > 0 else None) if n else None,
+        **_ratios(t),
         "fills": f["n"],
         "fees_usd": f["fees"],
         "funding_payments": funding["n"],
@@ -109,23 +104,28 @@ def performance(storage, run_id: str) -> dict[str, Any]:
     }
 
 
+# Closed trades aggregated in SQL (over ``positions p``): count, wins, R, pnl, gross won and lost.
+_TRADE_AGG = ("COUNT(*) AS n, COALESCE(SUM(p.trade_r > 0), 0) AS wins, COALESCE(SUM(p.trade_r), 0.0) AS r, "
+              "COALESCE(SUM(p.pnl_usd), 0.0) AS pnl, "
+              "COALESCE(SUM(CASE WHEN p.pnl_usd > 0 THEN p.pnl_usd END), 0.0) AS won, "
+              "COALESCE(-SUM(CASE WHEN p.pnl_usd < 0 THEN p.pnl_usd END), 0.0) AS lost")
+
+
+def _ratios(agg: dict[str, Any]) -> dict[str, float | None]:
+    """Win rate, expectancy in R and profit factor of a ``_TRADE_AGG`` row (None where undefined)."""
+    n = agg["n"]
+    return {"win_rate": agg["wins"] / n if n else None, "expectancy_r": agg["r"] / n if n else None,
+            "profit_factor": agg["won"] / agg["lost"] if n and agg["lost"] > 0 else None}
+
+
 def _group_rows(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    out = []
-    for r in rows:
-        n = r["n"]
-        out.append({
-            key: r["k"], "trades": n, "wins": r["wins"], "win_rate": r["wins"] / n if n else None,
-            "total_r": r["r"], "expectancy_r": r["r"] / n if n else None, "pnl_usd": r["pnl"],
-            "profit_factor": r["won"] / r["lost"] if r["lost"] > 0 else None,
-        })
-    return out
+    return [{key: r["k"], "trades": r["n"], "wins": r["wins"], "total_r": r["r"], "pnl_usd": r["pnl"], **_ratios(r)}
+            for r in rows]
 
 
 def breakdowns(storage, run_id: str) -> dict[str, list[dict[str, Any]]]:
     """Closed trades by strategy, by the regime at the plan, and by symbol."""
-    agg = ("COUNT(*) AS n, COALESCE(SUM(p.trade_r > 0), 0) AS wins, COALESCE(SUM(p.trade_r), 0.0) AS r, "
-           "COALESCE(SUM(p.pnl_usd), 0.0) AS pnl, COALESCE(SUM(CASE WHEN p.pnl_usd > 0 THEN p.pnl_usd END), 0.0) AS won, "
-           "COALESCE(-SUM(CASE WHEN p.pnl_usd < 0 THEN p.pnl_usd END), 0.0) AS lost")
+    agg = _TRADE_AGG
     base = "FROM positions p WHERE p.status = 'closed' AND p.run_id = ?"
     q = storage.query
     by_regime = q(f"SELECT COALESCE(pl.regime, -1) AS k, {agg} FROM positions p LEFT JOIN plans pl "  # noqa: S608
