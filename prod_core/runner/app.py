@@ -39,6 +39,8 @@ from prod_core.runner.cli_args import build_parser
 from prod_core.runner.control import OperatorControl
 from prod_core.runner.logs import setup_logging
 from prod_core.reports.figures import redact_args
+from prod_core.runner.fastlane import FastLane
+from prod_core.runner.fastlane import enabled_by_env as fastlane_enabled
 from prod_core.runner.pipeline import Pipeline
 from prod_core.storage import LeaseLost, Storage, StorageError
 from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
@@ -54,6 +56,7 @@ HEARTBEAT_S = 1.0
 STALE_RUN_S = 30.0
 MAX_SLEEP_S = 0.2
 COMMAND_POLL_S = 0.5
+LANE_ROWS = 16_384  # rows per fast-lane window (a replay at full speed; see runner.fastlane)
 
 
 def new_run_id() -> str:
@@ -74,6 +77,7 @@ class PaperRunner:
         self._signals = 0
         self.storage_degraded = False
         self.lease_lost = False
+        self.lane = None
 
     # ---------------------------------------------------------------- signals
     def _on_signal(self, signum: int, _frame) -> None:
@@ -173,6 +177,8 @@ class PaperRunner:
                                  bar_days=self.session is None, funding=self._funding_source(instruments),
                                  trade_events=not self.replay)
         self.pipeline.mark_journaled()
+        # replay at full speed: the bars where nothing can happen are skipped ahead (runner.fastlane)
+        self.lane = FastLane(self.pipeline) if self.replay and fastlane_enabled() else None
         self._manifest(instruments)
         flatten = settings.feed == "sim"
         flatten_ms = int(t_start * 1000)
@@ -409,6 +415,8 @@ class PaperRunner:
         book_of = self.feed_books
         broker = pipeline.broker
         book_due = None  # wall time the next book capture falls due
+        lane = self.lane if (self.lane is not None and not recording and not session_events
+                             and getattr(feed, "speed", 0) is None and hasattr(feed, "poll_arrays")) else None
         t_engine = time.perf_counter()
         while True:
             now = time.time()
@@ -419,10 +427,18 @@ class PaperRunner:
                 break
             if not self.feed_registered and not self._check_feed_connected():
                 raise _StartRefused()
-            bars = feed.poll(now)
-            if bars:
+            if lane is not None:  # replay at full speed: windows of arrays through the fast lane
+                got = feed.poll_arrays(LANE_ROWS)
+                if got is not None:
+                    lane.run(feed.symbols, *got)
+                bars = got[1] if got is not None else ()
+            else:
+                bars = feed.poll(now)
+            if len(bars):
                 live.feed_last_bar_ts[feed.name] = now
-            if recording:
+            if lane is not None:
+                pass
+            elif recording:
                 for bar in bars:
                     storage.add_session_bar(self.run_id, self.bars_received, bar)
                     self.bars_received += 1
@@ -436,7 +452,7 @@ class PaperRunner:
             else:
                 for bar in bars:
                     pipeline.on_bar(bar)
-            if bars:
+            if len(bars):
                 pipeline.flush_marks()
                 shown.update(len(bars))
             now = time.time()
@@ -478,8 +494,11 @@ class PaperRunner:
             if feed.exhausted:
                 self.stop_reason = "end of data"
                 self.engine_s = time.perf_counter() - t_engine
+                if lane is not None:
+                    log.info("fast lane: %d of %d bars skipped ahead (windows: %d scanned, %d bar by bar)",
+                             lane.bars_skipped, feed.delivered, lane.windows_fast, lane.windows_slow)
                 break
-            if bars:
+            if len(bars):
                 continue  # more may be ready at once (replay at max speed, catch-up)
             wake = min(now + MAX_SLEEP_S, last_hb + HEARTBEAT_S, last_cmd + COMMAND_POLL_S)
             due = feed.next_due_s()
@@ -666,6 +685,8 @@ class PaperRunner:
                     self.pipeline.flatten_at_end()
                 self.storage.cancel_pending_plans(self.run_id)
                 self.storage.set_feed_state(self.run_id, self.feed.name, int(FeedHealth.PAUSED), now, "stopped")
+                if self.replay:  # the open positions' final marks (a replay's heartbeats do not write them)
+                    self.pipeline.persist_marks()
                 self._save_state(now)
                 if self.pipeline.broker.pending_exits:
                     log.error("При остановке %d выход(ов) не записаны в журнал (хранилище недоступно): позиции "

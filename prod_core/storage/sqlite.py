@@ -971,6 +971,11 @@ class Storage:
         )
         self._buffered += 1
 
+    def add_equity_rows(self, rows: list[tuple]) -> None:
+        """Buffer equity rows already laid out as ``add_equity`` lays them out (the replay's fast lane)."""
+        self._equity.extend(rows)
+        self._buffered += len(rows)
+
     def equity_curve(self, run_id: str) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM equity WHERE run_id = ? ORDER BY ts_ms, rowid", (run_id,))
 

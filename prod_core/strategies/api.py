@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from prod_core.domain import Bar, Position, Regime, Side, TradePlan
@@ -71,6 +72,39 @@ class Exit:
 Signal = Entry | Exit | None
 
 
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What ``Strategy.scan`` answers for a run of bars: per bar, the signal ``on_bar`` would have
+    given with no position (``entry``: +1 buy, -1 sell, 0 none) and with its own long or short
+    position (``exit_long`` / ``exit_short``: True = exit). ``*_reason`` are the signals' reasons.
+    An entry from a scan has no stop and no target."""
+
+    entry: np.ndarray  # int8, one per bar
+    exit_long: np.ndarray  # bool
+    exit_short: np.ndarray  # bool
+    buy_reason: str = ""
+    sell_reason: str = ""
+    exit_long_reason: str = ""
+    exit_short_reason: str = ""
+
+    def events(self) -> np.ndarray:
+        """The bars where some signal is given, whatever the position (bool per bar)."""
+        return (self.entry != 0) | self.exit_long | self.exit_short
+
+    def signal(self, i: int, position: Position | None) -> Signal:
+        """The ``on_bar`` answer for bar ``i`` given the strategy's own ``position``."""
+        if position is None:
+            e = self.entry[i]
+            if e > 0:
+                return Entry(Side.BUY, self.buy_reason)
+            if e < 0:
+                return Entry(Side.SELL, self.sell_reason)
+            return None
+        if position.side is Side.BUY:
+            return Exit(self.exit_long_reason) if self.exit_long[i] else None
+        return Exit(self.exit_short_reason) if self.exit_short[i] else None
+
+
 class Strategy(Generic[P]):
     """Base class of every strategy (built-in ones included). See the module doc."""
 
@@ -97,6 +131,15 @@ class Strategy(Generic[P]):
         (the regime detector does not run); ``position`` is this strategy's open position, if any."""
         raise NotImplementedError
 
+    def scan(self, ts_ms: np.ndarray, ohlcv: np.ndarray) -> Scan | None:
+        """Optional vectorised twin of ``on_bar`` for a replay: consume a run of this symbol's
+        clean bars (``ts_ms`` int64, ``ohlcv`` float64 (n, 5)) exactly as ``on_bar`` called on each
+        would (same state afterwards) and answer, per bar, what ``on_bar`` would have returned
+        with and without a position. Return None when the strategy has no scan: the default. A
+        replay whose strategies all scan skips the bars where nothing can happen (docs/PERFORMANCE.md);
+        a scan's answers must equal ``on_bar``'s (test it the way tests/strategies/test_sma_scan.py does)."""
+        return None
+
     # Helpers for the return value.
     def buy(self, reason: str = "", *, stop: float = 0.0, target: float = 0.0) -> Entry:
         return Entry(Side.BUY, reason, stop, target)
@@ -106,6 +149,11 @@ class Strategy(Generic[P]):
 
     def exit(self, reason: str = "") -> Exit:
         return Exit(reason)
+
+
+def scans(strategy: Strategy) -> bool:
+    """True when ``strategy`` overrides ``Strategy.scan``."""
+    return type(strategy).scan is not Strategy.scan
 
 
 def to_plan(strategy: str, bar: Bar, entry: Entry, regime: Regime = Regime.WARMUP) -> TradePlan:

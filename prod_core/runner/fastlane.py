@@ -1,0 +1,332 @@
+"""The replay's fast lane: a window of bars through the pipeline, skipping the bars where nothing can happen.
+
+A replay at full speed hands the pipeline windows of bars as arrays (``ReplayFeed.poll_arrays``).
+When every configured strategy has a vectorised ``scan`` (``Strategy.scan``) and nothing in the
+run needs to see every bar (no regime detector, no correlation monitor, no ALERT_TEST overlay,
+batched commits, spot instruments only: perps with margin, funding and liquidation go bar by bar),
+the lane:
+
+1. checks the window's hygiene at once (``stream.clean_mask`` and time order per symbol; a window
+   with a bad bar goes bar by bar through ``Pipeline.on_bar``, as before);
+2. asks each strategy for its signals over its symbol's bars (``scan``: the same state afterwards
+   as ``on_bar`` on each bar);
+3. runs every bar that can change something through ``Pipeline.on_bar`` itself, the strategies
+   answering from their scan: a bar with a signal, every bar of a symbol with a working order or
+   a position with a stop, target or liquidation price, a funding time of an open perp, a new UTC
+   day, and a mark that moves the governance state across a threshold (throttle, drawdown stop,
+   daily loss lock, automatic kill-switch);
+4. does what ``on_bar`` would do on every other bar, inline: the position's mark, the account's
+   open R and drawdown ladder (peak, max drawdown), the equity row of each new timestamp and the
+   bar counters, with the same float operations in the same order, so every stored number is
+   the same as bar by bar (tests/runner/test_fastlane.py compares whole databases).
+
+``CRUPTO_FAST_LANE=0`` turns the lane off (every bar through ``on_bar``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from prod_core.account.margin import open_pnl
+from prod_core.domain import Bar
+from prod_core.feeds.stream import clean_mask
+from prod_core.risk.ledger import LIMITS_OK
+from prod_core.strategies.api import Scan, scans
+
+
+def enabled_by_env() -> bool:
+    return os.environ.get("CRUPTO_FAST_LANE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class _Scanned:
+    """A slot's ``on_bar`` during a window: the answer of its scan for the current bar."""
+
+    __slots__ = ("scan", "i")
+
+    def __init__(self, scan: Scan | None) -> None:
+        self.scan = scan
+        self.i = 0
+
+    def __call__(self, bar, features, position):
+        scan = self.scan
+        return None if scan is None else scan.signal(self.i, position)
+
+
+class FastLane:
+    """Runs replay windows through one ``Pipeline`` (see the module doc)."""
+
+    def __init__(self, pipeline) -> None:
+        self.p = pipeline
+        self.windows_fast = 0
+        self.windows_slow = 0
+        self.bars_skipped = 0
+        self._rank: dict[str, int] | None = None
+
+    # ------------------------------------------------------------ eligibility
+    def usable(self) -> bool:
+        """The run as configured now can use the lane (checked per window: a reload may change it)."""
+        p = self.p
+        return (p.clock_mode == "bar" and not p.immediate and p.detector is None and not p._corr_on
+                and not p.portfolio.safe_mode and p.overlay_lock is None and p.overlay_safe is None
+                and not p.broker._perp)
+
+    def _clean(self, symbols: Sequence[str], ranks: list[int], idx: dict[int, np.ndarray], ts: np.ndarray,
+               ohlcv: np.ndarray) -> bool:
+        if not clean_mask(ohlcv).all():
+            return False
+        last_ts = self.p.last_ts
+        for r in ranks:
+            t = ts[idx[r]]
+            if int(t[0]) <= last_ts.get(symbols[r], -1) or (t.shape[0] > 1 and not (np.diff(t) > 0).all()):
+                return False
+        return True
+
+    # ----------------------------------------------------------------- window
+    def run(self, symbols: Sequence[str], sym: np.ndarray, ts: np.ndarray, ohlcv: np.ndarray) -> None:
+        """One window (rows in replay order; ``sym`` holds ranks into ``symbols``)."""
+        p = self.p
+        if self._rank is None or len(self._rank) != len(symbols):
+            self._rank = {name: r for r, name in enumerate(symbols)}
+        present = np.flatnonzero(np.bincount(sym, minlength=len(symbols))).tolist()
+        idx = {r: np.flatnonzero(sym == r) for r in present}
+        slots_of = {}
+        ok = self.usable() and self._clean(symbols, present, idx, ts, ohlcv)
+        if ok:
+            for r in present:
+                name = symbols[r]
+                slots = p._slots.get(name)
+                if slots is None:
+                    slots = p._slots[name] = p._build_slots(name)
+                if not all(scans(s.strategy) for s in slots):
+                    ok = False
+                    break
+                slots_of[r] = slots
+        if not ok:
+            self.windows_slow += 1
+            for bar in Bar.many(symbols, sym.tolist(), ts.tolist(), ohlcv.tolist()):
+                p.on_bar(bar)
+            return
+        self.windows_fast += 1
+        n = int(ts.shape[0])
+        event = np.zeros(n, dtype=bool)
+        loc = np.empty(n, dtype=np.int64)
+        adapters: dict[int, list[_Scanned]] = {}
+        seen0: dict[int, list[int]] = {}
+        for r in present:
+            rows = idx[r]
+            loc[rows] = np.arange(rows.shape[0])
+            lane = []
+            for slot in slots_of[r]:
+                try:
+                    scan = slot.strategy.scan(ts[rows], ohlcv[rows])
+                except Exception as exc:  # a strategy's bug holds that strategy (its signals of this window are lost)
+                    i0 = int(rows[0])
+                    p._strategy_failed(slot.strategy, Bar(symbols[r], int(ts[i0]), *ohlcv[i0].tolist()), exc)
+                    scan = None
+                if scan is not None:
+                    event[rows[scan.events()]] = True
+                lane.append(_Scanned(scan))
+            adapters[r] = lane
+            seen0[r] = [s.seen for s in slots_of[r]]
+        saved = {r: [s.on_bar for s in slots_of[r]] for r in present}
+        try:
+            for r in present:
+                for slot, a in zip(slots_of[r], adapters[r]):
+                    slot.on_bar = a
+            self._walk(symbols, present, sym, ts, ohlcv, event, loc, slots_of, adapters, seen0)
+        finally:
+            for r in present:
+                for slot, on_bar, s0, count in zip(slots_of[r], saved[r], seen0[r], [idx[r].shape[0]] * len(saved[r])):
+                    slot.on_bar = on_bar
+                    slot.seen = s0 + count
+
+    def _load(self, symbols: Sequence[str]) -> tuple[list, list, list[float], list[int]]:
+        """What the quiet bars need of the positions (after every event): per position in the broker's
+        order its constants; per symbol rank its position's constants (or None) and the first ts
+        at which one of its bars must be an event (-1: every bar: a working order, or a stop, a
+        target or a liquidation price to check; a perp's next funding time)."""
+        broker = self.p.broker
+        rate = broker._exit_rate
+        cache = broker._r_parts
+        rank = self._rank
+        nsym = len(symbols)
+        held: list = [None] * nsym
+        wall = [1 << 62] * nsym
+        consts = []
+        parts: list[float] = []
+        liq = broker._liq
+        next_funding = broker._next_funding
+        for j, pos in enumerate(broker.positions.values()):
+            part = cache.get(pos.symbol)
+            if part is not None and part[0] is pos and part[1] == pos.last_price:
+                parts.append(part[2])
+            else:
+                parts.append(open_pnl(pos, rate) / pos.nominal_r_usd)
+            sign = pos.side.sign
+            c = (j, pos, sign * pos.qty, pos.qty, pos.entry_price, pos.realized_usd, pos.entry_fee_usd,
+                 pos.funding_usd, pos.nominal_r_usd, pos.leverage > 0.0, float(sign))
+            consts.append(c)
+            r = rank.get(pos.symbol)
+            if r is not None:
+                held[r] = c
+                wall[r] = -1 if (pos.stop or pos.target or pos.symbol in liq) else next_funding.get(pos.symbol, 1 << 62)
+        for pending in (broker.pending_entries, broker.pending_exits):
+            for name in pending:
+                r = rank.get(name)
+                if r is not None:
+                    wall[r] = -1
+        return consts, held, parts, wall
+
+    def _sync(self, symbols, present, a: int, b: int, cnt: dict, lastocc: dict, tss: list[int], ohlcv: np.ndarray,
+              unbarred: list[int], held: list, rows: list, final: bool) -> None:
+        """Hand the quiet rows ``a:b`` to the pipeline: last ts and bar counts per symbol, the equity rows
+        buffered, the broker's last bar where it may be read (the window's end; before an event when
+        an automatic kill-switch could flatten the positions at their last bars)."""
+        p = self.p
+        if rows:
+            p.storage.add_equity_rows(rows)
+            rows.clear()
+        if b > a:
+            bars_total = p.live.bars_total
+            last_ts = p.last_ts
+            for r in present:
+                c = cnt[r]
+                k = c[b] - c[a]
+                if k:
+                    name = symbols[r]
+                    last = lastocc[r][b - 1]
+                    last_ts[name] = tss[last]
+                    bars_total[name] = bars_total.get(name, 0) + k
+                    unbarred[r] = last
+        if final or p._auto_kill_at is not None:
+            last_bar = p.broker.last_bar
+            for r in present:
+                i = unbarred[r]
+                if i >= 0 and (final or held[r] is not None):
+                    last_bar[symbols[r]] = Bar(symbols[r], tss[i], *ohlcv[i].tolist())
+                    unbarred[r] = -1
+
+    def _walk(self, symbols, present: list[int], sym: np.ndarray, ts: np.ndarray, ohlcv: np.ndarray, event: np.ndarray,
+              loc: np.ndarray, slots_of: dict, adapters: dict, seen0: dict) -> None:  # noqa: C901 - one loop, flat for speed
+        p = self.p
+        st = p.state
+        broker = p.broker
+        gov = p.gov
+        run_id = p.run_id
+        n = int(ts.shape[0])
+        syms, tss, evs = sym.tolist(), ts.tolist(), event.tolist()
+        closes = ohlcv[:, 3].tolist()
+        ar = np.arange(n)
+        cnt, lastocc = {}, {}
+        for r in present:  # rows of each symbol before a row, and its last row at or before a row
+            m = sym == r
+            c = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(m, out=c[1:])
+            cnt[r] = c.tolist()
+            lastocc[r] = np.maximum.accumulate(np.where(m, ar, -1)).tolist()
+        rate = broker._exit_rate
+        thr_at = gov.drawdown.throttle_at_r
+        noent_at = gov.drawdown.no_entries_at_r
+        maxloss = gov.daily_lock.max_daily_loss_r
+        auto = p._auto_kill_at
+        every = p.equity_every
+        rows: list[tuple] = []
+        unbarred = [-1] * len(symbols)
+        a = 0  # first row not yet synced
+
+        consts, held, parts, wall = self._load(symbols)
+        closed, day_start = st.closed_r, st.day_start_closed_r
+        open_r, peak, maxdd = st.open_r, st.peak_r, st.max_dd_r
+        throttled, stopped = st.throttled, st.dd_stopped
+        lock_ok, kill = st.lock_reason == LIMITS_OK, st.kill_switch
+        cash = broker.cash_usd
+        next_day = p._next_day_ms if p._bar_days else 1 << 62
+        last_eq, tick = p._last_equity_ts, p._equity_tick
+        gdirty = marked = False
+        for i in range(n):
+            r = syms[i]
+            t = tss[i]
+            if evs[i] or t >= wall[r] or t >= next_day:
+                pass  # an event: below
+            else:
+                h = held[r]
+                if h is not None:  # the mark, the account's open R and the ladder, as Pipeline._mark does them
+                    c = closes[i]
+                    h[1].last_price = c
+                    part = (h[5] + h[2] * (c - h[4]) - h[6] - h[3] * c * rate - h[7]) / h[8]
+                    new = 0.0
+                    j0 = h[0]
+                    for j in range(len(parts)):
+                        new += part if j == j0 else parts[j]
+                    total = closed + new
+                    npeak = total if total > peak else peak
+                    dd = total - npeak
+                    nmax = -dd if -dd > maxdd else maxdd
+                    if ((dd <= thr_at) != throttled or (dd <= noent_at and not stopped)
+                            or (lock_ok and closed - day_start + new <= -maxloss)
+                            or (auto is not None and not kill and nmax >= auto)):
+                        h = False  # a governance transition: the event path marks this bar
+                    else:
+                        parts[j0] = part
+                        open_r = new
+                        if npeak != peak or nmax != maxdd:
+                            peak, maxdd = npeak, nmax
+                            gdirty = True
+                        marked = True
+                if h is not False:  # a quiet bar: the equity row of a new timestamp
+                    if t != last_eq:
+                        last_eq = t
+                        tick += 1
+                        if tick >= every:
+                            tick = 0
+                            eq = cash
+                            gross = net = 0.0
+                            for k in consts:
+                                lp = k[1].last_price
+                                eq += k[2] * (lp - k[4]) if k[9] else k[2] * lp
+                                nn = k[3] * lp
+                                gross += nn
+                                net += k[10] * nn
+                            pnl = closed + open_r
+                            if eq > 0:
+                                rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak), maxdd,
+                                             gross / eq * 100.0, net / eq * 100.0))
+                            else:
+                                rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak), maxdd, 0.0, 0.0))
+                    continue
+            # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
+            st.open_r, st.peak_r, st.max_dd_r = open_r, peak, maxdd
+            if gdirty:
+                p._gov_dirty = True
+            if marked:
+                p._account_dirty = True
+            p._last_equity_ts, p._equity_tick = last_eq, tick
+            self._sync(symbols, present, a, i, cnt, lastocc, tss, ohlcv, unbarred, held, rows, False)
+            self.bars_skipped += i - a
+            li = int(loc[i])
+            for slot, ad, s0 in zip(slots_of[r], adapters[r], seen0[r]):
+                slot.seen = s0 + li
+                ad.i = li
+            p.on_bar(Bar(symbols[r], t, *ohlcv[i].tolist()))
+            unbarred[r] = -1  # the broker took this bar as the symbol's last
+            a = i + 1
+            consts, held, parts, wall = self._load(symbols)
+            closed, day_start = st.closed_r, st.day_start_closed_r
+            open_r, peak, maxdd = st.open_r, st.peak_r, st.max_dd_r
+            throttled, stopped = st.throttled, st.dd_stopped
+            lock_ok, kill = st.lock_reason == LIMITS_OK, st.kill_switch
+            cash = broker.cash_usd
+            next_day = p._next_day_ms if p._bar_days else 1 << 62
+            last_eq, tick = p._last_equity_ts, p._equity_tick
+            gdirty = marked = False
+        st.open_r, st.peak_r, st.max_dd_r = open_r, peak, maxdd
+        if gdirty:
+            p._gov_dirty = True
+        if marked:
+            p._account_dirty = True
+        p._last_equity_ts, p._equity_tick = last_eq, tick
+        self._sync(symbols, present, a, n, cnt, lastocc, tss, ohlcv, unbarred, held, rows, True)
+        self.bars_skipped += n - a
