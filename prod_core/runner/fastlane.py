@@ -143,18 +143,19 @@ class FastLane:
                     slot.on_bar = on_bar
                     slot.seen = s0 + count
 
-    def _load(self, symbols: Sequence[str]) -> tuple[list, list, list[float], list[int]]:
+    def _load(self, symbols: Sequence[str], next_day: int) -> tuple[list, list, list[float], list[int]]:
         """What the quiet bars need of the positions (after every event): per position in the broker's
         order its constants; per symbol rank its position's constants (or None) and the first ts
-        at which one of its bars must be an event (-1: every bar: a working order, or a stop, a
-        target or a liquidation price to check; a perp's next funding time)."""
+        at which one of its bars must be an event: ``next_day`` (the first bar of a new UTC day), a
+        perp's next funding time, or -1 (every bar: a working order, or a stop, a target or a
+        liquidation price to check)."""
         broker = self.p.broker
         rate = broker._exit_rate
         cache = broker._r_parts
         rank = self._rank
         nsym = len(symbols)
         held: list = [None] * nsym
-        wall = [1 << 62] * nsym
+        wall = [next_day] * nsym
         consts = []
         parts: list[float] = []
         liq = broker._liq
@@ -172,7 +173,8 @@ class FastLane:
             r = rank.get(pos.symbol)
             if r is not None:
                 held[r] = c
-                wall[r] = -1 if (pos.stop or pos.target or pos.symbol in liq) else next_funding.get(pos.symbol, 1 << 62)
+                wall[r] = -1 if (pos.stop or pos.target or pos.symbol in liq) else \
+                    min(next_day, next_funding.get(pos.symbol, next_day))
         for pending in (broker.pending_entries, broker.pending_exits):
             for name in pending:
                 r = rank.get(name)
@@ -237,30 +239,30 @@ class FastLane:
         unbarred = [-1] * len(symbols)
         a = 0  # first row not yet synced
 
-        consts, held, parts, wall = self._load(symbols)
+        consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
         closed, day_start = st.closed_r, st.day_start_closed_r
         open_r, peak, maxdd = st.open_r, st.peak_r, st.max_dd_r
         throttled, stopped = st.throttled, st.dd_stopped
         lock_ok, kill = st.lock_reason == LIMITS_OK, st.kill_switch
         cash = broker.cash_usd
-        next_day = p._next_day_ms if p._bar_days else 1 << 62
         last_eq, tick = p._last_equity_ts, p._equity_tick
         gdirty = marked = False
         for i in range(n):
             r = syms[i]
             t = tss[i]
-            if evs[i] or t >= wall[r] or t >= next_day:
+            if evs[i] or t >= wall[r]:
                 pass  # an event: below
             else:
                 h = held[r]
                 if h is not None:  # the mark, the account's open R and the ladder, as Pipeline._mark does them
                     c = closes[i]
                     h[1].last_price = c
-                    part = (h[5] + h[2] * (c - h[4]) - h[6] - h[3] * c * rate - h[7]) / h[8]
-                    new = 0.0
                     j0 = h[0]
-                    for j in range(len(parts)):
-                        new += part if j == j0 else parts[j]
+                    before = parts[j0]
+                    parts[j0] = (h[5] + h[2] * (c - h[4]) - h[6] - h[3] * c * rate - h[7]) / h[8]
+                    new = 0.0
+                    for x in parts:  # in the broker's order, as PaperBroker.open_r adds them
+                        new += x
                     total = closed + new
                     npeak = total if total > peak else peak
                     dd = total - npeak
@@ -269,8 +271,8 @@ class FastLane:
                             or (lock_ok and closed - day_start + new <= -maxloss)
                             or (auto is not None and not kill and nmax >= auto)):
                         h = False  # a governance transition: the event path marks this bar
+                        parts[j0] = before
                     else:
-                        parts[j0] = part
                         open_r = new
                         if npeak != peak or nmax != maxdd:
                             peak, maxdd = npeak, nmax
@@ -313,13 +315,12 @@ class FastLane:
             p.on_bar(Bar(symbols[r], t, *ohlcv[i].tolist()))
             unbarred[r] = -1  # the broker took this bar as the symbol's last
             a = i + 1
-            consts, held, parts, wall = self._load(symbols)
+            consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
             closed, day_start = st.closed_r, st.day_start_closed_r
             open_r, peak, maxdd = st.open_r, st.peak_r, st.max_dd_r
             throttled, stopped = st.throttled, st.dd_stopped
             lock_ok, kill = st.lock_reason == LIMITS_OK, st.kill_switch
             cash = broker.cash_usd
-            next_day = p._next_day_ms if p._bar_days else 1 << 62
             last_eq, tick = p._last_equity_ts, p._equity_tick
             gdirty = marked = False
         st.open_r, st.peak_r, st.max_dd_r = open_r, peak, maxdd
