@@ -769,6 +769,9 @@ class PaperRunner:
             return
         log.info("Prometheus file_sd: %s (account=%s, target %s:%d)", self.sd_file, self.account,
                  self.settings.prometheus_sd_host, self.exporter.port)
+        if self.exporter.port == 9108 and self.account != "paper":
+            log.warning("Счёт %s на порту 9108: статическая цель Prometheus localhost:9108 помечена account=paper "
+                        "(configs/prometheus/prometheus.yml); дайте этому runner другой PROMETHEUS_PORT", self.account)
 
     def _remove_sd_file(self) -> None:
         from prod_core.telemetry.discovery import remove_sd_file
