@@ -11,6 +11,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _prometheus_sd_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Runners started by the tests write their Prometheus file_sd files in a scratch directory,
+    not in the checkout's run/prometheus_sd (a test that needs its own sets PROMETHEUS_SD_DIR)."""
+    if "PROMETHEUS_SD_DIR" in os.environ:
+        yield
+        return
+    os.environ["PROMETHEUS_SD_DIR"] = str(tmp_path_factory.mktemp("prometheus_sd"))
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_SD_DIR", None)
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO

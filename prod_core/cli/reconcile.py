@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("reconcile", help="rebuild the account from its journal and compare it with the saved state",
                        description="Fold the account's journal (fills, funding payments, governance transitions) and compare the result "
                                    "with the saved state. Exit 0 when they agree, 1 when they differ.")
-    p.add_argument("--account", default="paper", help="account to check (default paper; a replay is replay:<run_id>)")
+    p.add_argument("--account", default=None,
+                   help="account to check (default: the ACCOUNT setting, else paper; a replay is replay:<run_id>)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -32,6 +33,10 @@ def _fmt(value: Any) -> str:
 
 
 def run(args) -> int:
+    if not args.account:
+        from prod_core.configs import load_settings
+
+        args.account = load_settings().account
     with open_storage(args) as storage:
         entries = storage.journal(args.account)
         saved = storage.load_governance_state(args.account)

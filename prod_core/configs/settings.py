@@ -7,6 +7,7 @@ always wins over the file. Secrets are `SecretStr` and never printed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,26 @@ ENV_KEYS: dict[str, str] = {
     "ALERT_TEST_FEED_HEALTH": "alert_test_feed_health",
     "ALERT_TEST_DAILY_LOCK": "alert_test_daily_lock",
     "ALERT_TEST_SAFE_MODE": "alert_test_safe_mode",
+    "ACCOUNT": "account",
+    "PROMETHEUS_SD_DIR": "prometheus_sd_dir",
+    "PROMETHEUS_SD_HOST": "prometheus_sd_host",
 }
+
+# An account name: what runs, leases, journal rows, commands and metrics are keyed by, and the
+# name of the runner's Prometheus file_sd file. ``replay...`` is reserved for replays
+# (``replay:<run_id>``), so a paper account can never be mistaken for one.
+ACCOUNT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+
+
+def check_account(value: str) -> str:
+    """``value`` if it is a valid paper account name, else ValueError saying what is allowed."""
+    if not isinstance(value, str) or not ACCOUNT_PATTERN.fullmatch(value):
+        raise ValueError(f"account name {value!r} is not valid: use 1-32 characters a-z, 0-9, '_', '.', '-', "
+                         "starting with a letter or digit (e.g. paper, fund-a)")
+    if value.startswith("replay"):
+        raise ValueError(f"account name {value!r} is reserved: names starting with 'replay' are the replays' own "
+                         "accounts (replay:<run_id>)")
+    return value
 
 
 class Settings(Section):
@@ -62,6 +82,11 @@ class Settings(Section):
         None, description="ALERT_TEST_DAILY_LOCK overlay."
     )
     alert_test_safe_mode: Literal["on", "off"] | None = Field(None, description="ALERT_TEST_SAFE_MODE overlay.")
+    account: str = Field("paper", description="The paper account this runner trades (one runner per account).")
+    prometheus_sd_dir: str = Field("run/prometheus_sd", description="Directory of the runners' Prometheus file_sd "
+                                   "files (<account>.json); empty: none written.")
+    prometheus_sd_host: str = Field("localhost", min_length=1, description="Host name Prometheus reaches the "
+                                    "exporter at (the file_sd target).")
 
     @field_validator("mode")
     @classmethod
@@ -69,6 +94,11 @@ class Settings(Section):
         if value != "paper":
             raise ValueError(f"only MODE=paper is supported (was {value!r}); this build never trades real money")
         return value
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        return check_account(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

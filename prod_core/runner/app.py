@@ -126,7 +126,7 @@ class PaperRunner:
             log.error("feed error: %s", exc)
             return 2
         self.replay = settings.feed == "replay"
-        self.account = f"replay:{self.run_id}" if self.replay else "paper"
+        self.account = f"replay:{self.run_id}" if self.replay else settings.account
         # A replay of a recorded session: its start state, configs and control events.
         self.session = getattr(self.feed, "recording", None)
         self.recording = not self.replay  # a paper run records its session
@@ -169,6 +169,9 @@ class PaperRunner:
             return 2
         log.info("Prometheus exporter слушает порт %d (http://%s:%d/metrics)", self.exporter.port,
                  settings.prometheus_bind, self.exporter.port)
+        self.sd_file = None
+        if not self.replay:
+            self._write_sd_file()
         self.pipeline = Pipeline(run_id=self.run_id, gov=self.gov, instruments=instruments, storage=self.storage,
                                  live=self.live, notify=self.notify, state=self.state, feed_name=self.feed.name,
                                  clock_mode="bar" if self.replay else "wall",
@@ -286,7 +289,8 @@ class PaperRunner:
                                    details={"run_id": rid, "cancelled": count})
         self.chash = config_hash(self.gov, self.symbols)
         self.storage.start_run(self.run_id, mode=settings.mode, feed=settings.feed, config_hash=self.chash,
-                               code_version=__version__, ts=t_start, args=redact_args(shlex.join(sys.argv[1:])))
+                               code_version=__version__, ts=t_start, args=redact_args(shlex.join(sys.argv[1:])),
+                               account=self.account)
         self.book = open_book(self.storage, self.account, self.run_id,
                               starting_cash=self.gov.account.starting_equity_usd, actor=_user(),
                               opening=self.session.start["account"] if self.session is not None else None)
@@ -743,10 +747,37 @@ class PaperRunner:
         self._announce_linger()
         self._copy_log()
         self._linger()
+        if status == "stopped":  # a failed run leaves its target: Prometheus sees it down and alerts
+            self._remove_sd_file()
         self.exporter.stop()
         self.events_csv.close()
         logging.shutdown()
         return status
+
+    def _write_sd_file(self) -> None:
+        """Prometheus file_sd: ``<PROMETHEUS_SD_DIR>/<account>.json`` names this runner's exporter."""
+        from prod_core.telemetry.discovery import write_sd_file
+
+        directory = self.settings.prometheus_sd_dir
+        if not directory:
+            return
+        try:
+            self.sd_file = write_sd_file(directory, self.account, host=self.settings.prometheus_sd_host,
+                                         port=self.exporter.port, run_id=self.run_id)
+        except OSError as exc:  # discovery is an aid: the run goes on, scraped by a static target if any
+            log.warning("Prometheus file_sd: не записан %s/%s.json: %s", directory, self.account, exc)
+            return
+        log.info("Prometheus file_sd: %s (account=%s, target %s:%d)", self.sd_file, self.account,
+                 self.settings.prometheus_sd_host, self.exporter.port)
+        if self.exporter.port == 9108 and self.account != "paper":
+            log.warning("Счёт %s на порту 9108: статическая цель Prometheus localhost:9108 помечена account=paper "
+                        "(configs/prometheus/prometheus.yml); дайте этому runner другой PROMETHEUS_PORT", self.account)
+
+    def _remove_sd_file(self) -> None:
+        from prod_core.telemetry.discovery import remove_sd_file
+
+        if getattr(self, "sd_file", None) is not None:
+            remove_sd_file(self.sd_file.parent, self.account, self.run_id)
 
     def _copy_log(self) -> None:
         folder = Path(self.settings.reports_dir) / f"run_{self.run_id}"

@@ -363,6 +363,37 @@ ALTER TABLE orders ADD COLUMN done_ms BIGINT;
 ALTER TABLE fills ADD COLUMN ref_price DOUBLE PRECISION;
 """
 
+# v7: many accounts on one database.
+# - commands.account: the account a command is for (a runner applies only its own); the
+#   commands queued before v7 were all for the one account there was, 'paper'.
+# - runs.account: the account a run traded; replays trade their own 'replay:<run_id>'.
+# - firm_state: the firm-wide kill-switch (one row), with who set it, why and when; epoch
+#   counts its changes so that a runner notices each one once.
+# - firm_kills: the accounts whose kill-switch the firm-wide one turned on (lifted with it,
+#   unlike a kill-switch the account's own operator command or the drawdown turned on).
+_V7_ACCOUNTS = """
+ALTER TABLE commands ADD COLUMN account TEXT NOT NULL DEFAULT 'paper';
+CREATE INDEX idx_commands_account ON commands (account, status, id);
+ALTER TABLE runs ADD COLUMN account TEXT NOT NULL DEFAULT 'paper';
+UPDATE runs SET account = 'replay:' || run_id WHERE feed = 'replay';
+CREATE INDEX idx_runs_account ON runs (account, started_at);
+CREATE TABLE firm_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    kill_switch  INTEGER NOT NULL DEFAULT 0 CHECK (kill_switch IN (0, 1)),
+    epoch        INTEGER NOT NULL DEFAULT 0,
+    actor        TEXT NOT NULL DEFAULT '',
+    comment      TEXT NOT NULL DEFAULT '',
+    updated_at   DOUBLE PRECISION
+);
+INSERT INTO firm_state (id, kill_switch, epoch) VALUES (1, 0, 0);
+CREATE TABLE firm_kills (
+    account  TEXT PRIMARY KEY,
+    epoch    INTEGER NOT NULL,
+    run_id   TEXT,
+    ts       DOUBLE PRECISION NOT NULL
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
@@ -370,6 +401,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (4, "account journal, writer leases, positions.account and the void status", _V4_JOURNAL),
     (5, "recorded session: bars in arrival order and control events", _V5_SESSION),
     (6, "margined perps: journal funding entries, position margin/funding/partial-exit columns", _V6_MARGIN),
+    (7, "many accounts: commands.account, runs.account, firm-wide kill-switch state", _V7_ACCOUNTS),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

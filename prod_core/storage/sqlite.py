@@ -507,7 +507,11 @@ class Storage:
         code_version: str,
         ts: float,
         args: str = "",
+        account: str | None = None,
     ) -> None:
+        """Record a new ``running`` run of ``account`` (default: ``replay:<run_id>`` for a replay, else ``paper``)."""
+        if account is None:
+            account = f"replay:{run_id}" if feed == "replay" else "paper"
         if self._db().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
             raise StorageError(
                 f"run id {run_id!r} already exists in database {self.path}: run ids are unique for the life of "
@@ -516,8 +520,8 @@ class Storage:
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, mode, feed, started_at, heartbeat_at, status, config_hash,"
-                " code_version, args) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                (run_id, mode, feed, ts, ts, config_hash, code_version, args),
+                " code_version, args, account) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (run_id, mode, feed, ts, ts, config_hash, code_version, args, account),
             )
 
     def heartbeat(self, run_id: str, ts: float) -> None:
@@ -556,9 +560,26 @@ class Storage:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         return rows[0] if rows else None
 
-    def list_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        """Newest first."""
+    def list_runs(self, limit: int = 10, *, account: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; of one account when ``account`` is given."""
+        if account is not None:
+            return self._query("SELECT * FROM runs WHERE account = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                               (account, int(limit)))
         return self._query("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (int(limit),))
+
+    def latest_run(self, account: str) -> dict[str, Any] | None:
+        """The newest run of ``account``, or None."""
+        rows = self.list_runs(1, account=account)
+        return rows[0] if rows else None
+
+    def known_accounts(self, *, replays: bool = False) -> list[str]:
+        """Every account this database knows (saved state, lease, journal or run), sorted; replays'
+        own accounts (``replay:<run_id>``) only with ``replays``."""
+        rows = self._query(
+            "SELECT account FROM governance_state UNION SELECT account FROM leases"
+            " UNION SELECT account FROM runs UNION SELECT DISTINCT account FROM journal ORDER BY account"
+        )
+        return [r["account"] for r in rows if replays or not r["account"].startswith("replay:")]
 
     def mark_stale_runs(self, now_s: float, max_age_s: float, *, keep: str | None = None) -> list[tuple[str, float]]:
         """Runs still ``running`` with no heartbeat for ``max_age_s`` become ``crashed``.
@@ -1070,17 +1091,24 @@ class Storage:
 
     # ------------------------------------------------------------------ operator commands
 
-    def enqueue_command(self, command: str, *, args: dict[str, Any], comment: str, actor: str, ts: float) -> int:
+    def enqueue_command(self, command: str, *, args: dict[str, Any], comment: str, actor: str, ts: float,
+                        account: str = "paper") -> int:
         with self._tx() as conn:
             cur = conn.execute(
-                "INSERT INTO commands (ts, command, args_json, comment, actor, status) VALUES (?, ?, ?, ?, ?, 'pending')",
-                (ts, command, json.dumps(args, sort_keys=True, default=str), comment, actor),
+                "INSERT INTO commands (ts, command, args_json, comment, actor, status, account)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                (ts, command, json.dumps(args, sort_keys=True, default=str), comment, actor, account),
             )
             return int(cur.lastrowid or 0)
 
-    def pending_commands(self) -> list[dict[str, Any]]:
-        """Pending commands in the order they were enqueued; ``args`` decoded from ``args_json``."""
-        rows = self._query("SELECT * FROM commands WHERE status = 'pending' ORDER BY id")
+    def pending_commands(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Pending commands (of one account, or of all) in the order they were enqueued; ``args``
+        decoded from ``args_json``."""
+        if account is not None:
+            rows = self._query("SELECT * FROM commands WHERE status = 'pending' AND account = ? ORDER BY id",
+                               (account,))
+        else:
+            rows = self._query("SELECT * FROM commands WHERE status = 'pending' ORDER BY id")
         for row in rows:
             row["args"] = json.loads(row["args_json"])
         return rows
@@ -1103,6 +1131,54 @@ class Storage:
             return None
         rows[0]["args"] = json.loads(rows[0]["args_json"])
         return rows[0]
+
+    # ------------------------------------------------------------------ firm-wide kill-switch
+
+    def firm_state(self) -> dict[str, Any]:
+        """The firm-wide kill-switch: ``kill_switch`` (bool), ``epoch`` (counts its changes), ``actor``,
+        ``comment``, ``updated_at``."""
+        rows = self._query("SELECT kill_switch, epoch, actor, comment, updated_at FROM firm_state WHERE id = 1")
+        if not rows:
+            return {"kill_switch": False, "epoch": 0, "actor": "", "comment": "", "updated_at": None}
+        row = rows[0]
+        row["kill_switch"] = bool(row["kill_switch"])
+        return row
+
+    def set_firm_kill_switch(self, on: bool, *, actor: str, comment: str, ts: float) -> tuple[bool, dict[str, Any]]:
+        """Turn the firm-wide kill-switch on or off and audit it (one transaction). Returns
+        ``(changed, state)``; setting the state it already has changes nothing."""
+        with self._tx() as conn:
+            (was,) = conn.execute("SELECT kill_switch FROM firm_state WHERE id = 1").fetchone()
+            changed = bool(was) != on
+            if changed:
+                conn.execute(
+                    "UPDATE firm_state SET kill_switch = ?, epoch = epoch + 1, actor = ?, comment = ?, updated_at = ?"
+                    " WHERE id = 1",
+                    (1 if on else 0, actor, comment, ts),
+                )
+                conn.execute(
+                    "INSERT INTO audit (ts, account, run_id, actor, action, comment, details_json)"
+                    " VALUES (?, '*', NULL, ?, 'firm-kill-switch', ?, ?)",
+                    (ts, actor, comment, json.dumps({"state": "on" if on else "off"})),
+                )
+        return changed, self.firm_state()
+
+    def firm_kill(self, account: str) -> dict[str, Any] | None:
+        """The record that the firm-wide kill-switch turned ``account``'s kill-switch on, or None."""
+        rows = self._query("SELECT * FROM firm_kills WHERE account = ?", (account,))
+        return rows[0] if rows else None
+
+    def record_firm_kill(self, account: str, *, epoch: int, run_id: str, ts: float) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO firm_kills (account, epoch, run_id, ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account) DO UPDATE SET epoch = excluded.epoch, run_id = excluded.run_id, ts = excluded.ts",
+                (account, epoch, run_id, ts),
+            )
+
+    def clear_firm_kill(self, account: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM firm_kills WHERE account = ?", (account,))
 
     # ------------------------------------------------------------------ exports
 

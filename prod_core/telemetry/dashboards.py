@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,64 @@ SCHEMA_VERSION = 39  # Grafana 10.4 / 11
 Json = dict[str, Any]
 
 
+# Every query is filtered by the dashboard's `account` variable: the target label each runner's
+# file_sd entry carries (configs/prometheus/prometheus.yml; the static localhost:9108 target is
+# labelled account=paper). "All" is the regex .*, which also matches a series without the label.
+ACCOUNT_MATCHER = 'account=~"$account"'
+ACCOUNT_VARIABLE: Json = {
+    "name": "account",
+    "label": "account",
+    "type": "query",
+    "datasource": DS,
+    "query": {"query": "label_values(runner_up, account)", "refId": "account"},
+    "definition": "label_values(runner_up, account)",
+    "refresh": 2,
+    "multi": True,
+    "includeAll": True,
+    "allValue": ".*",
+    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    "sort": 1,
+}
+
+_PROMQL_TOKEN = re.compile(
+    r'(?P<skip>"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]'
+    r"|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)|\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
+    r"|(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
+)
+_NOT_METRICS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "sum", "min", "max", "avg", "group", "count",
+                "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values"}
+
+
+def scoped(expr: str) -> str:
+    """``expr`` with ``account=~"$account"`` added to every metric selector (functions, keywords,
+    grouping labels, strings and ranges are left alone)."""
+    out: list[str] = []
+    pos = 0
+    for m in _PROMQL_TOKEN.finditer(expr):
+        name = m.group("name")
+        if name is None or name in _NOT_METRICS:
+            continue
+        rest = expr[m.end():]
+        if rest.lstrip().startswith("("):  # a function call
+            continue
+        out.append(expr[pos:m.end()])
+        pos = m.end()
+        if rest.startswith("{"):
+            inner = rest[1:rest.index("}")].strip()
+            out.append("{" + ACCOUNT_MATCHER + (", " if inner else ""))
+            pos += 1
+        else:
+            out.append("{" + ACCOUNT_MATCHER + "}")
+    out.append(expr[pos:])
+    return "".join(out)
+
+
 # ----------------------------------------------------------------------------- helpers
 def target(expr: str, ref: str = "A", *, legend: str = "", instant: bool = False, fmt: str = "time_series") -> Json:
     return {
         "datasource": DS,
         "refId": ref,
-        "expr": expr,
+        "expr": scoped(expr),
         "legendFormat": legend or "__auto",
         "instant": instant,
         "range": not instant,
@@ -118,7 +171,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json], *, tem
             {"type": "dashboards", "title": "crupto", "tags": ["crupto"], "asDropdown": True,
              "includeVars": False, "keepTime": True}
         ],
-        "templating": {"list": templating or []},
+        "templating": {"list": [ACCOUNT_VARIABLE, *(templating or [])]},
         "panels": panels,
     }
 

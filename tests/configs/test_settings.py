@@ -95,3 +95,15 @@ def test_environment_strings_still_coerce_to_numbers(tmp_path: Path) -> None:
     env.write_text("PROMETHEUS_PORT=9108\nEXPORTER_LINGER_S=2.5\n")
     s = load_settings(environ={"SIM_BAR_INTERVAL_S": "0.5"}, env_file=env)
     assert (s.prometheus_port, s.exporter_linger_s, s.sim_bar_interval_s) == (9108, 2.5, 0.5)
+
+
+@pytest.mark.parametrize("value", ["Fund", "-a", "a b", "a" * 33, "replay", "replay-1", "", "paper/x"])
+def test_bad_account_names_the_variable_and_value(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(environ={"ACCOUNT": value}, env_file=tmp_path / "none")
+    assert "ACCOUNT" in str(exc.value) and repr(value) in str(exc.value)
+
+
+def test_account_defaults_to_paper_and_accepts_a_name(tmp_path: Path) -> None:
+    assert load_settings(environ={}, env_file=tmp_path / "none").account == "paper"
+    assert load_settings(environ={"ACCOUNT": "fund-a.2"}, env_file=tmp_path / "none").account == "fund-a.2"

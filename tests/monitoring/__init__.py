@@ -61,7 +61,7 @@ def dashboard_targets() -> Iterator[tuple[str, dict, dict]]:
 
 def concrete(expr: str, rate_interval: str = "1m") -> str:
     """A dashboard query with Grafana's variables replaced, as Grafana would send it."""
-    return expr.replace("$__rate_interval", rate_interval).replace("$stage", ".*")
+    return expr.replace("$__rate_interval", rate_interval).replace("$stage", ".*").replace("$account", ".*")
 
 
 _FUNCTIONS_AND_KEYWORDS = {

@@ -34,8 +34,13 @@ def _panels(title: str) -> list[dict]:
     return dash["panels"]
 
 
+def _unscoped(expr: str) -> str:
+    """A query without the `account` matcher every query carries (checked on its own below)."""
+    return expr.replace('{account=~"$account"}', "").replace('account=~"$account", ', "")
+
+
 def _exprs(panel: dict) -> list[str]:
-    return [t["expr"] for t in panel["targets"]]
+    return [_unscoped(t["expr"]) for t in panel["targets"]]
 
 
 def test_committed_json_is_what_the_generator_produces(tmp_path: Path) -> None:
@@ -165,3 +170,26 @@ def test_compose_mounts_existing_files_and_sets_provisioning_variables() -> None
     for path in (GRAFANA_DIR / "provisioning").rglob("*.yml"):
         for var in re.findall(r"\$\{(\w+)\}", path.read_text(encoding="utf-8")):
             assert var in env, (path.name, var)
+
+
+def test_every_dashboard_has_the_account_variable_and_every_query_uses_it() -> None:
+    """Many accounts: each dashboard filters by the `account` target label (file_sd / static target)."""
+    for dash in dashboards().values():
+        first = dash["templating"]["list"][0]
+        assert first["name"] == "account" and first["includeAll"] and first["allValue"] == ".*"
+        assert first["query"]["query"] == "label_values(runner_up, account)"
+    for _title, _panel, t in dashboard_targets():
+        # every selector of a metric carries the matcher (one per metric name in the query)
+        assert t["expr"].count('account=~"$account"') >= 1, t["expr"]
+        assert not re.search(r"\b(sum|max|min|by)\{", t["expr"]), t["expr"]
+
+
+def test_scoped_adds_the_account_matcher_to_metric_selectors_only() -> None:
+    from prod_core.telemetry.dashboards import scoped
+
+    assert scoped("feed_health") == 'feed_health{account=~"$account"}'
+    assert scoped('sum by (le) (increase(x_bucket{stage=~"$stage"}[$__rate_interval]))') == (
+        'sum by (le) (increase(x_bucket{account=~"$account", stage=~"$stage"}[$__rate_interval]))')
+    assert scoped('sum(increase(f_total{reason="liq"}[24h])) or vector(0)') == (
+        'sum(increase(f_total{account=~"$account", reason="liq"}[24h])) or vector(0)')
+    assert scoped("max(a) * 1000 and b == 1") == 'max(a{account=~"$account"}) * 1000 and b{account=~"$account"} == 1'

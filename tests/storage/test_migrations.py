@@ -88,3 +88,36 @@ def test_split_statements_handles_semicolons_in_strings() -> None:
     """The splitter cuts on statement ends, not on semicolons inside literals."""
     sql = "CREATE TABLE t (x TEXT DEFAULT 'a;b');\nINSERT INTO t VALUES ('c;d');\n"
     assert len(split_statements(sql)) == 2
+
+
+def test_v6_db_upgrades_to_accounts_runs_commands_and_firm_state(tmp_path: Path) -> None:
+    """v7: existing commands are the paper account's, replay runs get replay:<run_id>, others
+    paper; the firm-wide kill-switch starts off; a new run and command carry their account."""
+    path = tmp_path / "v6.db"
+    conn = _raw(path)
+    assert apply_migrations(conn, [m for m in MIGRATIONS if m[0] <= 6])[-1] == 6
+    conn.execute("INSERT INTO runs (run_id, mode, feed, started_at, status) VALUES ('p1', 'paper', 'sim', 1.0, 'stopped')")
+    conn.execute("INSERT INTO runs (run_id, mode, feed, started_at, status) VALUES ('r1', 'paper', 'replay', 2.0, 'stopped')")
+    conn.execute("INSERT INTO runs (run_id, mode, feed, started_at, status) VALUES ('c1', 'paper', 'ccxt', 3.0, 'stopped')")
+    conn.execute("INSERT INTO commands (ts, command, actor, status) VALUES (1.0, 'hold', 'op', 'pending')")
+    conn.close()
+
+    with Storage(str(path)) as st:
+        assert st.schema_version == LATEST_VERSION >= 7
+        assert {r["run_id"]: r["account"] for r in st.list_runs(10)} == {"p1": "paper", "r1": "replay:r1", "c1": "paper"}
+        assert [c["account"] for c in st.pending_commands()] == ["paper"]
+        assert [c["id"] for c in st.pending_commands("paper")] == [1] and st.pending_commands("fund-a") == []
+        assert st.firm_state()["kill_switch"] is False and st.firm_state()["epoch"] == 0
+        assert st.known_accounts() == ["paper"] and st.known_accounts(replays=True) == ["paper", "replay:r1"]
+        st.start_run("f1", mode="paper", feed="sim", config_hash="h", code_version="c", ts=4.0, account="fund-a")
+        st.enqueue_command("lock", args={}, comment="", actor="op", ts=5.0, account="fund-a")
+        assert st.latest_run("fund-a")["run_id"] == "f1" and st.latest_run("paper")["run_id"] == "c1"
+        assert [c["command"] for c in st.pending_commands("fund-a")] == ["lock"]
+        changed, firm = st.set_firm_kill_switch(True, actor="op", comment="drill", ts=6.0)
+        assert changed and firm["kill_switch"] and firm["epoch"] == 1 and firm["comment"] == "drill"
+        assert st.set_firm_kill_switch(True, actor="op", comment="again", ts=7.0)[0] is False
+        assert [a["account"] for a in st.audit_log() if a["action"] == "firm-kill-switch"] == ["*"]
+        st.record_firm_kill("fund-a", epoch=1, run_id="f1", ts=6.5)
+        assert st.firm_kill("fund-a")["run_id"] == "f1"
+        st.clear_firm_kill("fund-a")
+        assert st.firm_kill("fund-a") is None
