@@ -122,6 +122,9 @@ class FastLane:
             for slot in slots_of[r]:
                 try:
                     scan = slot.strategy.scan(ts[rows], ohlcv[rows])
+                    if scan is None:
+                        raise TypeError(f"{type(slot.strategy).__name__}.scan returned None: a strategy that "
+                                        "overrides scan must answer every bar it is given (docs/STRATEGIES.md)")
                 except Exception as exc:  # a strategy's bug holds that strategy (its signals of this window are lost)
                     i0 = int(rows[0])
                     p._strategy_failed(slot.strategy, Bar(symbols[r], int(ts[i0]), *ohlcv[i0].tolist()), exc)

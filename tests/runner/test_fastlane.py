@@ -159,3 +159,34 @@ def test_bad_bars_send_their_window_bar_by_bar_with_the_same_result(tmp_path: Pa
     assert slow >= 1
     anomalies = re.findall(r"отклонено баров (\d+)", text)
     assert anomalies and anomalies == re.findall(r"отклонено баров (\d+)", text_off)
+
+
+def test_a_scan_that_raises_holds_its_strategy_and_the_replay_goes_on(tmp_path: Path) -> None:
+    """A user strategy whose scan raises (tests/fixtures/user_strategies) is held, logged and journaled
+    once; the parity strategy beside it trades through the fast lane to the end of the data exactly as
+    it does alone."""
+    strategies = {
+        "sma_parity": {"class": "prod_core.strategies.sma_cross:SmaCross", "params": {"fast": 10, "slow": 30}},
+        "scan_faulty": {"class": "acme_strats.momentum:ScanFaulty", "params": {"fail_at": 3000}},
+    }
+    both = {"always": ["sma_parity", "scan_faulty"], "calm": [], "trend_up": [], "trend_down": [], "volatile": []}
+    config = _scenario(tmp_path, strategies=strategies, enable_map=both, safe_mode_enable_map=both)
+    data = [shared_data_dir() / f for f in FILES[:2]]
+    alone, _ = _replay(tmp_path, "alone", SCENARIO, data, lane=True)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO / "tests" / "fixtures" / "user_strategies") + (os.pathsep + old if old else "")
+    try:
+        db, text = _replay(tmp_path, "on", config, data, lane=True)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    assert "Стратегия scan_faulty упала" in text and "ZeroDivisionError" in text
+    assert text.count("Стратегия scan_faulty упала") < 5  # not a line per window
+    skipped, total, slow = _skipped(text)
+    assert skipped > total // 2 and slow == 0
+    with closing(sqlite3.connect(db)) as conn:
+        holds = conn.execute("SELECT body_json FROM journal WHERE event = 'hold'").fetchall()
+    assert len(holds) == 1 and json.loads(holds[0][0])["details"]["strategy"] == "scan_faulty"
+    assert _tables(db)["fills"] == _tables(alone)["fills"]
