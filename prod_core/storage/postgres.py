@@ -60,6 +60,13 @@ _BEGIN_WRITE = (
 )
 
 
+_COMPAT_SQL = (
+    "CREATE FUNCTION crupto_bool_sum(acc bigint, x boolean) RETURNS bigint LANGUAGE sql IMMUTABLE AS"
+    " 'SELECT CASE WHEN x IS NULL THEN acc ELSE COALESCE(acc, 0) + x::int END'",
+    "CREATE AGGREGATE sum(boolean) (SFUNC = crupto_bool_sum, STYPE = bigint)",
+)
+
+
 class PgError(Exception):
     """A PostgreSQL failure, worded like SQLite's where ``Storage`` or an operator reads the words."""
 
@@ -298,6 +305,20 @@ class PgConnection:
                 return PgCursor(rows=[], rowcount=cur.rowcount)
         except self._psycopg_error as exc:
             raise _map_error(exc) from exc
+
+    def install_compat(self) -> None:
+        """SQLite idioms the report SQL uses, defined once per database: ``SUM(boolean)`` (SQLite's
+        booleans are 0/1; NULL over no rows, as SQLite's SUM). Call under the migration lock."""
+        if self.execute("SELECT 1 FROM pg_catalog.pg_proc WHERE proname = 'crupto_bool_sum'").fetchone():
+            return
+        self.execute("BEGIN")
+        try:
+            for stmt in _COMPAT_SQL:
+                self._pg.execute(stmt)
+            self.execute("COMMIT")
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._pg.close()

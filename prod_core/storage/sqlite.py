@@ -308,6 +308,7 @@ class Storage:
             conn.execute("SELECT pg_advisory_lock(1)")  # one migrating process at a time (a fresh database)
             try:
                 apply_migrations(conn, MIGRATIONS, db_label=f"database {self.path}")
+                conn.install_compat()
             finally:
                 conn.execute("SELECT pg_advisory_unlock(1)")
         except DB_ERRORS as exc:
