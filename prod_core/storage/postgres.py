@@ -284,7 +284,12 @@ class PgConnection:
                     return PgCursor(rows=[], rowcount=cur.rowcount, lastrowid=row[0] if row else None)
                 return PgCursor(cur)
             if kind == "begin_write":
-                self._pg.execute(text)
+                try:
+                    self._pg.execute(text)
+                except self._psycopg_error:
+                    if self.in_transaction:  # the lock wait timed out: nothing was done, end the attempt
+                        self._pg.execute("ROLLBACK")
+                    raise
                 return PgCursor(rows=[], rowcount=-1)
             if kind == "table_info":
                 return PgCursor(self._pg.execute(text, (extra.lower(),)))
