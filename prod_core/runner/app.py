@@ -871,7 +871,11 @@ def main(argv: list[str] | None = None) -> int:
     from prod_core.storage.paths import check_db_path
 
     try:
-        check_db_path(settings.database(args.db), create=True)
+        target = check_db_path(settings.database(args.db), create=True)
+        if target.lower().startswith(("postgresql://", "postgres://")):  # a server: reach it (and migrate) now
+            from prod_core.storage import Storage
+
+            Storage(target).close()
     except StorageError as exc:
         print(f"storage error: {exc}", file=sys.stderr, flush=True)
         return 2

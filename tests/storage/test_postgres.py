@@ -195,3 +195,19 @@ def test_replay_reconcile_and_report_on_postgresql(pg_url: str, tmp_path: Path) 
     assert rep.returncode == 0, rep.stderr[-2000:]
     out = tmp_path / "reports" / f"run_{last['run_id']}"
     assert (out / "summary.md").is_file() and len((out / "fills.csv").read_text().splitlines()) == len(fills) + 1
+
+
+def test_failed_migration_rolls_back_on_postgresql(pg_url: str) -> None:
+    """A migration that fails leaves PostgreSQL at the previous version with no partial change (transactional DDL)."""
+    from prod_core.storage.migrations import apply_migrations, current_version
+    from prod_core.storage.postgres import PgConnection
+
+    conn = PgConnection(pg_url)
+    try:
+        broken = [*MIGRATIONS[:1], (2, "broken", "CREATE TABLE half (x INTEGER);\nCREATE TABLE runs (x INTEGER);")]
+        with pytest.raises(StorageError, match="migration 2"):
+            apply_migrations(conn, broken)
+        assert current_version(conn) == 1
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
+    finally:
+        conn.close()
