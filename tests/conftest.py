@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,55 @@ def shared_data_dir() -> Path:
             pytest.fail(f"{path} is required under CI (shared/ is checked out beside the repo)")
         pytest.skip(f"{path} not present")
     return path
+
+
+# ---------------------------------------------------------------- PostgreSQL (a real throwaway server)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """ONE throwaway PostgreSQL for the whole session (initdb + pg_ctl in a temp dir, see
+    prod_core.testing.pg); skipped on a laptop without the server binaries, a failure under CI."""
+    from prod_core.testing.pg import PostgresUnavailable, ThrowawayPostgres
+
+    try:
+        server = ThrowawayPostgres()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required under CI (.ci/run installs it): {exc}")
+        pytest.skip(str(exc))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_PG_DB_SEQ = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def pg_url(pg_server) -> Iterator[str]:
+    """A fresh, empty database on the session's server for one test (dropped afterwards)."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_PG_DB_SEQ)}"
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield pg_server.url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> str:
+    """Run a test on both storage backends (see ``db_target``)."""
+    return request.param
+
+
+@pytest.fixture
+def db_target(backend: str, tmp_path: Path, request) -> str:
+    """What ``Storage(...)`` opens for this test: a new SQLite file, or a fresh PostgreSQL database."""
+    if backend == "postgres":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "storage" / "crupto.db")

@@ -15,12 +15,12 @@ STALE_HEARTBEAT_S = 10.0
 
 
 def open_storage(args) -> Storage:
-    """The runner's database (``--db``, else DB_PATH from the settings); never creates one.
+    """The runner's database (``--db``, else DB_URL, else DB_PATH from the settings); never creates one.
 
     A missing file, or one without crupto's schema, raises ``StorageError`` naming the path
     and the DB path the settings give, so a typo cannot queue commands no runner will see.
     """
-    db = getattr(args, "db", None) or load_settings().db_path
+    db = load_settings().database(getattr(args, "db", None))
     return Storage(db, create=False)
 
 

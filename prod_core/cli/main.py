@@ -14,7 +14,8 @@ COMMANDS = (status, reconcile, fetch_history, report, sweep)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prod_core.cli", description="crupto operator commands")
-    parser.add_argument("--db", default=None, help="SQLite path (default: DB_PATH from env/.env, else storage/crupto.db)")
+    parser.add_argument("--db", default=None, help="SQLite path or postgresql:// URL (default: DB_URL, else DB_PATH from env/.env, "
+                        "else storage/crupto.db)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)

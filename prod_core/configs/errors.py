@@ -23,6 +23,10 @@ def _field_path(loc: tuple[object, ...]) -> str:
     return "".join(parts) or "<root>"
 
 
+# Settings whose value may hold a secret: an error names the field, never the value.
+_SECRET_FIELDS = frozenset({"db_url", "exchange_api_key", "exchange_api_secret"})
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """Render every pydantic error as `source: field=value: problem` joined on one line."""
     items = []
@@ -46,7 +50,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
             msg = "must be a finite number (.inf and .nan are refused)"
         elif kind == "tuple_type":
             msg = "expected a list, e.g. [a, b] or []"
-        shown = repr(value)
+        shown = repr(value) if not (loc and str(loc[-1]) in _SECRET_FIELDS) else "(value not shown)"
         if len(shown) > 60:
             shown = shown[:57] + "..."
         items.append(f"{_field_path(loc)}={shown}: {msg}")

@@ -25,6 +25,7 @@ ENV_KEYS: dict[str, str] = {
     "PROMETHEUS_PORT": "prometheus_port",
     "PROMETHEUS_BIND": "prometheus_bind",
     "DB_PATH": "db_path",
+    "DB_URL": "db_url",
     "LOG_LEVEL": "log_level",
     "EXCHANGE_API_KEY": "exchange_api_key",
     "EXCHANGE_API_SECRET": "exchange_api_secret",
@@ -69,6 +70,8 @@ class Settings(Section):
     prometheus_port: int = Field(9108, ge=0, le=65535, description="Exporter port (0 picks a free one).")
     prometheus_bind: str = Field("127.0.0.1", description="Exporter bind address.")
     db_path: str = Field("storage/crupto.db", min_length=1, description="SQLite database path.")
+    db_url: SecretStr = Field(SecretStr(""), description="postgresql://user:password@host:port/db selects "
+                              "PostgreSQL (wins over DB_PATH; the password is never printed).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     exchange_api_key: SecretStr = Field(SecretStr(""), description="Sandbox API key (never logged).")
     exchange_api_secret: SecretStr = Field(SecretStr(""), description="Sandbox API secret (never logged).")
@@ -99,6 +102,20 @@ class Settings(Section):
     @classmethod
     def _account(cls, value: str) -> str:
         return check_account(value)
+
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().strip()
+        if raw and not raw.lower().startswith(("postgresql://", "postgres://")):
+            # never echo the value: it may hold a password
+            raise ValueError("DB_URL must be a postgresql://user:password@host:port/database URL (value not shown); "
+                             "for SQLite set DB_PATH instead and leave DB_URL empty")
+        return SecretStr(raw)
+
+    def database(self, flag: str | None = None) -> str:
+        """What ``Storage`` opens: the ``--db`` flag, else DB_URL (PostgreSQL) when set, else DB_PATH (SQLite)."""
+        return flag or self.db_url.get_secret_value() or self.db_path
 
     @field_validator("log_level", mode="before")
     @classmethod

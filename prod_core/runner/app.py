@@ -261,7 +261,7 @@ class PaperRunner:
         Returns an exit code to stop with (2), or 0 to go on. A replay trades a fresh account of
         its own (``replay:<run_id>``) and never touches the paper account.
         """
-        self.storage = Storage(self.args.db or settings.db_path)
+        self.storage = Storage(settings.database(self.args.db))
         self.storage.on_retry = self._on_storage_retry
         if self.replay:  # a replay can be rerun: larger batches, still flushed at least once a second
             self.storage.flush_rows = REPLAY_FLUSH_ROWS
@@ -871,7 +871,11 @@ def main(argv: list[str] | None = None) -> int:
     from prod_core.storage.paths import check_db_path
 
     try:
-        check_db_path(args.db or settings.db_path, create=True)
+        target = check_db_path(settings.database(args.db), create=True)
+        if target.lower().startswith(("postgresql://", "postgres://")):  # a server: reach it (and migrate) now
+            from prod_core.storage import Storage
+
+            Storage(target).close()
     except StorageError as exc:
         print(f"storage error: {exc}", file=sys.stderr, flush=True)
         return 2

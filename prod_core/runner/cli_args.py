@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", type=run_id, default=None,
                    help="run identifier: letters, digits, '.', '_', '-', max 64 (default: UTC time + random suffix)")
     p.add_argument("--port", type=port, default=None, help="Prometheus exporter port 0..65535, 0 = any free (env PROMETHEUS_PORT)")
-    p.add_argument("--db", default=None, help="SQLite path (env DB_PATH)")
+    p.add_argument("--db", default=None, help="SQLite path or postgresql:// URL (env DB_URL, else DB_PATH)")
     p.add_argument("--config-dir", default=None, help="directory of governance.yaml and symbols.yaml (env CONFIG_DIR)")
     p.add_argument("--bar-interval", type=positive_float, default=None, help="sim: wall seconds between bars")
     p.add_argument("--data", nargs="+", default=None, metavar="PATH",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from prod_core.storage.postgres import DB_ERRORS
+
 __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
@@ -496,7 +498,7 @@ def apply_migrations(
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, DB_ERRORS):
                 raise StorageError(
                     f"{db_label}: migration {version} ({description}) failed and was rolled back: {exc}; "
                     f"the database is still at version {current_version(conn)}"

@@ -122,6 +122,10 @@ def check_db_path(path_or_url: str, *, create: bool) -> str:
     file; whether it holds crupto's schema is checked by ``Storage``. Either way the
     database must be writable (WAL). ``:memory:`` is accepted as is. Nothing is created.
     """
+    from prod_core.storage.postgres import is_postgres_url
+
+    if is_postgres_url(path_or_url):  # a server, not a file: Storage checks it when it connects
+        return str(path_or_url).strip()
     resolved = _resolve(path_or_url)
     if resolved == ":memory:":
         return resolved

@@ -37,6 +37,7 @@ from typing import Any
 from prod_core.domain.types import Fill, Order, Position
 from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
+from prod_core.storage.postgres import DB_ERRORS, PgConnection, is_postgres_url
 
 __all__ = [
     "EXPORT_TABLES",
@@ -214,8 +215,8 @@ def resolve_sqlite_path(path_or_url: str) -> str:
         scheme = raw.split("://", 1)[0].lower()
         if scheme != "sqlite":
             raise StorageError(
-                f"DB={_redact(raw)}: only sqlite is implemented yet ({scheme} is planned); "
-                f"use a file path such as storage/crupto.db or sqlite:///storage/crupto.db"
+                f"DB={_redact(raw)}: {scheme} is not supported: use a file path such as storage/crupto.db or "
+                f"sqlite:///storage/crupto.db (SQLite), or a postgresql://user@host/db URL (PostgreSQL)"
             )
         if not raw.lower().startswith("sqlite:///") or len(raw) <= len("sqlite:///"):
             raise StorageError(f"DB={raw}: a sqlite URL looks like sqlite:///storage/crupto.db (three slashes, then the path)")
@@ -251,7 +252,9 @@ class Storage:
             raise StorageError(f"flush_interval_s must be >= 0, was {flush_interval_s}")
         from prod_core.storage.paths import check_db_path
 
-        self.path = check_db_path(path_or_url, create=create)
+        # postgresql://... selects PostgreSQL (``path`` is the URL without its password); else SQLite.
+        self._url: str | None = str(path_or_url).strip() if is_postgres_url(path_or_url) else None
+        self.path = _redact(self._url) if self._url else check_db_path(path_or_url, create=create)
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self._closed = True
@@ -281,7 +284,44 @@ class Storage:
 
     # ------------------------------------------------------------------ open / close
 
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return "postgresql" if self._url else "sqlite"
+
+    def _open_postgres(self, create: bool) -> PgConnection:
+        """Connect, refuse a database without crupto's schema (``create=False``) and migrate it."""
+        assert self._url is not None
+        try:
+            conn = PgConnection(self._url)
+        except DB_ERRORS as exc:
+            raise StorageError(
+                f"cannot open database {self.path}: {exc}; check DB_URL (host, port, user, database, password) "
+                f"and that the PostgreSQL server is running"
+            ) from None
+        try:
+            if not create and current_version(conn) < 1:
+                raise StorageError(
+                    f"database {self.path} has no crupto schema, so it is not the runner's database "
+                    f"(nothing was changed); check DB_URL or --db"
+                )
+            conn.execute("SELECT pg_advisory_lock(1)")  # one migrating process at a time (a fresh database)
+            try:
+                apply_migrations(conn, MIGRATIONS, db_label=f"database {self.path}")
+                conn.install_compat()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(1)")
+        except DB_ERRORS as exc:
+            conn.close()
+            raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _open(self, path: str, *, create: bool = True) -> sqlite3.Connection:
+        if self._url:
+            return self._open_postgres(create)  # type: ignore[return-value]  # the sqlite3 subset Storage uses
         memory = path == ":memory:"
         if not create:
             from prod_core.storage.paths import require_crupto_schema
@@ -384,7 +424,7 @@ class Storage:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 return
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 waited = time.monotonic() - started
                 if not self._is_busy(exc) or waited >= self.retry_window_s:
                     raise StorageError(
@@ -410,9 +450,9 @@ class Storage:
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                except DB_ERRORS:
                     pass
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, DB_ERRORS):
                 raise StorageError(f"database {self.path}: write failed and was rolled back: {exc}") from exc
             raise
 
@@ -1313,7 +1353,7 @@ class Storage:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             raise StorageError(
                 f"database {self.path}: VACUUM failed: {exc}; stop other writers (the runner) and retry"
             ) from exc

@@ -82,10 +82,10 @@ def test_cli_refuses_a_foreign_sqlite_db(tmp_path: Path) -> None:
     assert tree(tmp_path) == ["other.db"]
 
 
-def test_cli_refuses_a_postgresql_url_without_the_password(tmp_path: Path) -> None:
-    line = one_error_line(run_cli(tmp_path, "--db", "postgresql://bot:s3cret@db/crupto", "status"),
-                          "error: DB=postgresql://bot:***@db/crupto: only sqlite is implemented yet")
-    assert "s3cret" not in line
+def test_cli_refuses_an_unreachable_postgresql_url_without_the_password(tmp_path: Path) -> None:
+    line = one_error_line(run_cli(tmp_path, "--db", "postgresql://bot:s3cret@127.0.0.1:1/crupto", "status"),
+                          "error: cannot open database postgresql://bot:***@127.0.0.1:1/crupto: cannot connect")
+    assert "s3cret" not in line and "check DB_URL" in line
 
 
 def test_cli_refuses_a_read_only_db(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_runner_refuses_a_read_only_directory(tmp_path: Path) -> None:
     assert f"directory {folder} is read-only (" in line
 
 
-def test_runner_refuses_a_postgresql_url_without_the_password(tmp_path: Path) -> None:
-    line = one_error_line(run_runner(tmp_path, "postgresql://bot:s3cret@db/crupto"),
-                          "storage error: DB=postgresql://bot:***@db/crupto: only sqlite is implemented yet")
-    assert "s3cret" not in line
+def test_runner_refuses_an_unreachable_postgresql_url_without_the_password(tmp_path: Path) -> None:
+    line = one_error_line(run_runner(tmp_path, "postgresql://bot:s3cret@127.0.0.1:1/crupto"),
+                          "storage error: cannot open database postgresql://bot:***@127.0.0.1:1/crupto: cannot connect")
+    assert "s3cret" not in line and "check DB_URL" in line

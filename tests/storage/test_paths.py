@@ -114,10 +114,12 @@ def test_relative_path_is_shown_with_its_absolute_form(tmp_path: Path, monkeypat
     assert f"database typo.db (= {tmp_path / 'typo.db'}) does not exist" in message
 
 
-def test_postgresql_url_is_one_line_without_the_password() -> None:
-    """resolve_sqlite_path's refusal of PostgreSQL stays, on one line, password redacted."""
-    message = error_of("postgresql://bot:s3cret@db:5432/crupto", create=True)
-    assert message.startswith("DB=postgresql://bot:***@db:5432/crupto: only sqlite is implemented yet")
+def test_postgresql_url_passes_and_other_schemes_are_one_line_without_the_password() -> None:
+    """A postgresql:// URL is a server, not a file: the path checks pass it on unchanged (Storage
+    connects to it); any other scheme is refused on one line, password redacted."""
+    assert check_db_path("postgresql://bot:s3cret@db:5432/crupto", create=False) == "postgresql://bot:s3cret@db:5432/crupto"
+    message = error_of("mysql://bot:s3cret@db:3306/crupto", create=True)
+    assert message.startswith("DB=mysql://bot:***@db:3306/crupto: mysql is not supported")
     assert "s3cret" not in message
 
 

@@ -1,4 +1,7 @@
-"""SQLite DAO: round-trips, buffering, durability, governance, commands and errors."""
+"""The storage DAO: round-trips, buffering, durability, governance, commands and errors.
+
+Every test taking ``db_path`` runs twice: on a SQLite file and on a fresh database of the
+session's throwaway PostgreSQL server (tests/conftest.py ``db_target``)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,12 @@ RUN = "run-1"
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
+def db_path(db_target: str) -> str:
+    return db_target
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> str:
     return str(tmp_path / "storage" / "crupto.db")
 
 
@@ -67,8 +75,9 @@ def _equity(st: Storage, ts_ms: int, run_id: str = RUN) -> None:
 # ---------------------------------------------------------------- opening
 
 
-def test_creates_parent_dir_and_uses_wal(db_path: str) -> None:
+def test_creates_parent_dir_and_uses_wal(sqlite_path: str) -> None:
     """Opening creates the parent directory, enables WAL and sets the pragmas."""
+    db_path = sqlite_path
     with Storage(db_path) as st:
         conn = st._conn
         assert Path(db_path).is_file()
@@ -87,10 +96,17 @@ def test_sqlite_url_is_accepted(tmp_path: Path) -> None:
 
 
 def test_other_schemes_are_refused_without_leaking_password() -> None:
-    """A PostgreSQL URL is refused with 'only sqlite is implemented yet' and no password."""
-    with pytest.raises(StorageError, match="only sqlite is implemented yet") as err:
-        Storage("postgresql://bot:s3cret@db:5432/crupto")
+    """A URL of an unsupported database is refused with the supported forms and no password."""
+    with pytest.raises(StorageError, match="mysql is not supported.*postgresql://") as err:
+        Storage("mysql://bot:s3cret@db:3306/crupto")
     assert "s3cret" not in str(err.value)
+
+
+def test_unreachable_postgresql_is_refused_without_leaking_password() -> None:
+    """A PostgreSQL URL nobody answers at is one StorageError line naming the URL without its password."""
+    with pytest.raises(StorageError, match="cannot open database postgresql://bot:\\*\\*\\*@127.0.0.1:1/crupto") as err:
+        Storage("postgresql://bot:s3cret@127.0.0.1:1/crupto")
+    assert "s3cret" not in str(err.value) and "DB_URL" in str(err.value)
 
 
 def test_not_a_database_is_refused(tmp_path: Path) -> None:
