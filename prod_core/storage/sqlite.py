@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -82,16 +83,25 @@ class AccountWrite:
     update_position: Position | None = None
 
 
+# ``json.dumps(body, sort_keys=True, default=str)`` without building an encoder per call (the
+# same output: ``dumps`` makes this encoder and calls ``encode``). A journal body is encoded per fill.
+encode_body: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, default=str).encode
+# ``json.dumps(snapshot, sort_keys=True)``: the account's saved state.
+_encode_snapshot: Callable[[Any], str] = json.JSONEncoder(sort_keys=True).encode
+
+
 def journal_row(ts_ms: int, kind: str, event: str, body: dict[str, Any]) -> tuple[Any, ...]:
     """A journal entry that is not a fill (account opened, governance transition)."""
-    return (int(ts_ms), kind, event, None, None, None, None, None, None, None, None,
-            json.dumps(body, sort_keys=True, default=str))  # fmt: skip
+    return (int(ts_ms), kind, event, None, None, None, None, None, None, None, None, encode_body(body))  # fmt: skip
 
 
-def journal_fill_row(fill: Fill, event: str, position_id: str, body: dict[str, Any]) -> tuple[Any, ...]:
-    """A fill's journal entry: ``event`` is ``open``, ``increase``, ``reduce`` or ``close`` of ``position_id``."""
+def journal_fill_row(fill: Fill, event: str, position_id: str, body: dict[str, Any] | str) -> tuple[Any, ...]:
+    """A fill's journal entry: ``event`` is ``open``, ``increase``, ``reduce`` or ``close`` of ``position_id``.
+
+    ``body`` is the entry's body, or its JSON already encoded as ``encode_body`` writes it."""
     return (fill.ts_ms, "fill", event, fill.fill_id, position_id, fill.symbol, _val(fill.side), fill.qty,
-            fill.price, fill.fee_usd, _val(fill.reason), json.dumps(body, sort_keys=True, default=str))  # fmt: skip
+            fill.price, fill.fee_usd, _val(fill.reason),
+            body if body.__class__ is str else encode_body(body))  # fmt: skip
 
 
 def journal_funding_row(position: Position, funding_ts_ms: int, mark: float, amount: float,
@@ -99,8 +109,7 @@ def journal_funding_row(position: Position, funding_ts_ms: int, mark: float, amo
     """A funding payment of ``position`` at ``funding_ts_ms``: ``fee_usd`` is the amount paid
     (negative: received), ``price`` the mark it was computed at, ``qty`` the position's size."""
     return (int(funding_ts_ms), "funding", "funding", None, position.position_id, position.symbol,
-            _val(position.side), position.qty, mark, amount, "funding",
-            json.dumps(body, sort_keys=True, default=str))  # fmt: skip
+            _val(position.side), position.qty, mark, amount, "funding", encode_body(body))  # fmt: skip
 
 # Tables ``table_rows`` may export, each filtered by its run_id column.
 EXPORT_TABLES: tuple[str, ...] = (
@@ -158,6 +167,15 @@ _SQL_INSERT_POSITION = (
     " funding_usd, funding_ts_ms, realized_usd, status)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')"
 )
+# A position row with every column: a replay's batch inserts a position opened and closed within it
+# as it ended (status and close columns set), the row an insert and then the close's UPDATE leave.
+_SQL_INSERT_POSITION_ROW = (
+    "INSERT INTO positions (run_id, account, position_id, plan_id, strategy, symbol, side, qty, entry_price,"
+    " stop, target, ts_open_ms, nominal_r_usd, entry_fee_usd, last_price, leverage, maint_margin_rate,"
+    " funding_usd, funding_ts_ms, realized_usd, status, ts_close_ms, exit_price, exit_reason, pnl_usd, trade_r)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_POS_STATUS = 20  # index of ``status`` in its parameters
 _SQL_UPDATE_POSITION = (
     "UPDATE positions SET run_id = ?, qty = ?, entry_price = ?, entry_fee_usd = ?, last_price = ?, funding_usd = ?,"
     " funding_ts_ms = ?, realized_usd = ? WHERE position_id = ? AND status = 'open'"
@@ -197,8 +215,9 @@ _SQL_INSERT_FILL = (
 
 
 def _val(x: Any) -> Any:
-    """Enum -> its ``.value``; anything else unchanged."""
-    return getattr(x, "value", x)
+    """Enum -> its ``.value``; anything else unchanged. (``_value_`` is the member's plain attribute:
+    ``.value`` goes through an enum property, several times slower on the per-fill path.)"""
+    return x._value_ if isinstance(x, Enum) else x
 
 
 def resolve_sqlite_path(path_or_url: str) -> str:
@@ -733,26 +752,52 @@ class Storage:
                  _val(f.reason), f.liquidity, f.ref_price or None) for w in fills for f in (w.fill,)])
             crash_point("after_fill_insert")
         conn.executemany(_SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries])
-        opened = [(w.run_id, w.account, p) for w in writes if (p := w.open_position) is not None]
-        if opened:
-            conn.executemany(_SQL_INSERT_POSITION, [
-                (run_id, account, p.position_id, p.plan_id, p.strategy, p.symbol, _val(p.side), p.qty, p.entry_price,
-                 p.stop, p.target, p.ts_open_ms, p.nominal_r_usd, p.entry_fee_usd, p.last_price, p.leverage,
-                 p.maint_margin_rate, p.funding_usd, p.funding_ts_ms, p.realized_usd) for run_id, account, p in opened])
-        updates = [(w.run_id, u.qty, u.entry_price, u.entry_fee_usd, u.last_price, u.funding_usd, u.funding_ts_ms,
-                    u.realized_usd, u.position_id) for w in writes if (u := w.update_position) is not None]
-        closes = [(w.run_id, c[1], c[2], c[2], c[3], c[4], c[5], c[0]) for w in writes if (c := w.close) is not None]
-        for sql, rows, what in ((_SQL_UPDATE_POSITION, updates, "updating"), (_SQL_CLOSE_POSITION, closes, "closing")):
-            if rows and conn.executemany(sql, rows).rowcount != len(rows):
+        # A position opened in this batch is inserted as the batch leaves it (its updates and its close
+        # applied to the row in commit order): the same row as an insert followed by UPDATEs, written
+        # once. The others are updated and closed by SQL, updates first, each checked to hit one open row.
+        rows: list[list[Any]] = []
+        at: dict[str, list[Any]] = {}  # position_id -> its row in ``rows``
+        updates: list[tuple[Any, ...]] = []
+        closes: list[tuple[Any, ...]] = []
+        for w in writes:
+            p = w.open_position
+            if p is not None:
+                row = [w.run_id, w.account, p.position_id, p.plan_id, p.strategy, p.symbol, _val(p.side), p.qty,
+                       p.entry_price, p.stop, p.target, p.ts_open_ms, p.nominal_r_usd, p.entry_fee_usd, p.last_price,
+                       p.leverage, p.maint_margin_rate, p.funding_usd, p.funding_ts_ms, p.realized_usd, "open",
+                       None, None, None, None, None]  # fmt: skip
+                rows.append(row)
+                at.setdefault(p.position_id, row)  # a second insert of the id fails as it did
+            u = w.update_position
+            if u is not None:
+                row = at.get(u.position_id)
+                if row is not None and row[_POS_STATUS] == "open":
+                    row[0], row[7], row[8], row[13], row[14], row[17], row[18], row[19] = (
+                        w.run_id, u.qty, u.entry_price, u.entry_fee_usd, u.last_price, u.funding_usd, u.funding_ts_ms,
+                        u.realized_usd)  # fmt: skip
+                else:
+                    updates.append((w.run_id, u.qty, u.entry_price, u.entry_fee_usd, u.last_price, u.funding_usd,
+                                    u.funding_ts_ms, u.realized_usd, u.position_id))
+            c = w.close
+            if c is not None:
+                row = at.get(c[0])
+                if row is not None and row[_POS_STATUS] == "open":
+                    row[0], row[14], row[20:] = w.run_id, c[2], ["closed", c[1], c[2], c[3], c[4], c[5]]
+                else:
+                    closes.append((w.run_id, c[1], c[2], c[2], c[3], c[4], c[5], c[0]))
+        if rows:
+            conn.executemany(_SQL_INSERT_POSITION_ROW, rows)
+        for sql, changes, what in ((_SQL_UPDATE_POSITION, updates, "updating"), (_SQL_CLOSE_POSITION, closes, "closing")):
+            if changes and conn.executemany(sql, changes).rowcount != len(changes):
                 raise StorageError(
-                    f"database {self.path}: {what} a position matched no open position in a batch of {len(rows)}; "
+                    f"database {self.path}: {what} a position matched no open position in a batch of {len(changes)}; "
                     f"nothing of this batch was written: run `python -m prod_core.cli reconcile`"
                 )
         last: dict[str, AccountWrite] = {}
         for w in writes:
             last[w.account] = w
         for w in last.values():
-            conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, json.dumps(w.snapshot, sort_keys=True), w.ts))
+            conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _encode_snapshot(w.snapshot), w.ts))
         if fills:
             crash_point("before_commit")
 
@@ -811,7 +856,7 @@ class Storage:
                     f"database {self.path}: closing position {position_id} matched no open position; nothing of "
                     f"this fill was written: run `python -m prod_core.cli reconcile --account {w.account}`"
                 )
-        conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, json.dumps(w.snapshot, sort_keys=True), w.ts))
+        conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _encode_snapshot(w.snapshot), w.ts))
         if fill is not None:
             crash_point("before_commit")
 
