@@ -800,6 +800,20 @@ class Pipeline:
             bodies = self._fill_bodies = FillBodies()
         return bodies
 
+    def _fill_snapshot(self, state: GovernanceState, cash: float) -> dict | Callable[[], dict]:
+        """``snapshot(state, cash)`` of a fill's commit; in a replay, whose batch writes only the last
+        saved state, a function that builds it from the values ``state`` holds now."""
+        if self.immediate:
+            return self.snapshot(state, cash)
+        values = _save_state(state)
+
+        def later() -> dict:
+            then = object.__new__(GovernanceState)
+            _restore_state(then, values)
+            return self.snapshot(then, cash)
+
+        return later
+
     def _commit_fill(self, write: AccountWrite, saved: tuple) -> bool:
         """``_commit`` of a fill whose consequences are already in ``self.state``: when it cannot be
         journaled, the state is put back as it was (``saved``) before anything else hears of it."""
@@ -830,7 +844,7 @@ class Pipeline:
             write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                                  entries=(journal_fill_row(fill, "open", position.position_id,
                                                            self._bodies().opened(state, position)),),
-                                 snapshot=self.snapshot(state, cash), fill=fill, open_position=position)
+                                 snapshot=self._fill_snapshot(state, cash), fill=fill, open_position=position)
         except BaseException:
             _restore_state(state, saved)
             raise
@@ -896,7 +910,7 @@ class Pipeline:
             write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                                  entries=(journal_fill_row(fill, "close", p.position_id,
                                                            self._bodies().changed(state)),),
-                                 snapshot=self.snapshot(state, cash), fill=fill,
+                                 snapshot=self._fill_snapshot(state, cash), fill=fill,
                                  close=(p.position_id, fill.ts_ms, fill.price, fill.reason._value_, trade.pnl_usd,
                                         trade.trade_r))
         except BaseException:
@@ -928,7 +942,11 @@ class Pipeline:
         if engaged:
             self._lock_engaged(engaged)
         self._ladder_events(ladder)
-        self._refresh_account()
+        if self.immediate:
+            self._refresh_account()
+        else:  # a replay re-exports the gauges once per batch of bars (``flush_marks``)
+            self._account_dirty = True
+            self.state.cash_usd = self.broker.cash_usd
         self._check_auto_kill()
 
     # ------------------------------------------------------------- lifecycle

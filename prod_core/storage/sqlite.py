@@ -69,14 +69,16 @@ class AccountWrite:
     fills table, ``open_position`` is inserted (a duplicate id is an error), ``close`` is
     ``(position_id, ts_close_ms, exit_price, exit_reason, pnl_usd, trade_r)`` and must close
     exactly one open row, ``update_position`` rewrites one open row (a partial fill or a funding
-    payment changed it), ``snapshot`` replaces the account's saved state.
+    payment changed it), ``snapshot`` replaces the account's saved state (or a function that gives
+    it: a replay's batch writes only the last saved state of each account, so the others need not
+    be built).
     """
 
     account: str
     run_id: str
     ts: float
     entries: tuple[tuple[Any, ...], ...]
-    snapshot: dict[str, Any]
+    snapshot: dict[str, Any] | Callable[[], dict[str, Any]]
     fill: Fill | None = None
     open_position: Position | None = None
     close: tuple[str, int, float, str, float, float] | None = None
@@ -88,6 +90,11 @@ class AccountWrite:
 encode_body: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, default=str).encode
 # ``json.dumps(snapshot, sort_keys=True)``: the account's saved state.
 _encode_snapshot: Callable[[Any], str] = json.JSONEncoder(sort_keys=True).encode
+
+
+def _snapshot_json(w: AccountWrite) -> str:
+    snapshot = w.snapshot
+    return _encode_snapshot(snapshot if isinstance(snapshot, dict) else snapshot())
 
 
 def journal_row(ts_ms: int, kind: str, event: str, body: dict[str, Any]) -> tuple[Any, ...]:
@@ -280,8 +287,9 @@ class Storage:
         self._plans: list[tuple[Any, ...]] = []
         self._plan_at: dict[tuple[str, str], int] = {}  # (run_id, plan_id) -> index in _plans (buffered inserts)
         self._plan_updates: list[tuple[str, str, str]] = []
-        # (run_id, order_id) -> the order's latest row: an order buffered twice is written once, as it ended
-        self._orders: dict[tuple[str, str], tuple[Any, ...]] = {}
+        # (run_id, order_id) -> the order as it was last buffered: an order buffered twice is written once,
+        # as it ended (its row is built at the flush: an ``Order`` is immutable)
+        self._orders: dict[tuple[str, str], Order] = {}
         self._marks: list[tuple[Any, ...]] = []
         self._equity: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
@@ -443,7 +451,10 @@ class Storage:
         if self._plan_updates:
             conn.executemany(_SQL_UPDATE_PLAN, self._plan_updates)
         if self._orders:
-            conn.executemany(_SQL_UPSERT_ORDER, list(self._orders.values()))
+            conn.executemany(_SQL_UPSERT_ORDER, [
+                (run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side), order.qty,
+                 order.kind, _val(order.reason), _val(order.status), order.reject_reason, order.filled_qty,
+                 order.done_ms or None) for (run_id, _), order in self._orders.items()])  # fmt: skip
         for mark in self._marks:
             # A mark that hits no open row is reported (``mark_misses``), never silently dropped; it
             # does not fail the flush, which would hold every other buffered row hostage.
@@ -708,11 +719,7 @@ class Storage:
         key = (run_id, order.order_id)
         if key not in self._orders:
             self._buffered += 1
-        self._orders[key] = (
-            run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side),
-            order.qty, order.kind, _val(order.reason), _val(order.status), order.reject_reason,
-            order.filled_qty, order.done_ms or None,
-        )  # fmt: skip
+        self._orders[key] = order
 
     def orders(self, run_id: str) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM orders WHERE run_id = ? ORDER BY ts_ms, rowid", (run_id,))
@@ -797,7 +804,7 @@ class Storage:
         for w in writes:
             last[w.account] = w
         for w in last.values():
-            conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _encode_snapshot(w.snapshot), w.ts))
+            conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _snapshot_json(w), w.ts))
         if fills:
             crash_point("before_commit")
 
@@ -856,7 +863,7 @@ class Storage:
                     f"database {self.path}: closing position {position_id} matched no open position; nothing of "
                     f"this fill was written: run `python -m prod_core.cli reconcile --account {w.account}`"
                 )
-        conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _encode_snapshot(w.snapshot), w.ts))
+        conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _snapshot_json(w), w.ts))
         if fill is not None:
             crash_point("before_commit")
 
