@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from itertools import chain
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -220,6 +221,32 @@ _SQL_INSERT_FILL = (
     "INSERT INTO fills (run_id, fill_id, order_id, ts_ms, symbol, side, qty, price, fee_usd, reason,"
     " liquidity, ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+# Buffered inserts are written as multi-row ``INSERT ... VALUES (...), (...), ...`` statements of up
+# to this many rows (a third less time per row than ``executemany``, which steps one statement per
+# row): the same rows in the same order, so the same rowids and journal sequence numbers.
+_ROWS_PER_INSERT = 100
+_multi_row_sql: dict[tuple[str, int], str] = {}
+
+
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
+    """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)`` (optionally followed by an
+    ``ON CONFLICT`` clause, applied row by row as before), as multi-row statements."""
+    width = len(rows[0]) if rows else 0
+    per = min(_ROWS_PER_INSERT, max(1, 999 // max(width, 1)))  # 999: SQLite's smallest variable limit
+    whole = len(rows) - len(rows) % per
+    if whole:
+        key = (sql, per)
+        multi = _multi_row_sql.get(key)
+        if multi is None:
+            head, sep, rest = sql.partition(" VALUES (")
+            group, _, tail = rest.partition(")")
+            multi = _multi_row_sql[key] = f"{head}{sep[:-1]}{', '.join([f'({group})'] * per)}{tail}"
+        for i in range(0, whole, per):
+            conn.execute(multi, list(chain.from_iterable(rows[i:i + per])))
+    if whole < len(rows):
+        conn.executemany(sql, rows[whole:])
 
 
 def _val(x: Any) -> Any:
@@ -448,11 +475,11 @@ class Storage:
         # Order matters: a plan insert precedes its status updates; orders before fills;
         # journal commits keep the order they were made in.
         if self._plans:
-            conn.executemany(_SQL_INSERT_PLAN, self._plans)
+            _insert_rows(conn, _SQL_INSERT_PLAN, self._plans)
         if self._plan_updates:
             conn.executemany(_SQL_UPDATE_PLAN, self._plan_updates)
         if self._orders:
-            conn.executemany(_SQL_UPSERT_ORDER, [
+            _insert_rows(conn, _SQL_UPSERT_ORDER, [
                 (run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side), order.qty,
                  order.kind, _val(order.reason), _val(order.status), order.reject_reason, order.filled_qty,
                  order.done_ms or None) for (run_id, _), order in self._orders.items()])  # fmt: skip
@@ -464,7 +491,7 @@ class Storage:
         if self._buffered:
             crash_point("mid_flush")
         if self._equity:
-            conn.executemany(_SQL_INSERT_EQUITY, self._equity)
+            _insert_rows(conn, _SQL_INSERT_EQUITY, self._equity)
         if self._events:
             conn.executemany(_SQL_INSERT_EVENT, self._events)
         if self._session_bars:
@@ -755,11 +782,11 @@ class Storage:
             self._check_lease(conn, account)
         fills = [w for w in writes if w.fill is not None]
         if fills:
-            conn.executemany(_SQL_INSERT_FILL, [
+            _insert_rows(conn, _SQL_INSERT_FILL, [
                 (w.run_id, f.fill_id, f.order_id, f.ts_ms, f.symbol, _val(f.side), f.qty, f.price, f.fee_usd,
                  _val(f.reason), f.liquidity, f.ref_price or None) for w in fills for f in (w.fill,)])
             crash_point("after_fill_insert")
-        conn.executemany(_SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries])
+        _insert_rows(conn, _SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries])
         # A position opened in this batch is inserted as the batch leaves it (its updates and its close
         # applied to the row in commit order): the same row as an insert followed by UPDATEs, written
         # once. The others are updated and closed by SQL, updates first, each checked to hit one open row.
@@ -794,7 +821,7 @@ class Storage:
                 else:
                     closes.append((w.run_id, c[1], c[2], c[2], c[3], c[4], c[5], c[0]))
         if rows:
-            conn.executemany(_SQL_INSERT_POSITION_ROW, rows)
+            _insert_rows(conn, _SQL_INSERT_POSITION_ROW, rows)
         for sql, changes, what in ((_SQL_UPDATE_POSITION, updates, "updating"), (_SQL_CLOSE_POSITION, closes, "closing")):
             if changes and conn.executemany(sql, changes).rowcount != len(changes):
                 raise StorageError(
