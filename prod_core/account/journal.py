@@ -23,9 +23,11 @@ What comes from where:
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from prod_core.account.margin import cash_delta, close_pnl, exit_cash, funded, increased, open_cash, reduced
@@ -58,6 +60,50 @@ def state_body(state: GovernanceState, *, counters: bool) -> dict[str, Any]:
 def lot_body(position: Position) -> dict[str, Any]:
     """What an opening fill records of the position it opens (the rest is in the fill's columns)."""
     return {name: getattr(position, name) for name in _LOT_FIELDS}
+
+
+# ``json.dumps(body, sort_keys=True, default=str)``, the encoding of every journal body, without an
+# encoder built per call (``dumps`` builds this one and calls ``encode``).
+_encode: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, default=str).encode
+_TRANSITION_VALUES = attrgetter(*(name for name in TRANSITION_FIELDS if name != "holds"))
+
+
+class FillBodies:
+    """The JSON bodies of fill entries, byte for byte ``json.dumps(body, sort_keys=True, default=str)``
+    of ``{"day": ..., "lot": lot_body(position), "state": state_body(state, counters=False)}``
+    (``lot`` on an opening fill only), built per fill without re-encoding what did not change.
+
+    The ``state`` part changes only with a transition, and most fills in a row leave it as it
+    was: its JSON is kept with the very objects it was encoded from and reused while the state
+    still holds the same objects (a value changes by assignment of a new object, and an identical
+    object encodes identically; ``==`` would not do: ``0.0 == -0.0`` and ``1 == True``).
+    """
+
+    __slots__ = ("_values", "_ids", "_holds", "_state_json")
+
+    def __init__(self) -> None:
+        self._values: tuple[Any, ...] = ()  # kept alive: their ids cannot be reused meanwhile
+        self._ids: tuple[int, ...] = ()
+        self._holds: tuple[str, ...] = ()
+        self._state_json = ""
+
+    def state(self, state: GovernanceState) -> str:
+        """The JSON of ``state_body(state, counters=False)``."""
+        values = _TRANSITION_VALUES(state)
+        ids = tuple(map(id, values))
+        holds = tuple(state.holds)
+        if ids != self._ids or holds != self._holds or not self._state_json:
+            self._state_json = _encode(state_body(state, counters=False))
+            self._values, self._ids, self._holds = values, ids, holds
+        return self._state_json
+
+    def opened(self, state: GovernanceState, position: Position) -> str:
+        """The body of the fill that opens ``position``: day, lot and state."""
+        return f'{{"day": {_encode(state.day)}, "lot": {_encode(lot_body(position))}, "state": {self.state(state)}}}'
+
+    def changed(self, state: GovernanceState) -> str:
+        """The body of a fill that changes or closes a position: day and state."""
+        return f'{{"day": {_encode(state.day)}, "state": {self.state(state)}}}'
 
 
 @dataclass(slots=True)

@@ -424,13 +424,16 @@ class PaperBroker:
         symbol = plan.symbol
         buying = plan.side is Side.BUY
         inst = self.instruments.get(symbol) or Instrument(symbol=symbol)
-        if w.filled == 0.0:
+        first = w.filled == 0.0
+        if first:
             reject = self._entry_rules(inst, plan.side, w.order.qty, bar)
             if reject:
                 self._reject_entry(w, reject, bar.ts_ms)
                 return
         qty = min(self._tranche(symbol, w.remaining, bar), w.remaining)
-        if qty > 0.0 and check_order(inst, qty, bar.open, self.cfg.min_notional_usd):
+        # the whole order at this open has just passed the same check (``_entry_rules``)
+        if qty > 0.0 and not (first and qty == w.order.qty) and check_order(inst, qty, bar.open,
+                                                                           self.cfg.min_notional_usd):
             qty = 0.0  # a tranche below the exchange minimums waits for a bar with more volume
         if qty > 0.0:
             price, qty, ref = self._take(symbol, buying, bar.open, qty, bar, book)

@@ -12,9 +12,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import attrgetter
 from time import perf_counter_ns
 
-from prod_core.account import lot_body, state_body
+from prod_core.account import FillBodies, state_body
 from prod_core.account.margin import exit_cash, open_cash
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime, TradePlan
@@ -737,40 +738,50 @@ class Pipeline:
         return True
 
     # ------------------------------------------------------------ broker sink
+    # Per fill: the sink journals the fill (a fill body's JSON is built by ``FillBodies``, made on the
+    # first fill) and counts it; the order it ends is counted and buffered.
+    _fill_bodies: FillBodies | None = None
+    _rejects_in_window = 0  # sum of ``_outcomes``, kept as outcomes come and go
+
     def on_order(self, order: Order) -> None:
-        status = order.status.value
-        orders_total = self.live.orders_total
-        orders_total[status] = orders_total.get(status, 0) + 1
+        status = order.status
+        live = self.live
+        orders_total = live.orders_total
+        key = status._value_  # ``.value`` is an enum property: slower, on every order
+        orders_total[key] = orders_total.get(key, 0) + 1
         self.storage.add_order(self.run_id, order)
-        if order.status is OrderStatus.REJECTED or order.status is OrderStatus.FILLED:
-            self._outcome(1 if order.status is OrderStatus.REJECTED else 0)
-        if order.done_ms and order.status is not OrderStatus.PARTIAL:  # the order ended
-            live = self.live
+        if status is OrderStatus.FILLED:
+            self._outcome(0)
+        elif status is OrderStatus.REJECTED:
+            self._outcome(1)
+        if order.done_ms and status is not OrderStatus.PARTIAL:  # the order ended
             sym = order.symbol
             live.order_qty[sym] = live.order_qty.get(sym, 0.0) + order.qty
             live.order_filled_qty[sym] = live.order_filled_qty.get(sym, 0.0) + order.filled_qty
-            if order.status is OrderStatus.FILLED:
+            if status is OrderStatus.FILLED:
                 live.fill_time.observe(sym, (order.done_ms - order.ts_ms) / 1000.0)
-        if order.status is OrderStatus.REJECTED:
+        if status is OrderStatus.REJECTED:
             self.storage.update_plan_status(self.run_id, order.plan_id, "rejected")
             self.live.pending_plans = len(self.broker.pending_entries)
             if self.trade_events:
                 self.notify("order_rejected", f"{order.symbol}: {order.reject_reason}", severity="warning",
                             component="execution", fields={"order_id": order.order_id, "reason": order.reject_reason},
                             log=False)
-        elif order.status is OrderStatus.CANCELLED and order.filled_qty == 0.0:  # a worked rest keeps "filled"
+        elif status is OrderStatus.CANCELLED and order.filled_qty == 0.0:  # a worked rest keeps "filled"
             self.storage.update_plan_status(self.run_id, order.plan_id, "cancelled")
 
     def _outcome(self, rejected: int) -> None:
         window = self._outcomes
         window.append(rejected)
+        rejects = self._rejects_in_window + rejected
         if len(window) > self.gov.execution.reject_rate_window:
-            window.popleft()
-        self.live.execution_reject_rate = sum(window) / len(window)
+            rejects -= window.popleft()
+        self._rejects_in_window = rejects
+        self.live.execution_reject_rate = rejects / len(window)
 
     def _fill_seen(self, fill: Fill) -> None:
         self.fills_seen += 1
-        key = (fill.symbol, fill.reason.value)
+        key = (fill.symbol, fill.reason._value_)
         live = self.live
         fills_total = live.fills_total
         fills_total[key] = fills_total.get(key, 0) + 1
@@ -783,23 +794,62 @@ class Pipeline:
                         fields={"fill_id": fill.fill_id, "price": fill.price, "qty": fill.qty,
                                 "fee_usd": round(fill.fee_usd, 6), "reason": fill.reason.value}, log=False)
 
-    def _adopt(self, new) -> None:
-        state = self.state
-        for name in state.__slots__:
-            setattr(state, name, getattr(new, name))
+    def _bodies(self) -> FillBodies:
+        bodies = self._fill_bodies
+        if bodies is None:
+            bodies = self._fill_bodies = FillBodies()
+        return bodies
+
+    def _fill_snapshot(self, state: GovernanceState, cash: float) -> dict | Callable[[], dict]:
+        """``snapshot(state, cash)`` of a fill's commit; in a replay, whose batch writes only the last
+        saved state, a function that builds it from the values ``state`` holds now."""
+        if self.immediate:
+            return self.snapshot(state, cash)
+        values = _save_state(state)
+
+        def later() -> dict:
+            then = object.__new__(GovernanceState)
+            _restore_state(then, values)
+            return self.snapshot(then, cash)
+
+        return later
+
+    def _commit_fill(self, write: AccountWrite, saved: tuple) -> bool:
+        """``_commit`` of a fill whose consequences are already in ``self.state``: when it cannot be
+        journaled, the state is put back as it was (``saved``) before anything else hears of it."""
+        try:
+            self.storage.commit_account(write, immediate=self.immediate)
+        except StorageError as exc:
+            _restore_state(self.state, saved)
+            if isinstance(exc, LeaseLost):
+                raise
+            self.storage_failed(exc)
+            return False
+        except BaseException:
+            _restore_state(self.state, saved)
+            raise
+        self.storage_ok = True
+        return True
 
     def commit_open(self, fill: Fill, position: Position, decision: Decision) -> bool:
-        """Journal an entry fill with every consequence, then (only then) change the state."""
-        new = self.state.copy()
-        engaged = on_entry_filled(new, self.gov)
-        cash = self.broker.cash_usd + open_cash(position.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
-        body = {"day": new.day, "lot": lot_body(position), "state": state_body(new, counters=False)}
-        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
-                             entries=(journal_fill_row(fill, "open", position.position_id, body),),
-                             snapshot=self.snapshot(new, cash), fill=fill, open_position=position)
-        if not self._commit(write):
+        """Journal an entry fill with every consequence, then (only then) keep the change of state.
+
+        The state is changed in place and put back if the fill cannot be journaled (the same as
+        changing a copy and adopting it once journaled, without two copies of the state per fill)."""
+        state = self.state
+        saved = _save_state(state)
+        try:
+            engaged = on_entry_filled(state, self.gov)
+            cash = self.broker.cash_usd + open_cash(position.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
+            write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                                 entries=(journal_fill_row(fill, "open", position.position_id,
+                                                           self._bodies().opened(state, position)),),
+                                 snapshot=self._fill_snapshot(state, cash), fill=fill, open_position=position)
+        except BaseException:
+            _restore_state(state, saved)
+            raise
+        if not self._commit_fill(write, saved):
             return False
-        self._adopt(new)
         self.mark_journaled()
         self._close_info = (engaged,)
         self._fill_seen(fill)
@@ -807,9 +857,9 @@ class Pipeline:
 
     def _commit_change(self, fill: Fill, event: str, after: Position, cash: float) -> bool:
         """Journal a fill that changes an open position without opening or closing it."""
-        body = {"day": self.state.day, "state": state_body(self.state, counters=False)}
         write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
-                             entries=(journal_fill_row(fill, event, after.position_id, body),),
+                             entries=(journal_fill_row(fill, event, after.position_id,
+                                                       self._bodies().changed(self.state)),),
                              snapshot=self.snapshot(self.state, cash), fill=fill, update_position=after)
         if not self._commit(write):
             return False
@@ -850,19 +900,24 @@ class Pipeline:
     def commit_close(self, trade: ClosedTrade) -> bool:
         """Journal an exit fill, the closed position and the R it books, then change the state."""
         p, fill = trade.position, trade.exit_fill
-        new = self.state.copy()
-        engaged = on_trade_closed(new, trade.trade_r, self.broker.open_r(exclude=p.symbol), self.gov)
-        cash = self.broker.cash_usd + exit_cash(p, fill.qty, fill.price, fill.fee_usd)
-        body = {"day": new.day, "state": state_body(new, counters=False)}
-        write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
-                             entries=(journal_fill_row(fill, "close", p.position_id, body),),
-                             snapshot=self.snapshot(new, cash), fill=fill,
-                             close=(p.position_id, fill.ts_ms, fill.price, fill.reason.value, trade.pnl_usd,
-                                    trade.trade_r))
-        ladder = (self.state.throttled, self.state.dd_stopped)
-        if not self._commit(write):
+        state = self.state
+        ladder = (state.throttled, state.dd_stopped)
+        open_r = self.broker.open_r(exclude=p.symbol)
+        saved = _save_state(state)  # put back if the fill cannot be journaled (see ``commit_open``)
+        try:
+            engaged = on_trade_closed(state, trade.trade_r, open_r, self.gov)
+            cash = self.broker.cash_usd + exit_cash(p, fill.qty, fill.price, fill.fee_usd)
+            write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
+                                 entries=(journal_fill_row(fill, "close", p.position_id,
+                                                           self._bodies().changed(state)),),
+                                 snapshot=self._fill_snapshot(state, cash), fill=fill,
+                                 close=(p.position_id, fill.ts_ms, fill.price, fill.reason._value_, trade.pnl_usd,
+                                        trade.trade_r))
+        except BaseException:
+            _restore_state(state, saved)
+            raise
+        if not self._commit_fill(write, saved):
             return False
-        self._adopt(new)
         self.mark_journaled()
         self._close_info = (engaged, ladder)
         self._fill_seen(fill)
@@ -887,7 +942,11 @@ class Pipeline:
         if engaged:
             self._lock_engaged(engaged)
         self._ladder_events(ladder)
-        self._refresh_account()
+        if self.immediate:
+            self._refresh_account()
+        else:  # a replay re-exports the gauges once per batch of bars (``flush_marks``)
+            self._account_dirty = True
+            self.state.cash_usd = self.broker.cash_usd
         self._check_auto_kill()
 
     # ------------------------------------------------------------- lifecycle
@@ -922,3 +981,18 @@ class Pipeline:
             for p in positions:
                 self.broker.close_at(p.symbol, p.last_price, FillReason.EXIT_SIGNAL, ts_ms)
         self._refresh_account()
+
+
+_state_values = attrgetter(*GovernanceState.__slots__)
+
+
+def _save_state(state: GovernanceState) -> tuple:
+    """Every field of ``state`` (``holds`` as a copy), for ``_restore_state``."""
+    return _state_values(state), list(state.holds)
+
+
+def _restore_state(state: GovernanceState, saved: tuple) -> None:
+    values, holds = saved
+    for name, value in zip(GovernanceState.__slots__, values):
+        setattr(state, name, value)
+    state.holds = holds
