@@ -1,5 +1,5 @@
 """Many accounts on one database: three real sim runners (ACCOUNT a1, a2, a3) on one SQLite
-file, each with its own exporter port and Prometheus file_sd file; per-account commands,
+file or one PostgreSQL database (a real throwaway server), each with its own exporter port and Prometheus file_sd file; per-account commands,
 `status --all`, the firm-wide kill-switch (flatten + block within a bound, honoured by a runner
 started later, lifted by `off --all`), each account reconciling, no lease conflict."""
 
@@ -20,7 +20,7 @@ SIDE_BY_SIDE_S = 60.0  # the issue's acceptance: three runners on one database f
 FLAT_BOUND_S = 10.0  # generous: CI machines are loaded; the measured figure is printed (docs/SCALING.md)
 
 
-def _db_state(db: Path, account: str) -> tuple[int, bool, int]:
+def _db_state(db: Path | str, account: str) -> tuple[int, bool, int]:
     """(open positions, saved kill_switch, positions ever) of ``account`` in the database."""
     with Storage(str(db), create=False) as st:
         open_n = len(st.open_positions(account))
@@ -34,20 +34,20 @@ def _lease_conflicts(text: str) -> list[str]:
             if "is already traded by run" in line or "lease перехвачен" in line or "writer lease was taken over" in line]
 
 
-def _start(tmp: Path, db: Path, configs: Path, sd: Path, account: str, seed: int) -> PaperProcess:
+def _start(tmp: Path, db: Path | str, configs: Path, sd: Path, account: str, seed: int) -> PaperProcess:
     work = tmp / account
     work.mkdir(exist_ok=True)
+    where = {"DB_URL": db} if isinstance(db, str) else {"DB_PATH": str(db)}
     return PaperProcess(work, "--bar-interval", "0.05", "--linger", "0", "--seed", str(seed), "--max-seconds", "400",
                         "--run-id", f"run-{account}",
-                        env={"ACCOUNT": account, "DB_PATH": str(db), "CONFIG_DIR": str(configs),
-                             "PROMETHEUS_SD_DIR": str(sd)})
+                        env={"ACCOUNT": account, **where, "CONFIG_DIR": str(configs), "PROMETHEUS_SD_DIR": str(sd)})
 
 
-def test_three_accounts_on_one_db_and_a_firm_wide_kill_switch(tmp_path: Path) -> None:
+def test_three_accounts_on_one_db_and_a_firm_wide_kill_switch(tmp_path: Path, backend: str, request) -> None:
     configs = tmp_path / "configs"
     shutil.copytree(REPO / "configs", configs)
     active_governance(configs)
-    db = tmp_path / "crupto.db"
+    db: Path | str = request.getfixturevalue("pg_url") if backend == "postgres" else tmp_path / "crupto.db"
     sd = tmp_path / "sd"
     runs = {}
     late = None
