@@ -254,24 +254,25 @@ def _migrate(args) -> int:
     src = _open_source(path)
     try:
         _check_no_live_runner(src, path, time.time())
+        snap = _snapshot(src, path)
         _check_target_schema(url)
         try:
             target = Storage(url)
         except StorageError as exc:
             raise Refused(_secret_free(f"--to {shown}: {exc}", url)) from None
         with target:
-            return _copy(src, path, target, shown, args.batch)
+            return _copy(src, path, snap, target, shown, args.batch)
     finally:
         src.close()
 
 
-def _copy(src: sqlite3.Connection, path: str, target: Storage, shown: str, batch: int) -> int:
+def _snapshot(src: sqlite3.Connection, path: str) -> tuple[list[str], dict[str, int], dict[str, tuple]]:
+    """Open the read snapshot of the source (kept until the copy ends) and check its accounts reconcile."""
     src.execute("BEGIN")  # one read snapshot of every table
     tables = _tables(src)
     counts = {t: _count(src, t) for t in tables}
-    accounts = _accounts(src)
-    source_sides = {a: _account_side(src, a) for a in accounts}
-    bad = {a: compare(fold(a, e), s, r) for a, (e, s, r) in source_sides.items()}
+    sides = {a: _account_side(src, a) for a in _accounts(src)}
+    bad = {a: compare(fold(a, e), s, r) for a, (e, s, r) in sides.items()}
     bad = {a: d for a, d in bad.items() if d}
     if bad:
         names = ", ".join(sorted(bad))
@@ -279,7 +280,12 @@ def _copy(src: sqlite3.Connection, path: str, target: Storage, shown: str, batch
         raise Refused(f"--from {path}: account(s) {names} do not reconcile in the source (e.g. {first}): start "
                       f"their runner once (it repairs the saved state from the journal) or see "
                       f"`python -m prod_core.cli --db {path} reconcile --account <account>`, then migrate")
+    return tables, counts, sides
 
+
+def _copy(src: sqlite3.Connection, path: str, snap: tuple, target: Storage, shown: str, batch: int) -> int:
+    tables, counts, source_sides = snap
+    accounts = list(source_sides)
     import psycopg
 
     pg = target._conn  # the PgConnection: the translated SQL, and its psycopg connection for COPY
@@ -345,7 +351,7 @@ def _copy(src: sqlite3.Connection, path: str, target: Storage, shown: str, batch
               file=sys.stderr)
         return 1
     finally:
-        src.execute("COMMIT")
+        src.execute("COMMIT")  # end the read snapshot
 
     width = max(len(t) for t in tables)
     print(f"copied {path} -> {shown} (schema {LATEST_VERSION}):")

@@ -46,7 +46,7 @@ def replay_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]
     assert replay.returncode == 0, replay.stderr[-2000:]
     with Storage(str(db), create=False) as st:
         (last,) = st.list_runs(1)
-        st.add_audit("operator", "note", comment="before the move", ts=time.time(), account="paper")
+        st.add_audit(ts=time.time(), actor="operator", action="note", comment="before the move", details={})
         st.enqueue_command("kill_switch", args={"on": True}, comment="test", actor="operator", ts=time.time())
         st.set_firm_kill_switch(True, actor="operator", comment="test", ts=time.time())
         st.set_firm_kill_switch(False, actor="operator", comment="test", ts=time.time())
@@ -99,7 +99,7 @@ def test_replay_database_migrates_and_reconciles(replay_db, pg_url: str, tmp_pat
 
     # ... and new rows continue after them (the sequences were reset)
     with Storage(pg_url, create=False) as st:
-        new_audit = st.add_audit("operator", "after", comment="", ts=time.time(), account="paper")
+        new_audit = st.add_audit(ts=time.time(), actor="operator", action="after", comment="", details={})
         assert new_audit == max_ids["audit"] + 1
         assert max(r["id"] for r in st.exports()) == max_ids["exports"] + 1  # the report's record
 
@@ -107,7 +107,7 @@ def test_replay_database_migrates_and_reconciles(replay_db, pg_url: str, tmp_pat
 def test_target_in_use_is_refused_and_left_alone(replay_db, pg_url: str, tmp_path: Path) -> None:
     db, _, _ = replay_db
     with Storage(pg_url) as st:
-        st.add_audit("operator", "already here", comment="", ts=time.time(), account="paper")
+        st.add_audit(ts=time.time(), actor="operator", action="already here", comment="", details={})
     proc = run_cli(tmp_path, "migrate-db", "--from", str(db), "--to", pg_url)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "already holds crupto rows (in audit)" in proc.stderr and "Traceback" not in proc.stderr
@@ -143,4 +143,35 @@ def test_live_lease_on_the_source_is_refused(pg_url: str, tmp_path: Path) -> Non
     conn.close()
     proc = run_cli(tmp_path, "migrate-db", "--from", f"sqlite:{db}", "--to", pg_url)
     assert proc.returncode == 2 and "held by a live runner" in proc.stderr and "stop it first" in proc.stderr
+    assert _counts_pg(pg_url) == {}
+
+
+def test_a_row_the_target_refuses_rolls_everything_back(replay_db, pg_url: str, tmp_path: Path) -> None:
+    """All or nothing: one bad row in the last rows of a table leaves the target without any crupto row."""
+    db, _, _ = replay_db
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    conn = sqlite3.connect(copy)
+    conn.execute("UPDATE positions SET ts_open_ms = 'not a time' WHERE rowid = (SELECT MAX(rowid) FROM positions)")
+    conn.commit()
+    conn.close()
+    proc = run_cli(tmp_path, "migrate-db", "--from", str(copy), "--to", pg_url)
+    assert proc.returncode == 1 and "rolled back" in proc.stderr, proc.stdout + proc.stderr
+    assert "AGREE" not in proc.stdout
+    counts = _counts_pg(pg_url)
+    assert counts["firm_state"] == 1 and sum(counts.values()) == 1  # the fresh schema only
+    again = run_cli(tmp_path, "migrate-db", "--from", str(db), "--to", pg_url)  # the target is still usable
+    assert again.returncode == 0 and "reconciled: AGREE" in again.stdout, again.stdout + again.stderr
+
+
+def test_source_that_does_not_reconcile_is_refused(replay_db, pg_url: str, tmp_path: Path) -> None:
+    db, _, account = replay_db
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    conn = sqlite3.connect(copy)
+    conn.execute("DELETE FROM journal WHERE seq = (SELECT MAX(seq) FROM journal WHERE kind = 'fill')")
+    conn.commit()
+    conn.close()
+    proc = run_cli(tmp_path, "migrate-db", "--from", f"sqlite:{copy}", "--to", pg_url)
+    assert proc.returncode == 2 and f"account(s) {account} do not reconcile in the source" in proc.stderr, proc.stderr
     assert _counts_pg(pg_url) == {}
