@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_live_lease_on_the_source_is_refused(pg_url: str, tmp_path: Path) -> Non
     Storage(str(db)).close()
     conn = sqlite3.connect(db)
     conn.execute("INSERT INTO leases (account, run_id, pid, host, acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
-                 ("paper", "r1", os.getpid(), __import__("socket").gethostname(), time.time(), time.time()))
+                 ("paper", "r1", os.getpid(), socket.gethostname(), time.time(), time.time()))
     conn.commit()
     conn.close()
     proc = run_cli(tmp_path, "migrate-db", "--from", f"sqlite:{db}", "--to", pg_url)
