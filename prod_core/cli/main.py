@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prod_core.cli import fetch_history, operator, reconcile, report, status, sweep
+from prod_core.cli import fetch_history, migrate_db, operator, reconcile, report, status, sweep
 from prod_core.configs import ConfigError
 from prod_core.storage import StorageError
 
-COMMANDS = (status, reconcile, fetch_history, report, sweep)
+COMMANDS = (status, reconcile, fetch_history, report, sweep, migrate_db)
 
 
 def build_parser() -> argparse.ArgumentParser:
