@@ -70,6 +70,11 @@ class PortfolioConfig(Section):
     safe_mode_release_corr_excess: float = Field(0.08, ge=0, le=2, description="Release safe mode below this excess.")
     safe_mode_min_hold_bars: int = Field(48, ge=0, description="Bars safe mode stays engaged at least.")
     safe_mode_risk_multiplier: float = Field(0.5, gt=0, le=1, description="Risk multiplier in safe mode.")
+    firm_max_gross_exposure_usd: float | None = Field(
+        None, gt=0,
+        description="Firm-wide cap on the gross notional (USD) of every paper account sharing the database "
+                    "(positions at marks plus working entries); each entry reserves its notional under the "
+                    "write lock or is vetoed_firm_gross; null = off.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "PortfolioConfig":

@@ -680,6 +680,7 @@ class PaperRunner:
         if not self.replay:
             self.pipeline.persist_marks()
         self.pipeline.save_snapshot()
+        self.pipeline.record_firm_gross(now)  # the firm gross cap's row (a no-op when the cap is off)
 
     def _shutdown(self, status: str) -> str:
         """Stop safely; returns the final status (``failed`` when the account could not be saved)."""

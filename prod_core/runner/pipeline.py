@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from dataclasses import replace
 from collections.abc import Callable
 from operator import attrgetter
 from time import perf_counter_ns
@@ -185,6 +186,8 @@ class Pipeline:
         self.portfolio.reconfigure(gov.portfolio)
         # safe_mode_corr_excess null: no correlation monitor, no log returns per bar
         self._corr_on = gov.portfolio.safe_mode_corr_excess is not None
+        # The firm-wide gross cap: paper mode only (a replay's account is its own); None = off.
+        self._firm_cap = gov.portfolio.firm_max_gross_exposure_usd if self.clock_mode == "wall" else None
         self.live.dd_critical_r = gov.drawdown.critical_max_dd_r
         self._auto_kill_at = gov.kill_switch.auto_at_max_dd_r
         self.live.stage_sla_ms = gov.sla.stage_latency_ms
@@ -367,6 +370,8 @@ class Pipeline:
             symbol_busy=plan.symbol in broker.positions or plan.symbol in broker.pending_entries,
         )
         decision = fit(decision, book, self.gov, self.gov.execution.min_notional_usd)
+        if self._firm_cap is not None and decision.approved:
+            decision = self._reserve_firm(decision, gross, self._firm_cap)
         t2 = perf_counter_ns()
         rec(4, t2 - t1)
         self.plans_seen += 1
@@ -397,6 +402,34 @@ class Pipeline:
             broker.submit_entry(decision, plan.ts_ms)
             self.live.pending_plans = len(broker.pending_entries)
         rec(5, perf_counter_ns() - t2)
+
+    def _reserve_firm(self, decision: Decision, own_usd: float, cap_usd: float) -> Decision:
+        """Reserve the entry's notional under the firm-wide gross cap (one write transaction shared
+        by every runner on the database), or veto it ``vetoed_firm_gross``. A storage error vetoes
+        too: the entry is never sent unchecked."""
+        add = decision.qty * decision.plan.entry
+        try:
+            res = self.storage.reserve_firm_gross(self.account, own_usd=own_usd, add_usd=add, cap_usd=cap_usd,
+                                                  ts=self.wall_clock())
+        except LeaseLost:
+            raise
+        except StorageError as exc:
+            self.storage_failed(exc)
+            return replace(decision, decision="vetoed_firm_gross", qty=0.0, risk_usd=0.0,
+                           reason=f"firm gross not reserved (storage error): {exc}"[:500])
+        if res.passed:
+            return decision
+        return replace(decision, decision="vetoed_firm_gross", qty=0.0, risk_usd=0.0,
+                       reason=f"firm gross would be {res.total_usd:.2f} USD > cap {cap_usd:.2f} USD "
+                              f"(other accounts {res.other_usd:.2f}, this {own_usd:.2f}, entry {add:.2f})")
+
+    def record_firm_gross(self, ts: float) -> None:
+        """Write this account's gross now to the firm exposure table (heartbeat save and clean stop;
+        nothing when the firm cap is off or in a replay). Raises ``StorageError``."""
+        if self._firm_cap is None:
+            return
+        gross, _ = self.broker.exposure_usd()
+        self.storage.set_firm_gross(self.account, gross, ts=ts)
 
     def _plan_event(self, plan: TradePlan, decision: Decision) -> None:
         self.notify(

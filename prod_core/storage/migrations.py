@@ -396,6 +396,20 @@ CREATE TABLE firm_kills (
 );
 """
 
+# v8: a firm-level gross exposure cap across accounts.
+# - firm_exposure: each paper account's last recorded gross notional (open positions at their
+#   marks plus what working entries still want), in USD. An entry's reservation reads the other
+#   accounts' rows and writes its own in ONE write transaction (the database-wide write lock),
+#   so two runners cannot both pass the cap; each runner rewrites its row at every heartbeat
+#   save and at a clean stop (0 when flat).
+_V8_FIRM_EXPOSURE = """
+CREATE TABLE firm_exposure (
+    account     TEXT PRIMARY KEY,
+    gross_usd   DOUBLE PRECISION NOT NULL CHECK (gross_usd >= 0),
+    updated_at  DOUBLE PRECISION NOT NULL
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
@@ -404,6 +418,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (5, "recorded session: bars in arrival order and control events", _V5_SESSION),
     (6, "margined perps: journal funding entries, position margin/funding/partial-exit columns", _V6_MARGIN),
     (7, "many accounts: commands.account, runs.account, firm-wide kill-switch state", _V7_ACCOUNTS),
+    (8, "firm_exposure: each account's recorded gross, reserved under the write lock", _V8_FIRM_EXPOSURE),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -45,6 +45,7 @@ __all__ = [
     "EXPORT_TABLES",
     "RUN_TABLES",
     "AccountWrite",
+    "FirmReservation",
     "LeaseLost",
     "Storage",
     "StorageError",
@@ -57,6 +58,27 @@ __all__ = [
 # long before the write counts as failed. A lease is stale only well after this window.
 RETRY_WINDOW_S = 20.0
 BUSY_TIMEOUT_MS = 500
+
+
+# An account whose writer lease has no heartbeat for this long is dead for the firm gross cap
+# (the runner's STALE_RUN_S: the next start of that account marks its run crashed).
+FIRM_STALE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FirmReservation:
+    """The outcome of ``Storage.reserve_firm_gross``: whether the entry fits the firm cap, and the figures."""
+
+    passed: bool
+    other_usd: float  # the other (live) accounts' recorded gross
+    own_usd: float  # this account's gross before the entry
+    add_usd: float  # the entry's notional
+    cap_usd: float
+    skipped: tuple[str, ...] = ()  # accounts left out: their lease is stale (runner dead)
+
+    @property
+    def total_usd(self) -> float:
+        return self.other_usd + self.own_usd + self.add_usd
 
 
 class LeaseLost(StorageError):
@@ -1299,6 +1321,61 @@ class Storage:
     def clear_firm_kill(self, account: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM firm_kills WHERE account = ?", (account,))
+
+    # ------------------------------------------------------------------ firm-level gross exposure
+
+    def reserve_firm_gross(self, account: str, *, own_usd: float, add_usd: float, cap_usd: float, ts: float,
+                           stale_s: float = FIRM_STALE_S) -> FirmReservation:
+        """Check a new entry against the firm-wide gross cap and reserve it, in ONE write transaction.
+
+        ``own_usd`` is this account's gross now (positions at their marks plus working entries),
+        ``add_usd`` the new entry's notional. The other accounts' recorded gross is read under the
+        write lock (BEGIN IMMEDIATE on SQLite, the database-wide advisory lock on PostgreSQL), so two
+        runners reserving at once are serialised: the second sees the first's reservation. When
+        ``other + own + add <= cap`` this account's row becomes ``own + add`` (the reservation);
+        otherwise it becomes ``own`` (kept current) and the entry must not be sent.
+
+        An other account's row counts unless its runner is dead: an account holding a writer lease
+        whose heartbeat is older than ``stale_s`` is skipped (its runner crashed; the row would block
+        the firm forever). An account without a lease (its runner stopped cleanly) counts with the
+        gross it recorded at the stop: its open positions are real and the next start restores them.
+        """
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT f.account, f.gross_usd, l.heartbeat_at FROM firm_exposure f"
+                " LEFT JOIN leases l ON l.account = f.account WHERE f.account <> ?",
+                (account,),
+            ).fetchall()
+            other = 0.0
+            skipped: list[str] = []
+            for acc, gross, hb in rows:
+                if hb is not None and float(hb) < ts - stale_s:
+                    skipped.append(acc)
+                    continue
+                other += float(gross)
+            total = other + own_usd + add_usd
+            passed = total <= cap_usd
+            mine = own_usd + add_usd if passed else own_usd
+            conn.execute(
+                "INSERT INTO firm_exposure (account, gross_usd, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (account) DO UPDATE SET gross_usd = excluded.gross_usd, updated_at = excluded.updated_at",
+                (account, max(0.0, mine), ts),
+            )
+        return FirmReservation(passed=passed, other_usd=other, own_usd=own_usd, add_usd=add_usd, cap_usd=cap_usd,
+                               skipped=tuple(skipped))
+
+    def set_firm_gross(self, account: str, gross_usd: float, *, ts: float) -> None:
+        """Record ``account``'s gross now (heartbeat save, clean stop: 0 when flat)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO firm_exposure (account, gross_usd, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (account) DO UPDATE SET gross_usd = excluded.gross_usd, updated_at = excluded.updated_at",
+                (account, max(0.0, gross_usd), ts),
+            )
+
+    def firm_exposure(self) -> list[dict[str, Any]]:
+        """Every account's recorded gross (``account``, ``gross_usd``, ``updated_at``), by account."""
+        return self._query("SELECT account, gross_usd, updated_at FROM firm_exposure ORDER BY account")
 
     # ------------------------------------------------------------------ exports
 
