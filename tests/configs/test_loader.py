@@ -249,3 +249,16 @@ def test_models_keep_their_defaults_for_builders() -> None:
     from prod_core.configs.governance import GovernanceConfig
 
     assert GovernanceConfig().daily_lock.max_trades == 30
+
+
+def test_firm_gross_cap_defaults_off_and_must_be_positive(repo_root: Path, config_dir: Path) -> None:
+    """portfolio.firm_max_gross_exposure_usd: null (off) in the shipped and scenario configs; > 0 when set."""
+    assert ConfigLoader(repo_root / "configs").load_governance().portfolio.firm_max_gross_exposure_usd is None
+    scenario = ConfigLoader(repo_root / "configs" / "scenarios" / "sma_parity").load_governance()
+    assert scenario.portfolio.firm_max_gross_exposure_usd is None
+    _edit(config_dir, "portfolio", "firm_max_gross_exposure_usd", 250_000)
+    assert ConfigLoader(config_dir).load_governance().portfolio.firm_max_gross_exposure_usd == 250_000.0
+    for bad in (0, -5, "lots"):
+        _edit(config_dir, "portfolio", "firm_max_gross_exposure_usd", bad)
+        with pytest.raises(ConfigError, match=rf"portfolio\.firm_max_gross_exposure_usd={bad!r}"):
+            ConfigLoader(config_dir).load_governance()
