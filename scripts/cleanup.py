@@ -5,7 +5,8 @@
                               [--reports-dir reports] [--logs-dir logs] [--db storage/crupto.db]
 
 "Newest" is by modification time. ``--reports-dir`` defaults to REPORTS_DIR (environment,
-then ``.env``), else ``reports``; ``--logs-dir`` to LOGS_DIR, else ``logs``.
+then ``.env``), else ``reports``; ``--logs-dir`` to LOGS_DIR, else ``logs``; ``--db`` (a SQLite
+file or a ``postgresql://`` URL, never printed with its password) to DB_URL, else DB_PATH.
 
 Never touched: ``reports/archive/``, ``reports/summary_latest.md``,
 ``reports/02_acceptance_checklist.md``, ``reports/telemetry_events.csv`` (only ``run_*``

@@ -7,8 +7,8 @@ again at any time after the run, and the export is recorded in the ``exports`` t
     python scripts/export_run.py [--run-id ID] [--db storage/crupto.db] [--out reports]
                                  [--logs-dir logs] [--allow-running]
 
-Defaults: the latest finished run; ``--db`` from DB_PATH (environment, then ``.env``),
-else ``storage/crupto.db``; ``--out`` from REPORTS_DIR, else ``reports``; ``--logs-dir``
+Defaults: the latest finished run; ``--db`` (a SQLite file or a ``postgresql://`` URL) from
+DB_URL, else DB_PATH (environment, then ``.env``), else ``storage/crupto.db``; ``--out`` from REPORTS_DIR, else ``reports``; ``--logs-dir``
 from LOGS_DIR, else ``logs`` (the run's log ``logs/<run_id>.log`` is copied when present).
 Exit 0 on success, 2 on bad input (missing database, unknown run id, run still running).
 """

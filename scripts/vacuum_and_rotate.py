@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rotate the SQLite database: archive old runs to Parquet + CSV, delete them, then VACUUM.
+"""Rotate the database: archive old runs to Parquet + CSV, delete them, then VACUUM.
 
     python scripts/vacuum_and_rotate.py --db storage/crupto.db --out reports/archive
                                         [--keep-days 30] [--keep-runs 5] [--dry-run]
@@ -14,8 +14,12 @@ the delete, nothing is lost). Then ``VACUUM``.
 
 Never rotated: a run still ``running`` with a fresh heartbeat, and a run that still owns an
 OPEN position (open positions belong to the account). Account-level tables
-(governance_state, audit, commands, exports) are never deleted. ``--dry-run`` opens the
+(governance_state, audit, commands, exports, journal) are never deleted. ``--dry-run`` opens the
 database read-only, prints the plan and changes nothing.
+
+``--db`` is a SQLite file or a ``postgresql://user:password@host/db`` URL (default: DB_URL,
+else DB_PATH, else ``storage/crupto.db``); a URL is printed without its password. On
+PostgreSQL VACUUM is the plain one (space reusable, rarely returned to the disk).
 
 Exit 0 on success, 2 on bad input (missing database, bad numbers), 1 when writing failed.
 """

@@ -10,21 +10,30 @@ The logic of ``scripts/cleanup.py`` (see its docstring for the flags). ``plan_cl
 Only ``run_*`` folders of the reports root are candidates (``archive/``, ``summary_latest.md``
 and the other protected files never are); the folder and log of a run still running with a
 fresh heartbeat, and any log modified in the last ``RECENT_LOG_S`` seconds, are kept. The
-database is only read.
+database (a SQLite file or a PostgreSQL URL: ``--db`` > DB_URL > DB_PATH) is only read, through
+a read-only connection.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prod_core.maintenance.common import FRESH_HEARTBEAT_S, UsageError, setting
+from prod_core.maintenance.common import (
+    FRESH_HEARTBEAT_S,
+    UsageError,
+    connect_readonly,
+    db_label,
+    db_setting,
+    is_postgres_url,
+    setting,
+)
 from prod_core.storage import StorageError, resolve_sqlite_path
+from prod_core.storage.postgres import DB_ERRORS
 
 __all__ = [
     "PROTECTED",
@@ -98,29 +107,33 @@ def non_negative_int(text: str) -> int:
 def live_runs(db_flag: str | None, now: float) -> tuple[set[str], str]:
     """Run ids still running with a fresh heartbeat, read-only; and a note on how they were found.
 
-    ``db_flag`` is the ``--db`` value (None: DB_PATH, then ``storage/crupto.db``). An absent
-    default database is fine (running runs are then recognised by recent logs only); an absent
-    ``--db`` raises ``UsageError`` naming it."""
-    raw = setting(db_flag, "DB_PATH", "storage/crupto.db")
-    try:
-        path = resolve_sqlite_path(raw)
-    except StorageError as exc:
-        raise UsageError(str(exc)) from exc
-    if path == ":memory:" or not Path(path).is_file():
-        if db_flag:
-            raise UsageError(f"--db {raw} not found: pass the database the runner wrote, or omit --db")
-        return set(), f"no database at {raw}: running runs are recognised by recent logs only"
-    try:
-        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    ``db_flag`` is the ``--db`` value (None: DB_URL, then DB_PATH, then ``storage/crupto.db``).
+    An absent default database is fine (running runs are then recognised by recent logs only); an
+    absent ``--db`` raises ``UsageError`` naming it. A PostgreSQL URL is never printed with its
+    password; a server that cannot be reached is a warning, like an unreadable file."""
+    raw = db_setting(db_flag)
+    if is_postgres_url(raw):
+        path = raw.strip()
+        raw = db_label(path)
+    else:
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
+            path = resolve_sqlite_path(raw)
+        except StorageError as exc:
+            raise UsageError(str(exc)) from exc
+        if path == ":memory:" or not Path(path).is_file():
+            if db_flag:
+                raise UsageError(f"--db {raw} not found: pass the database the runner wrote, or omit --db")
+            return set(), f"no database at {raw}: running runs are recognised by recent logs only"
+    try:
+        conn = connect_readonly(path)
+        try:
             rows = conn.execute(
                 "SELECT run_id FROM runs WHERE status = 'running' AND COALESCE(heartbeat_at, started_at) >= ?",
                 (now - FRESH_HEARTBEAT_S,),
             ).fetchall()
         finally:
             conn.close()
-    except sqlite3.Error as exc:
+    except DB_ERRORS as exc:
         return set(), f"warning: cannot read runs from {raw} ({exc}): running runs are recognised by recent logs only"
     return {r[0] for r in rows}, f"running runs from {raw}: {', '.join(sorted(r[0] for r in rows)) or 'none'}"
 
@@ -224,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
     p.add_argument("--reports-dir", default=None, help="reports root (default: REPORTS_DIR from env/.env, else reports)")
     p.add_argument("--logs-dir", default=None, help="logs directory (default: LOGS_DIR from env/.env, else logs)")
-    p.add_argument("--db", default=None, help="database to recognise running runs (default: DB_PATH, else storage/crupto.db)")
+    p.add_argument(
+        "--db", default=None,
+        help="database (file or postgresql:// URL) to recognise running runs (default: DB_URL, DB_PATH, "
+             "else storage/crupto.db)",
+    )
     return p
 
 

@@ -25,7 +25,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from prod_core.maintenance.common import FRESH_HEARTBEAT_S, UsageError, actor, existing_db, setting
+from prod_core.maintenance.common import (
+    FRESH_HEARTBEAT_S,
+    UsageError,
+    actor,
+    db_label,
+    existing_db,
+    is_postgres_url,
+    setting,
+)
 from prod_core.reports.report import REPORT_TABLES, write_run_report
 from prod_core.storage import Storage, StorageError
 from prod_core.telemetry.progress import progress
@@ -117,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export one run to reports/run_<run_id>/ (Parquet + CSV + summary.md + run.log).",
     )
     p.add_argument("--run-id", default=None, help="run to export (default: the latest finished run)")
-    p.add_argument("--db", default=None, help="SQLite database (default: DB_PATH from env/.env, else storage/crupto.db)")
+    p.add_argument(
+        "--db", default=None,
+        help="SQLite file or postgresql:// URL (default: DB_URL, else DB_PATH from env/.env, else storage/crupto.db)",
+    )
     p.add_argument("--out", default=None, help="reports root (default: REPORTS_DIR from env/.env, else reports)")
     p.add_argument("--logs-dir", default=None, help="directory of <run_id>.log (default: LOGS_DIR, else logs)")
     p.add_argument(
@@ -138,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         logs_dir = Path(setting(args.logs_dir, "LOGS_DIR", "logs"))
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file, not a directory: pass a reports directory")
-        with Storage(db) as storage:
+        # PostgreSQL: create=False refuses a database without crupto's schema (a wrong URL creates nothing)
+        with Storage(db, create=not is_postgres_url(db)) as storage:
             run = pick_run(storage, args.run_id)
             run_id = run["run_id"]
             note = check_running(run, now=now, allow_running=args.allow_running)
@@ -157,5 +169,5 @@ def main(argv: list[str] | None = None) -> int:
     tables = ", ".join(f"{t}={n}" for t, n in counts.items())
     log_note = "run.log copied" if log_copied else f"no log at {logs_dir / (run_id + '.log')}"
     print(f"exported run {run_id} ({run['status']}) to {folder}: {tables}; summary.md; {log_note}")
-    print(f"recorded in {db} (exports table); archive old runs with scripts/vacuum_and_rotate.py")
+    print(f"recorded in {db_label(db)} (exports table); archive old runs with scripts/vacuum_and_rotate.py")
     return 0

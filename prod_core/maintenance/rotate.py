@@ -1,4 +1,4 @@
-"""Rotate the SQLite database: archive old runs to Parquet + CSV, delete them, then VACUUM.
+"""Rotate the database: archive old runs to Parquet + CSV, delete them, then VACUUM.
 
 The logic of ``scripts/vacuum_and_rotate.py`` (see its docstring for the flags and the
 guarantees). The steps are separate functions:
@@ -9,6 +9,12 @@ guarantees). The steps are separate functions:
   (Parquet + CSV per table, ``manifest.json``), read back and counted;
 - ``delete_archived``: delete the archived runs in one transaction that re-checks the row
   counts, record each archive in the ``exports`` table, VACUUM.
+
+The database is a SQLite file or a PostgreSQL URL (``--db`` > DB_URL > DB_PATH): the same SQL
+runs on both (``prod_core.storage.postgres``). On PostgreSQL the read-only connection is a
+``READ ONLY`` session, an archive is read in one ``REPEATABLE READ`` snapshot, sizes are
+``pg_database_size`` and VACUUM is PostgreSQL's plain VACUUM (space made reusable, rarely
+given back to the operating system; the summary line says so).
 
 On a terminal a progress bar (``prod_core.telemetry.progress``) advances one step per run
 archived and stays open through the delete and VACUUM; piped or redirected, nothing is drawn.
@@ -29,8 +35,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prod_core.maintenance.common import FRESH_HEARTBEAT_S, UsageError, actor, existing_db, setting
+from prod_core.maintenance.common import (
+    FRESH_HEARTBEAT_S,
+    UsageError,
+    actor,
+    connect_readonly,
+    db_label,
+    existing_db,
+    is_postgres_url,
+    setting,
+)
 from prod_core.storage import RUN_TABLES, Storage, StorageError
+from prod_core.storage.postgres import DB_ERRORS
 from prod_core.telemetry.progress import NullProgress, progress
 
 __all__ = [
@@ -79,6 +95,13 @@ def db_size(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
+def pg_size(conn: Any) -> int:
+    """Bytes of the current PostgreSQL database (``pg_database_size``), through a connection or a ``Storage``."""
+    if isinstance(conn, Storage):
+        return int(conn.query("SELECT pg_database_size(current_database()) AS n")[0]["n"])
+    return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+
 def human(n: float) -> str:
     """Bytes as ``512 B`` / ``1.5 MiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -88,12 +111,26 @@ def human(n: float) -> str:
     return str(n)
 
 
-def connect_ro(path: str) -> sqlite3.Connection:
-    """A read-only connection: planning never writes, not even a migration."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
+def connect_ro(path: str) -> Any:
+    """A read-only connection (SQLite file or PostgreSQL URL): planning never writes, not even a migration."""
+    if is_postgres_url(path):
+        try:
+            conn = connect_readonly(path)
+        except DB_ERRORS as exc:  # the message names the URL without its password
+            raise UsageError(
+                f"{exc}; check --db or DB_URL (host, port, user, database, password) and that the server is running"
+            ) from None
+        try:
+            conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        except DB_ERRORS as exc:
+            conn.close()
+            raise UsageError(
+                f"{db_label(path)} is not a crupto database ({exc}); pass --db URL (or set DB_URL) to the database "
+                f"the runner wrote"
+            ) from None
+        return conn
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn = connect_readonly(path)
         conn.execute("SELECT COUNT(*) FROM runs").fetchone()
     except sqlite3.Error as exc:
         raise UsageError(
@@ -106,7 +143,7 @@ def connect_ro(path: str) -> sqlite3.Connection:
 
 
 def plan_rotation(
-    conn: sqlite3.Connection, *, now: float, keep_days: float, keep_runs: int
+    conn: Any, *, now: float, keep_days: float, keep_runs: int
 ) -> list[dict[str, Any]]:
     """Every run, newest first, with ``action`` (keep / skip / rotate), ``why`` and its row counts."""
     runs = conn.execute(
@@ -199,11 +236,12 @@ def _csv_rows(path: Path) -> int:
         return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
 
 
-def write_archive(conn: sqlite3.Connection, run_id: str, folder: Path, *, db: str, now: float) -> dict[str, int]:
+def write_archive(conn: Any, run_id: str, folder: Path, *, db: str, now: float) -> dict[str, int]:
     """Write every per-run table of ``run_id`` to ``folder`` (Parquet + CSV), read back and check; return rows per table."""
     folder.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    conn.execute("BEGIN")  # one read snapshot for all tables of the run
+    # one read snapshot for all tables of the run (PostgreSQL's default READ COMMITTED is one per statement)
+    conn.execute("BEGIN" if isinstance(conn, sqlite3.Connection) else "BEGIN ISOLATION LEVEL REPEATABLE READ")
     try:
         for table in RUN_TABLES:
             declared = {r[1]: r[2] for r in conn.execute(f"PRAGMA table_info({table})")}
@@ -232,7 +270,7 @@ def write_archive(conn: sqlite3.Connection, run_id: str, folder: Path, *, db: st
         "run_id": run_id,
         "archived_at": now,
         "archived_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "database": str(Path(db).resolve()),
+        "database": db_label(db) if is_postgres_url(db) else str(Path(db).resolve()),
         "rows": counts,
         "files": [f"{t}.{ext}" for t in RUN_TABLES for ext in ("parquet", "csv")],
     }
@@ -241,7 +279,7 @@ def write_archive(conn: sqlite3.Connection, run_id: str, folder: Path, *, db: st
 
 
 def archive_runs(
-    conn: sqlite3.Connection, plan: list[dict[str, Any]], out: Path, *, db: str, now: float, bar: Any = None
+    conn: Any, plan: list[dict[str, Any]], out: Path, *, db: str, now: float, bar: Any = None
 ) -> Archives:
     """Archive every run of ``plan`` whose action is ``rotate`` to ``out/run_<run_id>/``.
 
@@ -289,9 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/vacuum_and_rotate.py``."""
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Archive old runs to Parquet/CSV, delete them from SQLite, then VACUUM.",
+        description="Archive old runs to Parquet/CSV, delete them from the database, then VACUUM.",
     )
-    p.add_argument("--db", default=None, help="SQLite database (default: DB_PATH from env/.env, else storage/crupto.db)")
+    p.add_argument(
+        "--db", default=None,
+        help="SQLite file or postgresql:// URL (default: DB_URL, else DB_PATH from env/.env, else storage/crupto.db)",
+    )
     p.add_argument("--out", default=None, help="archive root (default: <REPORTS_DIR or reports>/archive)")
     p.add_argument(
         "--keep-days", type=non_negative_days, default=30.0,
@@ -311,12 +352,16 @@ def rotate(args: argparse.Namespace, now: float) -> int:
     out = Path(args.out) if args.out else Path(setting(None, "REPORTS_DIR", "reports")) / "archive"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory: pass an archive directory such as reports/archive")
-    size_before = db_size(db)
+    postgres = is_postgres_url(db)
+    label = db_label(db)
+    size_before = 0 if postgres else db_size(db)
     conn = connect_ro(db)
     try:
+        if postgres:
+            size_before = pg_size(conn)
         if args.dry_run:
             plan = plan_rotation(conn, now=now, keep_days=args.keep_days, keep_runs=args.keep_runs)
-            print(f"dry run on {db} (keep {args.keep_runs} newest runs and runs active within {args.keep_days:g} days):")
+            print(f"dry run on {label} (keep {args.keep_runs} newest runs and runs active within {args.keep_days:g} days):")
             print_plan(plan, dry_run=True)
             todo = [e for e in plan if e["action"] == "rotate"]
             rows = sum(sum(e["rows"].values()) for e in todo)
@@ -325,9 +370,10 @@ def rotate(args: argparse.Namespace, now: float) -> int:
                 f"(db {human(size_before)}); nothing was changed"
             )
             return 0
-        with Storage(db) as storage:  # brings the schema up to date (exports table)
+        # brings the schema up to date (exports table); PostgreSQL: never creates a schema in a wrong database
+        with Storage(db, create=not postgres) as storage:
             plan = plan_rotation(conn, now=now, keep_days=args.keep_days, keep_runs=args.keep_runs)
-            print(f"rotating {db} (keep {args.keep_runs} newest runs and runs active within {args.keep_days:g} days):")
+            print(f"rotating {label} (keep {args.keep_runs} newest runs and runs active within {args.keep_days:g} days):")
             print_plan(plan, dry_run=False)
             sys.stdout.flush()  # the plan before the bar (stderr) on a terminal
             todo = sum(1 for e in plan if e["action"] == "rotate")
@@ -335,9 +381,11 @@ def rotate(args: argparse.Namespace, now: float) -> int:
                 archives = archive_runs(conn, plan, out, db=db, now=now, bar=bar)
                 conn.close()
                 deleted = delete_archived(storage, archives, now=now, bar=bar)
+            size_after = pg_size(storage) if postgres else 0
     finally:
         conn.close()
-    size_after = db_size(db)
+    if not postgres:
+        size_after = db_size(db)
     totals = {t: sum(d[t] for d in deleted.values()) for t in RUN_TABLES}
     skipped = [e["run_id"] for e in plan if e["action"] == "skip"]
     kept = [e["run_id"] for e in plan if e["action"] == "keep"]
@@ -349,7 +397,14 @@ def rotate(args: argparse.Namespace, now: float) -> int:
         + f"); kept {len(kept)}, skipped {len(skipped)}"
         + (f" ({', '.join(skipped)})" if skipped else "")
     )
-    print(f"VACUUM: db {human(size_before)} -> {human(size_after)} ({human(size_before - size_after)} freed)")
+    if postgres:
+        print(
+            f"VACUUM: database {human(size_before)} -> {human(size_after)} (PostgreSQL's VACUUM makes the freed "
+            f"space reusable but rarely returns it to the disk; VACUUM FULL would, under an exclusive lock that "
+            f"stops the runners: leave it to a maintenance window)"
+        )
+    else:
+        print(f"VACUUM: db {human(size_before)} -> {human(size_after)} ({human(size_before - size_after)} freed)")
     return 0
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from prod_core.maintenance.cleanup import PROTECTED, apply_cleanup, live_runs, plan_cleanup
+from prod_core.maintenance.cleanup import PROTECTED, apply_cleanup, live_runs, main, plan_cleanup
 from prod_core.maintenance.common import UsageError
 from prod_core.storage import Storage
+from tests.maintenance.conftest import snapshot, with_password
 from tests.scripts.conftest import add_run
 
 
@@ -52,10 +53,11 @@ def test_plan_removes_the_oldest_and_changes_nothing(tmp_path: Path) -> None:
     assert {p.name for p in (tmp_path / "logs").iterdir()} == {"l0.log", "l1.log"}
 
 
-def test_a_running_runs_folder_and_log_and_a_fresh_log_are_kept(tmp_path: Path) -> None:
+def test_a_running_runs_folder_and_log_and_a_fresh_log_are_kept(tmp_path: Path, db_target: str) -> None:
+    """Running runs are read from the database, a SQLite file or a PostgreSQL one."""
     _tree(tmp_path)
-    db = tmp_path / "storage" / "crupto.db"
-    with Storage(str(db)) as st:
+    db = db_target
+    with Storage(db) as st:
         add_run(st, "r2", age_days=0.5, running=True)
         add_run(st, "l3", age_days=0.5, running=True)
         add_run(st, "l1", age_days=1)  # finished
@@ -87,3 +89,31 @@ def test_plan_names_a_directory_that_is_a_file_or_absent(tmp_path: Path) -> None
         plan_cleanup(tmp_path / "afile", tmp_path / "logs", keep_runs=0, keep_logs=0, live=set(), now=0.0)
     with pytest.raises(UsageError, match="neither .*nowhere nor .*nothere exists"):
         plan_cleanup(tmp_path / "nowhere", tmp_path / "nothere", keep_runs=0, keep_logs=0, live=set(), now=0.0)
+
+
+def test_cleanup_reads_running_runs_from_db_url_read_only_and_never_prints_the_password(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """DB_URL (PostgreSQL) wins over DB_PATH, as for the runner; the database is only read; the URL shows as user:***."""
+    _tree(tmp_path)
+    with Storage(pg_url) as st:
+        add_run(st, "r2", age_days=0.5, running=True)
+    before = snapshot(pg_url)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_URL", with_password(pg_url))
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "nowhere.db"))
+    monkeypatch.setenv("ENV_FILE", str(tmp_path / "none.env"))
+    assert main(["--keep-runs", "0", "--keep-logs", "0", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "running runs from postgresql://crupto:***@" in out and ": r2" in out and "s3cret" not in out
+    assert "keep reports/run_r2: run r2 is still running" in out
+    assert snapshot(pg_url) == before
+
+
+def test_an_unreachable_postgresql_server_is_a_warning(tmp_path: Path, pg_url: str) -> None:
+    """Like an unreadable SQLite file: running runs are then recognised by recent logs only."""
+    port = pg_url.split("@", 1)[1].split("/", 1)[0]
+    url = with_password(pg_url).replace(port, "127.0.0.1:1")
+    live, note = live_runs(url, time.time())
+    assert live == set() and note.startswith("warning: cannot read runs from postgresql://crupto:***@127.0.0.1:1/")
+    assert "recent logs only" in note and "s3cret" not in note
