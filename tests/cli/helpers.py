@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of an operator shell: no .env, no ALERT_TEST_*, outputs inside ``tmp``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_") and k != "DB_PATH"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_") and k not in ("DB_PATH", "DB_URL")}
     env.update(
         ENV_FILE=str(tmp / "missing.env"),
         CONFIG_DIR=str(REPO / "configs"),

@@ -33,7 +33,7 @@ class PaperProcess:
         self.tmp = tmp
         self.port = port or free_port()
         self.db = tmp / "crupto.db"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_")}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_") and k != "DB_URL"}
         full_env.update(
             PYTHON=sys.executable,
             ENV_FILE=str(tmp / "no.env"),

@@ -19,7 +19,7 @@ DAY = 86400.0
 
 def run_script(name: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``scripts/<name>`` of this checkout with ``sys.executable`` from ``cwd``."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DB_PATH", "REPORTS_DIR", "LOGS_DIR", "ENV_FILE")}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DB_PATH", "DB_URL", "REPORTS_DIR", "LOGS_DIR", "ENV_FILE")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / name), *args],
