@@ -256,6 +256,9 @@ _multi_row_sql: dict[tuple[str, int], str] = {}
 def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
     """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)`` (optionally followed by an
     ``ON CONFLICT`` clause, applied row by row as before), as multi-row statements."""
+    copy = getattr(conn, "copy_insert", None)  # PostgreSQL: one COPY for a plain INSERT
+    if copy is not None and rows and copy(sql, rows):
+        return
     width = len(rows[0]) if rows else 0
     per = min(_ROWS_PER_INSERT, max(1, 999 // max(width, 1)))  # 999: SQLite's smallest variable limit
     whole = len(rows) - len(rows) % per
