@@ -185,6 +185,13 @@ class FastLane:
                     wall[r] = -1
         return consts, held, parts, wall
 
+    def _ledger(self) -> tuple:
+        """The account figures the quiet bars read and move, as the pipeline holds them now (after an event)."""
+        p = self.p
+        st = p.state
+        return (st.closed_r, st.day_start_closed_r, st.open_r, st.peak_r, st.max_dd_r, st.throttled, st.dd_stopped,
+                st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
+
     def _sync(self, symbols, present, a: int, b: int, cnt: dict, lastocc: dict, tss: list[int], ohlcv: np.ndarray,
               unbarred: list[int], held: list, rows: list, final: bool) -> None:
         """Hand the quiet rows ``a:b`` to the pipeline: last ts and bar counts per symbol, the equity rows
@@ -243,12 +250,7 @@ class FastLane:
         a = 0  # first row not yet synced
 
         consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
-        closed, day_start = st.closed_r, st.day_start_closed_r
-        open_r, peak, maxdd = st.open_r, st.peak_r, st.max_dd_r
-        throttled, stopped = st.throttled, st.dd_stopped
-        lock_ok, kill = st.lock_reason == LIMITS_OK, st.kill_switch
-        cash = broker.cash_usd
-        last_eq, tick = p._last_equity_ts, p._equity_tick
+        closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = self._ledger()
         gdirty = marked = False
         for i in range(n):
             r = syms[i]
@@ -319,12 +321,8 @@ class FastLane:
             unbarred[r] = -1  # the broker took this bar as the symbol's last
             a = i + 1
             consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
-            closed, day_start = st.closed_r, st.day_start_closed_r
-            open_r, peak, maxdd = st.open_r, st.peak_r, st.max_dd_r
-            throttled, stopped = st.throttled, st.dd_stopped
-            lock_ok, kill = st.lock_reason == LIMITS_OK, st.kill_switch
-            cash = broker.cash_usd
-            last_eq, tick = p._last_equity_ts, p._equity_tick
+            closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = \
+                self._ledger()
             gdirty = marked = False
         st.open_r, st.peak_r, st.max_dd_r = open_r, peak, maxdd
         if gdirty:
