@@ -193,11 +193,19 @@ class FastLane:
                 st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
 
     def _sync(self, symbols, present, a: int, b: int, cnt: dict, lastocc: dict, tss: list[int], ohlcv: np.ndarray,
-              unbarred: list[int], held: list, rows: list, final: bool) -> None:
-        """Hand the quiet rows ``a:b`` to the pipeline: last ts and bar counts per symbol, the equity rows
+              unbarred: list[int], held: list, rows: list, final: bool, ledger: tuple) -> None:
+        """Hand the quiet rows ``a:b`` to the pipeline: the ledger figures they moved (open R, peak, max
+        drawdown, what is dirty, the equity clock), last ts and bar counts per symbol, the equity rows
         buffered, the broker's last bar where it may be read (the window's end; before an event when
         an automatic kill-switch could flatten the positions at their last bars)."""
         p = self.p
+        st = p.state
+        st.open_r, st.peak_r, st.max_dd_r, gdirty, marked, p._last_equity_ts, p._equity_tick = ledger
+        if gdirty:
+            p._gov_dirty = True
+        if marked:
+            p._account_dirty = True
+        self.bars_skipped += b - a
         if rows:
             p.storage.add_equity_rows(rows)
             rows.clear()
@@ -305,14 +313,8 @@ class FastLane:
                                 rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak), maxdd, 0.0, 0.0))
                     continue
             # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
-            st.open_r, st.peak_r, st.max_dd_r = open_r, peak, maxdd
-            if gdirty:
-                p._gov_dirty = True
-            if marked:
-                p._account_dirty = True
-            p._last_equity_ts, p._equity_tick = last_eq, tick
-            self._sync(symbols, present, a, i, cnt, lastocc, tss, ohlcv, unbarred, held, rows, False)
-            self.bars_skipped += i - a
+            self._sync(symbols, present, a, i, cnt, lastocc, tss, ohlcv, unbarred, held, rows, False,
+                       (open_r, peak, maxdd, gdirty, marked, last_eq, tick))
             li = int(loc[i])
             for slot, ad, s0 in zip(slots_of[r], adapters[r], seen0[r]):
                 slot.seen = s0 + li
@@ -324,11 +326,5 @@ class FastLane:
             closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = \
                 self._ledger()
             gdirty = marked = False
-        st.open_r, st.peak_r, st.max_dd_r = open_r, peak, maxdd
-        if gdirty:
-            p._gov_dirty = True
-        if marked:
-            p._account_dirty = True
-        p._last_equity_ts, p._equity_tick = last_eq, tick
-        self._sync(symbols, present, a, n, cnt, lastocc, tss, ohlcv, unbarred, held, rows, True)
-        self.bars_skipped += n - a
+        self._sync(symbols, present, a, n, cnt, lastocc, tss, ohlcv, unbarred, held, rows, True,
+                   (open_r, peak, maxdd, gdirty, marked, last_eq, tick))
