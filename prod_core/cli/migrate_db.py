@@ -202,7 +202,7 @@ def _check_target_schema(url: str) -> None:
 _CRUPTO_TABLES = {
     "runs", "feed_states", "plans", "orders", "fills", "positions", "equity", "governance_state", "audit",
     "commands", "events", "exports", "journal", "leases", "session_bars", "session_events", "firm_state",
-    "firm_kills", "firm_exposure", "schema_migrations",
+    "firm_kills", "firm_exposure", "sweep_results", "sweep_journal", "schema_migrations",
 }
 
 

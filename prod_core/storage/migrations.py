@@ -410,6 +410,41 @@ CREATE TABLE firm_exposure (
 );
 """
 
+# v9: replay sweeps written to the database (``cli sweep --db``).
+# - sweep_results: one row per replay of a sweep: its parameters (JSON), symbol (NULL: every
+#   file), date window (UTC ISO dates, NULL: the whole data), the figures and the status.
+# - sweep_journal: with --journal, every replay's journal rows, each as JSON (its kind and ts_ms
+#   as columns to filter on). Not tied to ``runs``: a sweep's replays ran in scratch databases.
+_V9_SWEEP = """
+CREATE TABLE sweep_results (
+    sweep_id       TEXT NOT NULL,
+    task_id        TEXT NOT NULL,
+    params_json    TEXT NOT NULL,
+    symbol         TEXT,
+    window_start   TEXT,
+    window_end     TEXT,
+    bars           INTEGER,
+    closed_trades  INTEGER,
+    fills          INTEGER,
+    pnl_r          DOUBLE PRECISION,
+    max_dd_r       DOUBLE PRECISION,
+    equity_end     DOUBLE PRECISION,
+    status         TEXT NOT NULL,
+    error          TEXT NOT NULL DEFAULT '',
+    created_at     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (sweep_id, task_id)
+);
+CREATE TABLE sweep_journal (
+    sweep_id  TEXT NOT NULL,
+    task_id   TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    ts_ms     BIGINT,
+    kind      TEXT,
+    row_json  TEXT NOT NULL,
+    PRIMARY KEY (sweep_id, task_id, seq)
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "base schema: runs, feeds, plans, orders, fills, positions, equity, governance, audit, commands, events", _V1_BASE),
     (2, "runs.args column and read-path indexes", _V2_ARGS_AND_INDEXES),
@@ -419,6 +454,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "margined perps: journal funding entries, position margin/funding/partial-exit columns", _V6_MARGIN),
     (7, "many accounts: commands.account, runs.account, firm-wide kill-switch state", _V7_ACCOUNTS),
     (8, "firm_exposure: each account's recorded gross, reserved under the write lock", _V8_FIRM_EXPOSURE),
+    (9, "sweep_results and sweep_journal: the replays of a parameter sweep (cli sweep --db)", _V9_SWEEP),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

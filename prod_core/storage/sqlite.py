@@ -1413,6 +1413,27 @@ class Storage:
         _check_export_table(table)
         return int(self._query(f"SELECT COUNT(*) AS n FROM {table} WHERE run_id = ?", (run_id,))[0]["n"])  # noqa: S608
 
+    def record_sweep(self, sweep_id: str, results: list[dict[str, Any]],
+                     journal: list[dict[str, Any]] | None = None, *, ts: float | None = None) -> None:
+        """A sweep's results (``sweep_results`` rows: sweep_id, task_id, params_json, symbol,
+        window_start/end, bars, closed_trades, fills, pnl_r, max_dd_r, equity_end, status, error) and
+        journal rows (``sweep_journal``: sweep_id, task_id, seq, ts_ms, kind, row_json), in one transaction."""
+        now = time.time() if ts is None else ts
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO sweep_results (sweep_id, task_id, params_json, symbol, window_start, window_end, bars,"
+                " closed_trades, fills, pnl_r, max_dd_r, equity_end, status, error, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(sweep_id, r["task_id"], r["params_json"], r.get("symbol"), r.get("window_start"),
+                  r.get("window_end"), r.get("bars"), r.get("closed_trades"), r.get("fills"), r.get("pnl_r"),
+                  r.get("max_dd_r"), r.get("equity_end"), r["status"], r.get("error") or "", now) for r in results],
+            )
+            if journal:
+                conn.executemany(
+                    "INSERT INTO sweep_journal (sweep_id, task_id, seq, ts_ms, kind, row_json) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(sweep_id, j["task_id"], j["seq"], j.get("ts_ms"), j.get("kind"), j["row_json"]) for j in journal],
+                )
+
     def record_export(self, run_id: str, *, kind: str, path: str, rows: int, ts: float, actor: str = "") -> int:
         """Record that ``run_id`` was exported (``report``) or archived before deletion (``archive``)."""
         if kind not in _EXPORT_KINDS:
