@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -107,4 +108,76 @@ def test_a_bad_grid_is_refused_naming_the_value(tmp_path: Path) -> None:
     assert bad.returncode == 2 and '{"fast": 0}' in bad.stderr and "fast" in bad.stderr, bad.stderr
     unknown = _sweep(tmp_path, {"strategy": "nope", "params": {"fast": [10]}}, data)
     assert unknown.returncode == 2 and "strategy 'nope' is not in" in unknown.stderr and "sma_parity" in unknown.stderr
+    for bad_grid, words in [({"split": "window"}, "window_days must be a whole number of days >= 1 with split: "
+                                                   "window, got None"),
+                            ({"split": "window", "window_days": 0}, "window_days must be a whole number"),
+                            ({"split": ["symbol", "days"]}, "split must be none, symbol, window or [symbol, window], "
+                                                            "got ['symbol', 'days']"),
+                            ({"window_days": 7}, "window_days: 7 is set but split has no window")]:
+        refused = _sweep(tmp_path, {"strategy": "sma_parity", "params": {"fast": [10]}, **bad_grid}, data)
+        assert refused.returncode == 2 and f"--grid {tmp_path / 'grid.yaml'}: {words}" in refused.stderr, refused.stderr
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_a_window_split_equals_a_single_replay_of_that_window_and_goes_to_sqlite(tmp_path: Path) -> None:
+    """split: [symbol, window]: 45-day UTC windows of the 90-day BTC file; one window's result is the single
+    replay's on a file holding only that window's rows; --db (SQLite) holds one row per replay and the journal."""
+    import datetime as dt
+
+    from prod_core.storage import Storage
+
+    src = shared_data_dir() / "BYBIT_BTCUSDT_5m.csv"
+    grid = {"strategy": "sma_parity", "params": {"fast": 10, "slow": [30, 40]}, "split": ["symbol", "window"],
+            "window_days": 45}
+    db = tmp_path / "sweeps.db"
+    done = _sweep(tmp_path, grid, [src], "--journal", "--db", str(db))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "sweep: 6 ok, 0 failed" in done.stdout and f"sweep_results and sweep_journal in {db}" in done.stdout
+    results = {r["task_id"]: r for r in pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()}
+    assert [(r["window_start"], r["window_end"]) for r in results.values() if r["param_slow"] == "30"] == [
+        ("2025-04-03", "2025-05-17"), ("2025-05-18", "2025-07-01"), ("2025-07-02", "2025-07-02")]
+    assert sum(r["bars"] for r in results.values() if r["param_slow"] == "30") == 25920
+    assert "| 2025-05-18..2025-07-01 |" in (tmp_path / "out" / "summary.md").read_text()
+    # the second window alone, cut here independently, replayed as an operator would
+    lo = int(dt.datetime(2025, 5, 18, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    hi = lo + 45 * 86_400_000
+    lines = src.read_text().splitlines(keepends=True)
+    only = tmp_path / "window" / src.name
+    only.parent.mkdir()
+    only.write_text(lines[0] + "".join(ln for ln in lines[1:] if lo <= int(ln.split(",")[0]) < hi))
+    bars, fills, equity = _single(tmp_path, 10, 30, [only])
+    got = results["0000-BTCUSDT-2025-05-18"]
+    assert (got["bars"], got["fills"], round(got["equity_end"], 2)) == (bars, fills, equity) and fills > 0
+    with Storage(str(db)) as st:
+        rows = st.query("SELECT * FROM sweep_results ORDER BY task_id")
+        assert [r["task_id"] for r in rows] == sorted(results) and {r["status"] for r in rows} == {"ok"}
+        row = next(r for r in rows if r["task_id"] == "0000-BTCUSDT-2025-05-18")
+        assert (row["window_start"], row["window_end"], row["symbol"]) == ("2025-05-18", "2025-07-01", "BTC/USDT")
+        assert (row["fills"], round(row["equity_end"], 2)) == (fills, equity)
+        assert json.loads(row["params_json"]) == {"fast": 10, "slow": 30}
+        n = st.query("SELECT COUNT(*) AS n FROM sweep_journal WHERE task_id = ? AND kind = 'fill'",
+                     ("0000-BTCUSDT-2025-05-18",))[0]["n"]
+        assert n == fills
+
+
+def test_results_to_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """--db postgresql://...: the same rows on PostgreSQL; the URL's password is never printed."""
+    from prod_core.storage import Storage
+
+    src = shared_data_dir() / "BYBIT_BTCUSDT_5m.csv"
+    btc = tmp_path / "data" / src.name
+    btc.parent.mkdir()
+    btc.write_text("".join(src.read_text().splitlines(keepends=True)[:3001]))
+    grid = {"strategy": "sma_parity", "params": {"fast": 10, "slow": [30, 40]}}
+    done = _sweep(tmp_path, grid, [btc], "--db", pg_url)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "sweep: 2 ok, 0 failed" in done.stdout and "sweep_results in postgresql://" in done.stdout
+    password = pg_url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
+    assert not password or password not in done.stdout + done.stderr
+    results = {r["task_id"]: r for r in pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()}
+    with Storage(pg_url) as st:
+        rows = {r["task_id"]: r for r in st.query("SELECT * FROM sweep_results")}
+    assert set(rows) == {"0000", "0001"} == set(results)
+    for tid, r in rows.items():
+        assert (r["bars"], r["fills"], r["status"]) == (3000, results[tid]["fills"], "ok")
+        assert r["pnl_r"] == results[tid]["pnl_cum_r_end"] and r["window_start"] is None
