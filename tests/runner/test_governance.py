@@ -282,6 +282,16 @@ def test_invalid_governance_edit_is_refused_and_valid_edit_applies_within_two_se
     assert "Конфигурация governance применена" in run.output
 
 
+def _replace_keeping_mtime(path: Path, old: str, new: str, stat: os.stat_result) -> None:
+    """Edit `path` atomically, the new file carrying `stat`'s mtime from its first visible moment."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    aside = path.with_name(path.name + ".new")
+    aside.write_text(text.replace(old, new))
+    os.utime(aside, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(aside, path)
+
+
 def test_sighup_and_cli_reload_force_a_reload(tmp_path: Path) -> None:
     """SIGHUP and `cli reload` re-read governance.yaml even when its mtime did not change."""
     configs = _configs(tmp_path)
@@ -290,8 +300,9 @@ def test_sighup_and_cli_reload_force_a_reload(tmp_path: Path) -> None:
     try:
         run.wait_for_line("Фид sim зарегистрирован")
         stat = path.stat()
-        path.write_text(path.read_text().replace("stage_latency_ms: 50.0", "stage_latency_ms: 40.0"))
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: the watch cannot see it
+        # Same mtime: the watch cannot see it. Written aside and renamed into place so that the
+        # watch never catches the file between the write and the mtime reset.
+        _replace_keeping_mtime(path, "stage_latency_ms: 50.0", "stage_latency_ms: 40.0", stat)
         time.sleep(1.2)
         assert run.sample("stage_latency_sla_seconds") == 0.05
         os.kill(run.proc.pid, signal.SIGHUP)
@@ -300,8 +311,7 @@ def test_sighup_and_cli_reload_force_a_reload(tmp_path: Path) -> None:
         time.sleep(2.0)
         busy = (_cpu_seconds(run.proc.pid) - cpu0) / (time.time() - t0)
         assert busy < 0.6, f"runner uses {busy:.0%} CPU after SIGHUP: the loop spins"
-        path.write_text(path.read_text().replace("stage_latency_ms: 40.0", "stage_latency_ms: 30.0"))
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        _replace_keeping_mtime(path, "stage_latency_ms: 40.0", "stage_latency_ms: 30.0", stat)
         out = cli(run.db, "reload")
         assert out.returncode == 0 and "applied" in out.stdout, out.stdout
         assert run.sample("stage_latency_sla_seconds") == 0.03
