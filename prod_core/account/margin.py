@@ -18,7 +18,8 @@ balance with the same operations in the same order (the fold equals the live sta
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from prod_core.domain import Position, Side
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+
+import msgspec
 
 STAGES: tuple[str, ...] = (
     "feed",
@@ -171,8 +172,7 @@ class Bar:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class TradePlan:
+class TradePlan(msgspec.Struct, frozen=True, gc=False):
     """A strategy's proposal: enter ``side`` on ``symbol`` near ``entry``, usually with a protective stop.
 
     ``stop`` / ``target`` 0.0 = none (the position exits on a signal only; R sizing needs a stop)."""
@@ -209,8 +209,7 @@ class TradePlan:
         return abs(self.entry - self.stop) if self.stop else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """The outcome of the risk/portfolio gates for one plan.
 
     ``decision`` is ``approved``, ``resized`` or ``vetoed_<reason>``. ``qty`` is 0 on a veto.
@@ -228,8 +227,7 @@ class Decision:
         return not self.decision.startswith("vetoed")
 
 
-@dataclass(frozen=True, slots=True)
-class Order:
+class Order(msgspec.Struct, frozen=True, gc=False):
     order_id: str
     plan_id: str
     ts_ms: int
@@ -244,13 +242,12 @@ class Order:
     done_ms: int = 0  # bar time of the last fill, the rejection or the cancellation
 
     def ended(self, status: OrderStatus, filled_qty: float, done_ms: int, reject_reason: str = "") -> "Order":
-        """This order in a later state (what ``dataclasses.replace`` gives, at a fraction of its cost per fill)."""
+        """This order in a later state."""
         return Order(self.order_id, self.plan_id, self.ts_ms, self.symbol, self.side, self.qty, self.kind, self.reason,
                      status, reject_reason, filled_qty, done_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(msgspec.Struct, frozen=True, gc=False):
     fill_id: str
     order_id: str
     ts_ms: int
@@ -272,8 +269,7 @@ class Fill:
             raise ValueError(f"Fill.fee_usd must be >= 0, was {self.fee_usd!r}")
 
 
-@dataclass(slots=True)
-class Position:
+class Position(msgspec.Struct, gc=False):
     """An open position. Mutable: execution updates ``last_price`` on every bar.
 
     ``leverage`` > 0 marks a margined perp (isolated): opening it moves only the fee out of the

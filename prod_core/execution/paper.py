@@ -24,8 +24,9 @@ cannot be journaled is not a fill.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from prod_core.account.margin import (
     close_pnl,
@@ -68,8 +69,7 @@ from prod_core.execution.rules import check_order, round_limit, round_price, rou
 from prod_core.feeds.funding import FundingRates
 
 
-@dataclass(frozen=True, slots=True)
-class ClosedTrade:
+class ClosedTrade(msgspec.Struct, frozen=True, gc=False):
     position: Position  # as it was before the closing fill
     exit_fill: Fill
     pnl_usd: float  # the whole trade, net of every fee, partial exit and funding payment

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import msgspec
+from msgspec.structs import replace
 
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Decision, Side
 
 
-@dataclass(frozen=True, slots=True)
-class BookSnapshot:
+class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
     """Exposure of open positions plus pending entries, in USD of notional."""
 
     equity_usd: float

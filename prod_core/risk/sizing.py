@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Decision, TradePlan
 
 
-@dataclass(frozen=True, slots=True)
-class RiskSnapshot:
+class RiskSnapshot(msgspec.Struct, frozen=True, gc=False):
     """What risk needs to know about the account when a plan arrives."""
 
     equity_usd: float

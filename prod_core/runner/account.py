@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import time
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from prod_core.account import Book, carried_lot, compare, fold, state_body
 from prod_core.domain import Position, Side

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import replace
 from collections.abc import Callable
 from operator import attrgetter
 from time import perf_counter_ns
+
+from msgspec.structs import replace
 
 from prod_core.account import FillBodies, state_body
 from prod_core.account.margin import exit_cash, open_cash

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
+import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -50,8 +51,7 @@ class StrategyParams(BaseModel):
 P = TypeVar("P", bound=StrategyParams)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """Enter ``side`` at the next fill. ``stop`` / ``target`` are prices, 0.0 = none (exit on a
     signal only; R sizing needs a stop). ``entry`` is the reference price (default: the bar's close)."""
 
@@ -62,8 +62,7 @@ class Entry:
     entry: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Exit:
+class Exit(msgspec.Struct, frozen=True, gc=False):
     """Close the strategy's own position at the next fill."""
 
     reason: str = ""
