@@ -64,6 +64,7 @@ class FastLane:
         self.windows_slow = 0
         self.bars_skipped = 0
         self._rank: dict[str, int] | None = None
+        self._consts: dict[str, tuple] = {}  # symbol -> its position's constants (``_load``)
 
     # ------------------------------------------------------------ eligibility
     def usable(self) -> bool:
@@ -151,33 +152,41 @@ class FastLane:
         order its constants; per symbol rank its position's constants (or None) and the first ts
         at which one of its bars must be an event: ``next_day`` (the first bar of a new UTC day), a
         perp's next funding time, or -1 (every bar: a working order, or a stop, a target or a
-        liquidation price to check)."""
+        liquidation price to check).
+
+        A position's constants are kept while the broker holds the same ``Position`` object at the
+        same place (a fill replaces the object; only its ``last_price`` changes in place)."""
         broker = self.p.broker
         rate = broker._exit_rate
         cache = broker._r_parts
         rank = self._rank
-        nsym = len(symbols)
-        held: list = [None] * nsym
-        wall = [next_day] * nsym
+        kept = self._consts
+        held: list = [None] * len(symbols)
+        wall = [next_day] * len(symbols)
         consts = []
         parts: list[float] = []
         liq = broker._liq
         next_funding = broker._next_funding
-        for j, pos in enumerate(broker.positions.values()):
-            part = cache.get(pos.symbol)
+        j = 0
+        for name, pos in broker.positions.items():
+            part = cache.get(name)
             if part is not None and part[0] is pos and part[1] == pos.last_price:
                 parts.append(part[2])
             else:
                 parts.append(open_pnl(pos, rate) / pos.nominal_r_usd)
-            sign = pos.side.sign
-            c = (j, pos, sign * pos.qty, pos.qty, pos.entry_price, pos.realized_usd, pos.entry_fee_usd,
-                 pos.funding_usd, pos.nominal_r_usd, pos.leverage > 0.0, float(sign))
+            c = kept.get(name)
+            if c is None or c[1] is not pos or c[0] != j:
+                sign = pos.side.sign
+                c = kept[name] = (j, pos, sign * pos.qty, pos.qty, pos.entry_price, pos.realized_usd,
+                                  pos.entry_fee_usd, pos.funding_usd, pos.nominal_r_usd, pos.leverage > 0.0,
+                                  float(sign))
             consts.append(c)
-            r = rank.get(pos.symbol)
+            j += 1
+            r = rank.get(name)
             if r is not None:
                 held[r] = c
-                wall[r] = -1 if (pos.stop or pos.target or pos.symbol in liq) else \
-                    min(next_day, next_funding.get(pos.symbol, next_day))
+                wall[r] = -1 if (pos.stop or pos.target or name in liq) else \
+                    min(next_day, next_funding.get(name, next_day))
         for pending in (broker.pending_entries, broker.pending_exits):
             for name in pending:
                 r = rank.get(name)
@@ -193,11 +202,12 @@ class FastLane:
                 st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
 
     def _sync(self, symbols, present, a: int, b: int, cnt: dict, lastocc: dict, tss: list[int], ohlcv: np.ndarray,
-              unbarred: list[int], held: list, rows: list, final: bool, ledger: tuple) -> None:
+              unbarred: list[int], held: list, rows: list, final: bool, ledger: tuple, events: list[int]) -> None:
         """Hand the quiet rows ``a:b`` to the pipeline: the ledger figures they moved (open R, peak, max
-        drawdown, what is dirty, the equity clock), last ts and bar counts per symbol, the equity rows
-        buffered, the broker's last bar where it may be read (the window's end; before an event when
-        an automatic kill-switch could flatten the positions at their last bars)."""
+        drawdown, what is dirty, the equity clock), last ts per symbol, the equity rows buffered, the
+        broker's last bar where it may be read (the window's end; before an event when an automatic
+        kill-switch could flatten the positions at their last bars); at the window's end (``final``)
+        the bar counts of its quiet bars (``events``: the bars per symbol rank that went through ``on_bar``)."""
         p = self.p
         st = p.state
         st.open_r, st.peak_r, st.max_dd_r, gdirty, marked, p._last_equity_ts, p._equity_tick = ledger
@@ -210,17 +220,20 @@ class FastLane:
             p.storage.add_equity_rows(rows)
             rows.clear()
         if b > a:
-            bars_total = p.live.bars_total
             last_ts = p.last_ts
             for r in present:
                 c = cnt[r]
-                k = c[b] - c[a]
+                if c[b] != c[a]:
+                    last = lastocc[r][b - 1]
+                    last_ts[symbols[r]] = tss[last]
+                    unbarred[r] = last
+        if final:  # the quiet bars' counts, once per window (an event's bar counted itself in ``on_bar``)
+            bars_total = p.live.bars_total
+            for r in present:
+                k = cnt[r][-1] - events[r]
                 if k:
                     name = symbols[r]
-                    last = lastocc[r][b - 1]
-                    last_ts[name] = tss[last]
                     bars_total[name] = bars_total.get(name, 0) + k
-                    unbarred[r] = last
         if final or p._auto_kill_at is not None:
             last_bar = p.broker.last_bar
             for r in present:
@@ -255,6 +268,7 @@ class FastLane:
         every = p.equity_every
         rows: list[tuple] = []
         unbarred = [-1] * len(symbols)
+        events = [0] * len(symbols)  # bars per symbol rank through ``on_bar``
         a = 0  # first row not yet synced
 
         consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
@@ -314,7 +328,8 @@ class FastLane:
                     continue
             # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
             self._sync(symbols, present, a, i, cnt, lastocc, tss, ohlcv, unbarred, held, rows, False,
-                       (open_r, peak, maxdd, gdirty, marked, last_eq, tick))
+                       (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
+            events[r] += 1
             li = int(loc[i])
             for slot, ad, s0 in zip(slots_of[r], adapters[r], seen0[r]):
                 slot.seen = s0 + li
@@ -327,4 +342,4 @@ class FastLane:
                 self._ledger()
             gdirty = marked = False
         self._sync(symbols, present, a, n, cnt, lastocc, tss, ohlcv, unbarred, held, rows, True,
-                   (open_r, peak, maxdd, gdirty, marked, last_eq, tick))
+                   (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prod_core.account import carried_lot, cash_delta, close_pnl, compare, fold, lot_body, state_body
+from prod_core.account import FillBodies, carried_lot, cash_delta, close_pnl, compare, fold, lot_body, state_body
 from prod_core.domain import Fill, FillReason, Position, Side
 from prod_core.risk.ledger import GovernanceState
 from prod_core.storage import journal_fill_row, journal_row
@@ -359,3 +359,25 @@ def test_fold_cash_and_closed_r_equal_the_sum_of_the_fills(data, start: float, s
     assert book.state.consecutive_losses == losses
     assert book.state.trades_today == opens and book.fills == len(flows)
     assert compare(book, _snapshot(book), _rows(book)) == []
+
+
+_any_float = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**20), 10**20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plan_id=st.text(), strategy=st.text(), stop=_any_float, target=_any_float, nominal=_any_float,
+       ts_open=st.integers(-(10**15), 10**15) | st.floats(), leverage=_any_float, mmr=_any_float | st.booleans(),
+       day=st.text() | st.none(), peak=st.floats(), holds=st.lists(st.text(), max_size=3))
+def test_fill_bodies_are_json_dumps_with_sorted_keys_byte_for_byte(plan_id, strategy, stop, target, nominal, ts_open,
+                                                                   leverage, mmr, day, peak, holds) -> None:
+    """A fill's journal body is exactly ``json.dumps(body, sort_keys=True, default=str)``, whatever the values."""
+    position = Position(position_id="p", plan_id=plan_id, strategy=strategy, symbol="BTC/USDT", side=Side.BUY,
+                        qty=1.0, entry_price=100.0, stop=stop, target=target, ts_open_ms=ts_open, nominal_r_usd=nominal,
+                        entry_fee_usd=0.1, last_price=100.0, leverage=leverage, maint_margin_rate=mmr)
+    state = GovernanceState()
+    state.day, state.peak_r, state.holds = day, peak, holds
+    bodies = FillBodies()
+    opened = {"day": day, "lot": lot_body(position), "state": state_body(state, counters=False)}
+    assert bodies.opened(state, position) == json.dumps(opened, sort_keys=True, default=str)
+    changed = {"day": day, "state": state_body(state, counters=False)}
+    assert bodies.changed(state) == json.dumps(changed, sort_keys=True, default=str)

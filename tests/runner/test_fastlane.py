@@ -83,6 +83,11 @@ def _assert_same(off: Path, on: Path) -> dict[str, list[tuple]]:
     return a
 
 
+def _bars(text: str) -> int:
+    """The bars the replay counted (its final line: the sum of ``crupto_bars_total``)."""
+    return int(re.search(r"^replay: bars=(\d+) ", text, re.M).group(1))
+
+
 def _skipped(text: str) -> tuple[int, int, int]:
     m = re.search(r"fast lane: (\d+) of (\d+) bars skipped ahead \(windows: (\d+) scanned, (\d+) bar by bar\)", text)
     assert m, text[-2000:]
@@ -102,10 +107,11 @@ def _scenario(tmp: Path, **changes) -> Path:
 
 def test_parity_replay_is_the_same_database_with_the_lane_on(tmp_path: Path) -> None:
     data = [shared_data_dir() / f for f in FILES]
-    off, _ = _replay(tmp_path, "off", SCENARIO, data, lane=False)
+    off, text_off = _replay(tmp_path, "off", SCENARIO, data, lane=False)
     on, text = _replay(tmp_path, "on", SCENARIO, data, lane=True)
     tables = _assert_same(off, on)
     assert len(tables["fills"]) == 5_009 and len(tables["equity"]) == 25_921
+    assert _bars(text) == _bars(text_off) == 129_600
     skipped, total, slow = _skipped(text)
     assert total == 129_600 and skipped > 100_000 and slow == 0
 
@@ -155,8 +161,9 @@ def test_bad_bars_send_their_window_bar_by_bar_with_the_same_result(tmp_path: Pa
     off, text_off = _replay(tmp_path, "off", SCENARIO, data, lane=False)
     on, text = _replay(tmp_path, "on", SCENARIO, data, lane=True)
     _assert_same(off, on)
-    _, _, slow = _skipped(text)
+    _, total, slow = _skipped(text)
     assert slow >= 1
+    assert _bars(text) == _bars(text_off) < total  # the rejected bars are not counted
     anomalies = re.findall(r"отклонено баров (\d+)", text)
     assert anomalies and anomalies == re.findall(r"отклонено баров (\d+)", text_off)
 
