@@ -147,15 +147,22 @@ def test_live_lease_on_the_source_is_refused(pg_url: str, tmp_path: Path) -> Non
     assert _counts_pg(pg_url) == {}
 
 
-def test_a_row_the_target_refuses_rolls_everything_back(replay_db, pg_url: str, tmp_path: Path) -> None:
-    """All or nothing: one bad row in the last rows of a table leaves the target without any crupto row."""
-    db, _, _ = replay_db
+def _spoiled_copy(db: Path, tmp_path: Path, sql: str) -> Path:
+    """A copy of the replay's database with ``sql`` applied to it."""
     copy = tmp_path / "copy.db"
     copy.write_bytes(db.read_bytes())
     conn = sqlite3.connect(copy)
-    conn.execute("UPDATE positions SET ts_open_ms = 'not a time' WHERE rowid = (SELECT MAX(rowid) FROM positions)")
+    conn.execute(sql)
     conn.commit()
     conn.close()
+    return copy
+
+
+def test_a_row_the_target_refuses_rolls_everything_back(replay_db, pg_url: str, tmp_path: Path) -> None:
+    """All or nothing: one bad row in the last rows of a table leaves the target without any crupto row."""
+    db, _, _ = replay_db
+    copy = _spoiled_copy(db, tmp_path, "UPDATE positions SET ts_open_ms = 'not a time' "
+                                       "WHERE rowid = (SELECT MAX(rowid) FROM positions)")
     proc = run_cli(tmp_path, "migrate-db", "--from", str(copy), "--to", pg_url)
     assert proc.returncode == 1 and "rolled back" in proc.stderr, proc.stdout + proc.stderr
     assert "AGREE" not in proc.stdout
@@ -167,12 +174,7 @@ def test_a_row_the_target_refuses_rolls_everything_back(replay_db, pg_url: str, 
 
 def test_source_that_does_not_reconcile_is_refused(replay_db, pg_url: str, tmp_path: Path) -> None:
     db, _, account = replay_db
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(db.read_bytes())
-    conn = sqlite3.connect(copy)
-    conn.execute("DELETE FROM journal WHERE seq = (SELECT MAX(seq) FROM journal WHERE kind = 'fill')")
-    conn.commit()
-    conn.close()
+    copy = _spoiled_copy(db, tmp_path, "DELETE FROM journal WHERE seq = (SELECT MAX(seq) FROM journal WHERE kind = 'fill')")
     proc = run_cli(tmp_path, "migrate-db", "--from", f"sqlite:{copy}", "--to", pg_url)
     assert proc.returncode == 2 and f"account(s) {account} do not reconcile in the source" in proc.stderr, proc.stderr
     assert _counts_pg(pg_url) == {}
