@@ -43,13 +43,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -437,42 +434,10 @@ def iter_csv_fast(path: Path, layout: CsvLayout, block_size: int, funding: bool 
     try:
         reader = pacsv.open_csv(path, read_options=read, convert_options=convert, memory_pool=_stream_pool())
         with reader:
-            for batch in _read_ahead(reader):
+            for batch in reader:
                 yield _fast_block(batch, names, layout, False, funding)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
         raise SlowPathNeeded from None
-
-
-_reader: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
-
-
-def _next_batch(reader: Any) -> Any:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
-
-
-def _read_ahead(reader: Any) -> Iterator[Any]:
-    """The batches of a pyarrow streaming reader, each next one parsed on a background thread while
-    the caller works on this one (pyarrow parses without the GIL: the replay's second core reads the
-    files). One batch ahead per reader, so memory stays bounded; the reader is never used by two
-    threads at once, and is left alone before its caller closes it."""
-    global _reader
-    if _reader is None or _reader[0] != os.getpid():
-        _reader = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="crupto-read-ahead"))
-    pool = _reader[1]
-    ahead = pool.submit(_next_batch, reader)
-    try:
-        while True:
-            batch = ahead.result()
-            if batch is None:
-                return
-            ahead = pool.submit(_next_batch, reader)
-            yield batch
-    finally:
-        if not ahead.cancel():
-            wait([ahead])
 
 
 def _read_csv_slow(path: Path, layout: CsvLayout) -> RawChunk:
