@@ -267,6 +267,7 @@ class PaperRunner:
         self.storage.on_retry = self._on_storage_retry
         if self.replay:  # a replay can be rerun: larger batches, still flushed at least once a second
             self.storage.flush_rows = REPLAY_FLUSH_ROWS
+            self.storage.checkpoint_in_background()
         if not self.replay:
             acquired, holder, why = self.storage.acquire_lease(
                 self.account, self.run_id, pid=os.getpid(), host=host_name(), now=t_start,

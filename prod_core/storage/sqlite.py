@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Any
 
 from prod_core.domain.types import Fill, Order, Position
+from prod_core.storage.checkpoint import Checkpointer
 from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
 from prod_core.storage.postgres import DB_ERRORS, PgConnection, is_postgres_url
@@ -359,6 +360,7 @@ class Storage:
         self.retries = 0
         self.on_retry: Callable[[int, float, str], None] | None = None
         self._lease: tuple[str, str] | None = None  # (account, run_id) this process holds
+        self._checkpointer: Checkpointer | None = None  # ``checkpoint_in_background``
         self.mark_misses: list[str] = []  # position ids whose mark matched no open row
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
@@ -445,6 +447,20 @@ class Storage:
             raise
         return conn
 
+    def checkpoint_in_background(self) -> None:
+        """SQLite: WAL checkpoints on a thread of their own after each commit instead of inside the
+        commits (``storage/checkpoint.py``), for a writer of large batches (a replay). No-op on
+        PostgreSQL and in memory."""
+        if self._url or self.path == ":memory:" or self._checkpointer is not None or self._closed:
+            return
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer = Checkpointer(self.path)
+
+    def _stop_checkpointer(self) -> None:
+        ckpt, self._checkpointer = self._checkpointer, None
+        if ckpt is not None:
+            ckpt.stop()
+
     def close(self) -> None:
         """Flush the buffers and close the connection. Safe to call twice."""
         if self._closed:
@@ -453,7 +469,8 @@ class Storage:
             self.flush()
         finally:
             self._closed = True
-            self._conn.close()
+            self._stop_checkpointer()
+            self._conn.close()  # the last connection to close checkpoints the WAL
 
     def close_quietly(self) -> None:
         """Close after a failure: try to flush, and close the connection whatever happens."""
@@ -465,6 +482,7 @@ class Storage:
             pass
         finally:
             self._closed = True
+            self._stop_checkpointer()
             self._conn.close()
 
     def __enter__(self) -> Storage:
@@ -526,6 +544,8 @@ class Storage:
         try:
             yield conn
             conn.execute("COMMIT")
+            if self._checkpointer is not None:
+                self._checkpointer.kick()
         except BaseException as exc:
             if conn.in_transaction:
                 try:
