@@ -27,7 +27,6 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii
 from operator import attrgetter
 from typing import Any
 
@@ -66,40 +65,6 @@ def lot_body(position: Position) -> dict[str, Any]:
 # ``json.dumps(body, sort_keys=True, default=str)``, the encoding of every journal body, without an
 # encoder built per call (``dumps`` builds this one and calls ``encode``).
 _encode: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, default=str).encode
-_json_str: Callable[[str], str] = encode_basestring_ascii  # what ``_encode`` writes for a str
-_float_repr = float.__repr__
-_int_repr = int.__repr__
-
-
-def _json_number(x: Any) -> str | None:
-    """What ``_encode`` writes for a float or an int (not a bool), None for anything else."""
-    t = type(x)
-    if t is float:
-        if x != x:
-            return "NaN"
-        if x in (math.inf, -math.inf):
-            return "Infinity" if x > 0 else "-Infinity"
-        return _float_repr(x)
-    return _int_repr(x) if t is int else None
-
-
-def lot_json(position: Position) -> str:
-    """``_encode(lot_body(position))`` byte for byte, written directly (the lot's keys are fixed:
-    the encoder's set-up per call cost more than the encoding); anything but the usual types
-    goes through the encoder."""
-    plan_id, strategy = position.plan_id, position.strategy
-    nums = [_json_number(x) for x in (position.leverage, position.maint_margin_rate, position.nominal_r_usd,
-                                      position.stop, position.target, position.ts_open_ms)]
-    if None in nums or type(plan_id) is not str or type(strategy) is not str:
-        return _encode(lot_body(position))
-    lev, mmr, nominal, stop, target, ts_open = nums
-    return (f'{{"leverage": {lev}, "maint_margin_rate": {mmr}, "nominal_r_usd": {nominal}, "plan_id": '
-            f'{_json_str(plan_id)}, "stop": {stop}, "strategy": {_json_str(strategy)}, "target": {target}, '
-            f'"ts_open_ms": {ts_open}}}')
-
-
-def _day_json(day: Any) -> str:
-    return _json_str(day) if type(day) is str else _encode(day)
 _TRANSITION_VALUES = attrgetter(*(name for name in TRANSITION_FIELDS if name != "holds"))
 
 
@@ -134,11 +99,11 @@ class FillBodies:
 
     def opened(self, state: GovernanceState, position: Position) -> str:
         """The body of the fill that opens ``position``: day, lot and state."""
-        return f'{{"day": {_day_json(state.day)}, "lot": {lot_json(position)}, "state": {self.state(state)}}}'
+        return f'{{"day": {_encode(state.day)}, "lot": {_encode(lot_body(position))}, "state": {self.state(state)}}}'
 
     def changed(self, state: GovernanceState) -> str:
         """The body of a fill that changes or closes a position: day and state."""
-        return f'{{"day": {_day_json(state.day)}, "state": {self.state(state)}}}'
+        return f'{{"day": {_encode(state.day)}, "state": {self.state(state)}}}'
 
 
 @dataclass(slots=True)

@@ -367,15 +367,20 @@ _any_float = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**
 @settings(max_examples=300, deadline=None)
 @given(plan_id=st.text(), strategy=st.text(), stop=_any_float, target=_any_float, nominal=_any_float,
        ts_open=st.integers(-(10**15), 10**15) | st.floats(), leverage=_any_float, mmr=_any_float | st.booleans(),
-       day=st.text() | st.none(), peak=st.floats(), holds=st.lists(st.text(), max_size=3))
+       day=st.text() | st.none(), peak=_any_float, max_dd=_any_float, epoch=st.integers() | st.none(),
+       flags=st.lists(st.booleans() | st.integers(0, 1), min_size=3, max_size=3), lock=st.text(),
+       holds=st.lists(st.text(), max_size=3) | st.lists(st.integers(), min_size=1, max_size=2), config=st.text())
 def test_fill_bodies_are_json_dumps_with_sorted_keys_byte_for_byte(plan_id, strategy, stop, target, nominal, ts_open,
-                                                                   leverage, mmr, day, peak, holds) -> None:
+                                                                   leverage, mmr, day, peak, max_dd, epoch, flags, lock,
+                                                                   holds, config) -> None:
     """A fill's journal body is exactly ``json.dumps(body, sort_keys=True, default=str)``, whatever the values."""
     position = Position(position_id="p", plan_id=plan_id, strategy=strategy, symbol="BTC/USDT", side=Side.BUY,
                         qty=1.0, entry_price=100.0, stop=stop, target=target, ts_open_ms=ts_open, nominal_r_usd=nominal,
                         entry_fee_usd=0.1, last_price=100.0, leverage=leverage, maint_margin_rate=mmr)
     state = GovernanceState()
-    state.day, state.peak_r, state.holds = day, peak, holds
+    state.day, state.peak_r, state.max_dd_r, state.dd_epoch, state.holds = day, peak, max_dd, epoch, holds
+    state.dd_stopped, state.throttled, state.kill_switch = flags
+    state.lock_reason, state.config_hash = lock, config
     bodies = FillBodies()
     opened = {"day": day, "lot": lot_body(position), "state": state_body(state, counters=False)}
     assert bodies.opened(state, position) == json.dumps(opened, sort_keys=True, default=str)
