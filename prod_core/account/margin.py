@@ -27,7 +27,7 @@ from prod_core.domain import Position, Side
 def cash_delta(side: Side, qty: float, price: float, fee_usd: float) -> float:
     """Cash a fully funded fill moves: a buy spends its notional, a sell receives it; the fee is paid."""
     notional = qty * price
-    return (-notional if side is Side.BUY else notional) - fee_usd
+    return (-notional if side.sign > 0 else notional) - fee_usd
 
 
 def open_cash(leverage: float, side: Side, qty: float, price: float, fee_usd: float) -> float:

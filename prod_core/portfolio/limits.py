@@ -6,7 +6,7 @@ import msgspec
 from msgspec.structs import replace
 
 from prod_core.configs.governance import GovernanceConfig
-from prod_core.domain import Decision, Side
+from prod_core.domain import Decision
 
 
 class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
@@ -41,7 +41,7 @@ def fit(decision: Decision, book: BookSnapshot, cfg: GovernanceConfig, min_notio
     net_cap = pc.max_net_exposure_pct / 100.0 * equity
     # Room before net crosses the cap on the side the entry pushes it. An entry that
     # moves net back toward zero from beyond the other cap only reduces the breach.
-    if decision.plan.side is Side.BUY:
+    if decision.plan.side.sign > 0:
         net_room = net_cap - book.net_usd
     else:
         net_room = net_cap + book.net_usd

@@ -33,6 +33,15 @@ from prod_core.strategies import Entry, Exit, MeanReversionParams, Strategy, Str
 from prod_core.strategies.api import to_plan
 from prod_core.strategies.base import build_kinds
 
+# Enum members on the hot path are read as module globals: on Python 3.11 ``Side.BUY`` costs ~150 ns
+# more than a global (``EnumType.__getattr__`` sends every attribute lookup on an enum class down
+# the slow path), and a fill reads a dozen of them.
+_EXIT_SIGNAL, _KILL_SWITCH, _LIQUIDATION = (
+    FillReason.EXIT_SIGNAL, FillReason.KILL_SWITCH, FillReason.LIQUIDATION)
+_FILLED, _REJECTED, _PARTIAL, _CANCELLED = (
+    OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.PARTIAL, OrderStatus.CANCELLED)
+_WARMUP = Regime.WARMUP
+
 Notify = Callable[..., None]
 ANOMALY_LOG_EVERY_S = 5.0
 STRATEGY_ERROR_LOG_EVERY_S = 60.0
@@ -204,7 +213,7 @@ class Pipeline:
         return [kept.get(name) or _Slot(kind.build(sym, can_short)) for name, kind in self.kinds.items()]
 
     def _enable_table(self, enable_map) -> dict[Regime, frozenset[str]]:
-        table: dict[Regime, frozenset[str]] = {Regime.WARMUP: frozenset(enable_map.allowed("warmup"))}
+        table: dict[Regime, frozenset[str]] = {_WARMUP: frozenset(enable_map.allowed("warmup"))}
         for regime, key in _REGIME_KEYS.items():
             table[regime] = frozenset(enable_map.allowed(key))
         return table
@@ -265,7 +274,7 @@ class Pipeline:
             live.regime[sym] = regime
         else:
             f = None
-            regime = Regime.WARMUP
+            regime = _WARMUP
         if timed:
             t3 = perf_counter_ns()
             rec(1, t3 - t2)
@@ -286,7 +295,7 @@ class Pipeline:
                 continue
             if signal.__class__ is Exit:
                 if own is not None and sym not in broker.pending_exits:
-                    broker.request_exit(sym, FillReason.EXIT_SIGNAL, bar.ts_ms)
+                    broker.request_exit(sym, _EXIT_SIGNAL, bar.ts_ms)
             elif (plan is None and pos is None and slot.name in self._enabled_now[regime]
                   and slot.seen > slot.strategy.warmup_bars and sym not in broker.pending_entries):
                 plan = self._plan(slot.name, bar, signal, regime)
@@ -629,7 +638,7 @@ class Pipeline:
     def flatten_all(self, ts_ms: int) -> int:
         """Kill-switch: cancel pending entries and close every position at market now."""
         cancelled = self.broker.cancel_pending()
-        trades = self.broker.flatten_now(FillReason.KILL_SWITCH, ts_ms)
+        trades = self.broker.flatten_now(_KILL_SWITCH, ts_ms)
         self._refresh_account()
         return len(cancelled) + len(trades)
 
@@ -784,24 +793,24 @@ class Pipeline:
         key = status._value_  # ``.value`` is an enum property: slower, on every order
         orders_total[key] = orders_total.get(key, 0) + 1
         self.storage.add_order(self.run_id, order)
-        if status is OrderStatus.FILLED:
+        if status is _FILLED:
             self._outcome(0)
-        elif status is OrderStatus.REJECTED:
+        elif status is _REJECTED:
             self._outcome(1)
-        if order.done_ms and status is not OrderStatus.PARTIAL:  # the order ended
+        if order.done_ms and status is not _PARTIAL:  # the order ended
             sym = order.symbol
             live.order_qty[sym] = live.order_qty.get(sym, 0.0) + order.qty
             live.order_filled_qty[sym] = live.order_filled_qty.get(sym, 0.0) + order.filled_qty
-            if status is OrderStatus.FILLED:
+            if status is _FILLED:
                 live.fill_time.observe(sym, (order.done_ms - order.ts_ms) / 1000.0)
-        if status is OrderStatus.REJECTED:
+        if status is _REJECTED:
             self.storage.update_plan_status(self.run_id, order.plan_id, "rejected")
             self.live.pending_plans = len(self.broker.pending_entries)
             if self.trade_events:
                 self.notify("order_rejected", f"{order.symbol}: {order.reject_reason}", severity="warning",
                             component="execution", fields={"order_id": order.order_id, "reason": order.reject_reason},
                             log=False)
-        elif status is OrderStatus.CANCELLED and order.filled_qty == 0.0:  # a worked rest keeps "filled"
+        elif status is _CANCELLED and order.filled_qty == 0.0:  # a worked rest keeps "filled"
             self.storage.update_plan_status(self.run_id, order.plan_id, "cancelled")
 
     def _outcome(self, rejected: int) -> None:
@@ -820,7 +829,7 @@ class Pipeline:
         fills_total = live.fills_total
         fills_total[key] = fills_total.get(key, 0) + 1
         ref = fill.ref_price
-        if ref > 0.0 and fill.reason is not FillReason.LIQUIDATION:
+        if ref > 0.0 and fill.reason is not _LIQUIDATION:
             live.fill_slippage.observe(fill.symbol, fill.side.sign * (fill.price - ref) / ref * 10_000.0)
         if self.trade_events:
             self.notify("fill", f"{fill.reason.value} {fill.side.value} {fill.qty:.8g} {fill.symbol} @ {fill.price:.8g}",
@@ -955,7 +964,7 @@ class Pipeline:
         self.mark_journaled()
         self._close_info = (engaged, ladder)
         self._fill_seen(fill)
-        if fill.reason is FillReason.LIQUIDATION:
+        if fill.reason is _LIQUIDATION:
             self.notify("liquidation", f"Ликвидация {p.symbol} {p.side.value} {p.qty:.8g}: цена банкротства "
                         f"{fill.price:.8g}, потеряна маржа {p.margin_usd:.2f} USD + комиссия {fill.fee_usd:.2f} USD",
                         severity="critical", component="execution",
@@ -994,7 +1003,7 @@ class Pipeline:
         for symbol in list(self.broker.positions):
             bar = self.broker.last_bar.get(symbol)
             if bar is not None:
-                self.broker.close_at(symbol, bar.close, FillReason.EXIT_SIGNAL, bar.ts_ms)
+                self.broker.close_at(symbol, bar.close, _EXIT_SIGNAL, bar.ts_ms)
         self._refresh_account()
 
     def persist_marks(self) -> None:
@@ -1013,7 +1022,7 @@ class Pipeline:
         self.broker.restore(positions)
         if flatten_at_mark:
             for p in positions:
-                self.broker.close_at(p.symbol, p.last_price, FillReason.EXIT_SIGNAL, ts_ms)
+                self.broker.close_at(p.symbol, p.last_price, _EXIT_SIGNAL, ts_ms)
         self._refresh_account()
 
 
