@@ -394,7 +394,7 @@ class Pipeline:
             ts_ms=plan.ts_ms,
             strategy=plan.strategy,
             symbol=plan.symbol,
-            side=plan.side.value,
+            side=plan.side._value_,
             entry=plan.entry,
             stop=plan.stop,
             target=plan.target,
