@@ -136,6 +136,7 @@ def write_db(target: str, sweep_id: str, results: list[dict[str, Any]]) -> str:
 
 def run(args) -> int:
     from prod_core.runner.sweep import RayUnavailable, SweepError, plan_sweep, run_sweep
+    from prod_core.storage import Storage, StorageError
     from prod_core.telemetry.progress import progress
 
     settings = load_settings()
@@ -152,8 +153,6 @@ def run(args) -> int:
     keys = list(plan.grid)
     sweep_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{out.name}"
     if args.db:
-        from prod_core.storage import Storage, StorageError
-
         try:
             with Storage(args.db):  # fail before the replays: a bad path, an unreachable server, a newer schema
                 pass
@@ -184,8 +183,6 @@ def run(args) -> int:
     write_results(out, results, keys, summary)
     db_note = ""
     if args.db:
-        from prod_core.storage import StorageError
-
         try:
             shown = write_db(args.db, sweep_id, results)
         except StorageError as exc:  # the message names the database without its password

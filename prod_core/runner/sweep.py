@@ -25,9 +25,9 @@ Local Ray by default (``workers`` processes); a cluster when ``RAY_ADDRESS`` is 
 from __future__ import annotations
 
 import copy
-import itertools
 import datetime as dt
 import io
+import itertools
 import json
 import os
 import shutil

@@ -27,7 +27,6 @@ class Checkpointer:
         self.path = path
         self.kicks = 0  # commits announced
         self.done = 0  # the commits announced when the last checkpoint started: all of them are in the database
-        self.failures = 0
         self._kicked = threading.Event()
         self._stopping = False
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -49,7 +48,6 @@ class Checkpointer:
             try:
                 busy = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
             except sqlite3.Error as exc:  # the next kick tries again; the writer is never affected
-                self.failures += 1
                 log.debug("WAL checkpoint of %s failed: %s", self.path, exc)
                 continue
             if not busy:
