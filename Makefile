@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.stamp-run
 DEV_STAMP := $(VENV)/.stamp-dev
 PYTEST_ARGS ?=
 
-.PHONY: run test bench clean-venv
+.PHONY: run test bench compiled clean-venv
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(DEV_STAMP)
 
 bench: $(RUN_STAMP)
 	$(VPY) scripts/bench_replay.py
+
+# The hot modules compiled with Cython into build/compiled/ (prod_core/compiled.py); optional.
+compiled: $(DEV_STAMP)
+	$(VPY) scripts/build_compiled.py
 
 clean-venv:
 	rm -rf $(VENV)

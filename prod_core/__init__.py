@@ -6,3 +6,7 @@ them. See docs/ARCHITECTURE.md.
 """
 
 __version__ = "0.1.0"
+
+from prod_core import compiled as _compiled
+
+_compiled.install()  # the compiled hot modules, when built from this very source (prod_core/compiled.py)

@@ -6,6 +6,8 @@ One run prints:
   (configs/scenarios/sma_parity) with SQLite storage and the metrics exporter on, run as a
   child process exactly as an operator runs it; bars/s from the runner's own final line
   (`engine_s`: the bar loop, feed reading included), and the child's peak RSS;
+- the build the hot modules came from: pure Python, or the compiled build of `make compiled`
+  (prod_core/compiled.py; `CRUPTO_COMPILED=0` measures pure Python with a build present);
 - the bare loop: the same rule (SMA 10/30 crossover, next-open fills, 0.1% fee) as ~40
   lines of plain Python over the same bars in this process, and the ratio;
 - the top frames of a cProfile of the engine's bar loop (a second child run; cProfile
@@ -165,6 +167,9 @@ def engine_child(top: int, argv: list[str]) -> int:
     code = app.main(argv)
     if profiler is not None:
         _print_profile(pstats.Stats(profiler), top)
+    from prod_core import compiled
+
+    print(f"BUILD {compiled.describe()}", flush=True)
     with open("/proc/self/status") as fh:
         hwm = next((line.split()[1] for line in fh if line.startswith("VmHWM")), "0")
     print(f"VmHWM {hwm}", flush=True)
@@ -218,6 +223,7 @@ def main() -> int:
                 print(out[-2000:], file=sys.stderr)
                 return 1
             runs.append((float(m.group(3)), int(m.group(1)), int(m.group(2)), float(m.group(4)), rss_mb))
+            build = re.search(r"^BUILD (.+)$", out, re.M)
         engine_s, bars, fills, equity, _ = min(runs)
         rss_mb = max(r[4] for r in runs)
         times = " / ".join(f"{r[0]:.3f}" for r in runs)
@@ -228,6 +234,7 @@ def main() -> int:
               f"{'parquet' if args.parquet else files[0].suffix[1:]}); scenario {os.path.relpath(args.config_dir, REPO)}")
         print(f"engine: {engine_rate:,.0f} bars/s ({engine_s:.3f} s, best of {len(runs)}: {times} s; fills {fills:,}, "
               f"equity {equity:,.2f}; SQLite storage + metrics exporter on; peak RSS {rss_mb:.0f} MiB)")
+        print(f"build: {build.group(1) if build else 'unknown'}")
         print(f"bare loop: {bare_rate:,.0f} bars/s ({bare_s:.3f} s, best of 3; fills {bare_fills:,}, equity "
               f"{bare_equity:,.2f}; float sums, same bars)")
         print(f"engine / bare loop: {engine_rate / bare_rate:.3f} (the bare loop is {bare_rate / engine_rate:.1f}x faster)")

@@ -274,6 +274,10 @@ class FastLane:
         consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
         closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = self._ledger()
         gdirty = marked = False
+        # C doubles in the compiled build (prod_core/compiled.py: this module is built with its annotations
+        # as C types); the account's own figures stay Python objects, so they are stored as they came
+        c: float; before: float; new: float; x: float; total: float; npeak: float; dd: float; nmax: float
+        eq: float; gross: float; net: float; lp: float; nn: float; pnl: float
         for i in range(n):
             r = syms[i]
             t = tss[i]

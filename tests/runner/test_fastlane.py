@@ -28,12 +28,13 @@ WALL_COLUMNS = {"ts", "created_at", "updated_at", "started_at", "ended_at", "hea
 SKIP_TABLES = {"events", "schema_migrations", "exports", "sqlite_sequence"}
 
 
-def _replay(tmp: Path, name: str, config_dir: Path, data: list[Path], lane: bool) -> tuple[Path, str]:
+def _replay(tmp: Path, name: str, config_dir: Path, data: list[Path], lane: bool,
+            env_extra: dict[str, str] | None = None) -> tuple[Path, str]:
     out = tmp / name
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERT_TEST_")}
     env.update(ENV_FILE=str(out / "none"), DB_PATH=str(out / "db.sqlite"), REPORTS_DIR=str(out / "reports"),
-               LOGS_DIR=str(out / "logs"), CRUPTO_FAST_LANE="1" if lane else "0")
+               LOGS_DIR=str(out / "logs"), CRUPTO_FAST_LANE="1" if lane else "0", **(env_extra or {}))
     result = subprocess.run(
         [sys.executable, "-m", "prod_core.runner", "--feed", "replay", "--config-dir", str(config_dir),
          "--port", "0", "--linger", "0", "--data", *map(str, data)],
@@ -73,13 +74,13 @@ def _tables(db: Path) -> dict[str, list[tuple]]:
     return out
 
 
-def _assert_same(off: Path, on: Path) -> dict[str, list[tuple]]:
+def _assert_same(off: Path, on: Path, labels: tuple[str, str] = ("bar by bar", "fast lane")) -> dict[str, list[tuple]]:
     a, b = _tables(off), _tables(on)
     assert a.keys() == b.keys()
     for table in a:
         assert len(a[table]) == len(b[table]), table
         for i, (x, y) in enumerate(zip(a[table], b[table])):
-            assert x == y, f"{table} row {i}:\n bar by bar: {x}\n fast lane:  {y}"
+            assert x == y, f"{table} row {i}:\n {labels[0]}: {x}\n {labels[1]}: {y}"
     return a
 
 
@@ -105,6 +106,22 @@ def _scenario(tmp: Path, **changes) -> Path:
     return out
 
 
+# 1R = 1 USDT on 100 USDT positions: every governance transition happens on three symbols
+TRANSITIONS = dict(
+    sizing={"nominal_r_usd": 1.0},
+    daily_lock={"max_daily_loss_r": 4.0, "max_trades": 12, "max_consecutive_losses": 5},
+    drawdown={"throttle_at_r": -4.0, "throttle_multiplier": 0.5, "no_entries_at_r": -9.0, "critical_max_dd_r": 40.0},
+    kill_switch={"auto_at_max_dd_r": 12.0},
+    replay={"flatten_at_end": True, "daily_reset": True},
+)
+
+
+def assert_transitions_happened(tables: dict[str, list[tuple]]) -> None:
+    events = [dict(r)["event"] for r in tables["journal"]]
+    for event in ("drawdown_ladder", "lock_engaged", "day_roll", "kill_switch"):
+        assert event in events, f"{event} never happened: the scenario no longer tests it"
+
+
 def test_parity_replay_is_the_same_database_with_the_lane_on(tmp_path: Path) -> None:
     data = [shared_data_dir() / f for f in FILES]
     off, text_off = _replay(tmp_path, "off", SCENARIO, data, lane=False)
@@ -121,20 +138,11 @@ def test_governance_transitions_day_rolls_and_kill_switch_are_the_same_with_the_
     stop, the daily loss lock, the trade count lock, the daily reset and finally the automatic kill-switch
     all happen, at quiet bars as well as at fills."""
     data = [shared_data_dir() / f for f in FILES[:3]]
-    config = _scenario(
-        tmp_path,
-        sizing={"nominal_r_usd": 1.0},
-        daily_lock={"max_daily_loss_r": 4.0, "max_trades": 12, "max_consecutive_losses": 5},
-        drawdown={"throttle_at_r": -4.0, "throttle_multiplier": 0.5, "no_entries_at_r": -9.0, "critical_max_dd_r": 40.0},
-        kill_switch={"auto_at_max_dd_r": 12.0},
-        replay={"flatten_at_end": True, "daily_reset": True},
-    )
+    config = _scenario(tmp_path, **TRANSITIONS)
     off, _ = _replay(tmp_path, "off", config, data, lane=False)
     on, text = _replay(tmp_path, "on", config, data, lane=True)
     tables = _assert_same(off, on)
-    events = [dict(r)["event"] for r in tables["journal"]]
-    for event in ("drawdown_ladder", "lock_engaged", "day_roll", "kill_switch"):
-        assert event in events, f"{event} never happened: the scenario no longer tests it"
+    assert_transitions_happened(tables)
     bodies = [json.loads(dict(r)["body_json"]) for r in tables["journal"] if dict(r)["event"] == "day_roll"]
     assert any("daily_reset" in b.get("details", {}) for b in bodies)
     skipped, total, slow = _skipped(text)
