@@ -54,7 +54,7 @@ def _build(todo: list[str], out: Path, work: Path, jobs: int) -> None:
         for depth in range(1, len(parts)):  # packages, so Cython names the module as Python does
             (src_root.joinpath(*parts[:depth]) / "__init__.py").touch()
         shutil.copyfile(compiled.source_of(name), staged)
-        exts.append((name, Extension(name, [str(staged)])))
+        exts.append((name, Extension(name, [str(staged)], extra_compile_args=list(compiled.COMPILE_ARGS))))
     for typed in (False, True):
         group = [ext for name, ext in exts if (name in compiled.TYPED) == typed]
         if not group:

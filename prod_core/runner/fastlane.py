@@ -30,6 +30,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# True in the compiled build (prod_core/compiled.py), which reads the ``cython.*`` annotations below as
+# C types: the quiet-bar loop then walks typed views of the window's arrays; pure Python walks lists (a
+# numpy element read from Python is a slow object of its own)
+try:
+    import cython
+
+    COMPILED: bool = cython.compiled
+except ImportError:  # pure Python without Cython installed: local annotations are never evaluated
+    COMPILED = False
+
 from prod_core.account.margin import open_pnl
 from prod_core.domain import Bar
 from prod_core.feeds.stream import clean_mask
@@ -250,21 +260,40 @@ class FastLane:
         gov = p.gov
         run_id = p.run_id
         n = int(ts.shape[0])
-        syms, tss, evs = sym.tolist(), ts.tolist(), event.tolist()
-        closes = ohlcv[:, 3].tolist()
+        tss = ts.tolist()  # the events' and the syncs' Python ints
+        if COMPILED:
+            syms_v: cython.longlong[:] = np.ascontiguousarray(sym, dtype=np.int64)
+            tss_v: cython.longlong[:] = np.ascontiguousarray(ts, dtype=np.int64)
+            evs_v: cython.uchar[:] = np.ascontiguousarray(event).view(np.uint8)
+            closes_v: cython.double[:] = np.ascontiguousarray(ohlcv[:, 3], dtype=np.float64)
+        else:
+            syms_v, tss_v, evs_v, closes_v = sym.tolist(), tss, event.tolist(), ohlcv[:, 3].tolist()
         ar = np.arange(n)
         cnt, lastocc = {}, {}
         for r in present:  # rows of each symbol before a row, and its last row at or before a row
             m = sym == r
-            c = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(m, out=c[1:])
-            cnt[r] = c.tolist()
+            before_row = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(m, out=before_row[1:])
+            cnt[r] = before_row.tolist()
             lastocc[r] = np.maximum.accumulate(np.where(m, ar, -1)).tolist()
-        rate = broker._exit_rate
-        thr_at = gov.drawdown.throttle_at_r
-        noent_at = gov.drawdown.no_entries_at_r
-        maxloss = gov.daily_lock.max_daily_loss_r
+        # C types in the compiled build (prod_core/compiled.py: this module is built with its annotations as
+        # C types, and the same float operations run in the same order as in Python); the account's figures
+        # the pipeline keeps (peak, max drawdown, open R, cash, the equity clock) stay Python objects, with
+        # a float copy for the arithmetic, so they are handed back as they came unless a bar moved them
+        i: cython.Py_ssize_t; r: cython.Py_ssize_t; j0: cython.Py_ssize_t; t: cython.longlong
+        c: float; before: float; new: float; x: float; total: float; npeak: float; dd: float; nmax: float
+        eq: float; gross: float; net: float; lp: float; nn: float; pnl: float
+        q: float; signed: float; entry: float; realized: float; fee: float; funding: float; nominal: float; sgn: float
+        closed_f: float; day_f: float; open_f: float; peak_f: float; maxdd_f: float; cash_f: float
+        throttled: cython.bint; stopped: cython.bint; lock_ok: cython.bint; kill: cython.bint
+        auto_on: cython.bint; gdirty: cython.bint; marked: cython.bint
+        rate: float = broker._exit_rate
+        thr_at: float = gov.drawdown.throttle_at_r
+        noent_at: float = gov.drawdown.no_entries_at_r
+        maxloss: float = gov.daily_lock.max_daily_loss_r
         auto = p._auto_kill_at
+        auto_on = auto is not None
+        auto_at: float = auto if auto_on else 0.0
         every = p.equity_every
         rows: list[tuple] = []
         unbarred = [-1] * len(symbols)
@@ -273,40 +302,39 @@ class FastLane:
 
         consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
         closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = self._ledger()
+        closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
         gdirty = marked = False
-        # C doubles in the compiled build (prod_core/compiled.py: this module is built with its annotations
-        # as C types); the account's own figures stay Python objects, so they are stored as they came
-        c: float; before: float; new: float; x: float; total: float; npeak: float; dd: float; nmax: float
-        eq: float; gross: float; net: float; lp: float; nn: float; pnl: float
         for i in range(n):
-            r = syms[i]
-            t = tss[i]
-            if evs[i] or t >= wall[r]:
+            r = syms_v[i]
+            t = tss_v[i]
+            if evs_v[i] or t >= wall[r]:
                 pass  # an event: below
             else:
                 h = held[r]
                 if h is not None:  # the mark, the account's open R and the ladder, as Pipeline._mark does them
-                    c = closes[i]
+                    c = closes_v[i]
                     h[1].last_price = c
                     j0 = h[0]
+                    signed, q, entry, realized, fee, funding, nominal = h[2], h[3], h[4], h[5], h[6], h[7], h[8]
                     before = parts[j0]
-                    parts[j0] = (h[5] + h[2] * (c - h[4]) - h[6] - h[3] * c * rate - h[7]) / h[8]
+                    parts[j0] = (realized + signed * (c - entry) - fee - q * c * rate - funding) / nominal
                     new = 0.0
                     for x in parts:  # in the broker's order, as PaperBroker.open_r adds them
                         new += x
-                    total = closed + new
-                    npeak = total if total > peak else peak
+                    total = closed_f + new
+                    npeak = total if total > peak_f else peak_f
                     dd = total - npeak
-                    nmax = -dd if -dd > maxdd else maxdd
+                    nmax = -dd if -dd > maxdd_f else maxdd_f
                     if ((dd <= thr_at) != throttled or (dd <= noent_at and not stopped)
-                            or (lock_ok and closed - day_start + new <= -maxloss)
-                            or (auto is not None and not kill and nmax >= auto)):
+                            or (lock_ok and closed_f - day_f + new <= -maxloss)
+                            or (auto_on and not kill and nmax >= auto_at)):
                         h = False  # a governance transition: the event path marks this bar
                         parts[j0] = before
                     else:
-                        open_r = new
-                        if npeak != peak or nmax != maxdd:
-                            peak, maxdd = npeak, nmax
+                        open_r = open_f = new
+                        if npeak != peak_f or nmax != maxdd_f:
+                            peak = peak_f = npeak
+                            maxdd = maxdd_f = nmax
                             gdirty = True
                         marked = True
                 if h is not False:  # a quiet bar: the equity row of a new timestamp
@@ -315,20 +343,25 @@ class FastLane:
                         tick += 1
                         if tick >= every:
                             tick = 0
-                            eq = cash
+                            eq = cash_f
                             gross = net = 0.0
                             for k in consts:
                                 lp = k[1].last_price
-                                eq += k[2] * (lp - k[4]) if k[9] else k[2] * lp
-                                nn = k[3] * lp
+                                signed, q, sgn = k[2], k[3], k[10]
+                                if k[9]:
+                                    entry = k[4]
+                                    eq += signed * (lp - entry)
+                                else:
+                                    eq += signed * lp
+                                nn = q * lp
                                 gross += nn
-                                net += k[10] * nn
-                            pnl = closed + open_r
+                                net += sgn * nn
+                            pnl = closed_f + open_f
                             if eq > 0:
-                                rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak), maxdd,
+                                rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak_f), maxdd,
                                              gross / eq * 100.0, net / eq * 100.0))
                             else:
-                                rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak), maxdd, 0.0, 0.0))
+                                rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak_f), maxdd, 0.0, 0.0))
                     continue
             # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
             self._sync(symbols, present, a, i, cnt, lastocc, tss, ohlcv, unbarred, held, rows, False,
@@ -344,6 +377,7 @@ class FastLane:
             consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
             closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = \
                 self._ledger()
+            closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
             gdirty = marked = False
         self._sync(symbols, present, a, n, cnt, lastocc, tss, ohlcv, unbarred, held, rows, True,
                    (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
