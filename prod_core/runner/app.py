@@ -65,6 +65,20 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
+class SignalWake(threading.Event):
+    """The loop's wake-up, safe to ``set`` from a signal handler.
+
+    A Python signal handler runs in the main thread between two bytecodes, possibly inside
+    ``Event.wait`` or ``Event.clear`` while the main thread holds the event's lock. A plain
+    ``Event`` guards its flag with a ``Lock``: ``set`` in the handler then waits for a lock its own
+    thread holds, forever (Ctrl+C at that moment hung the runner). Here the lock is an ``RLock``:
+    the handler takes it again, sets the flag and returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition(threading.RLock())
+
+
 class PaperRunner:
     def __init__(self, settings: Settings, gov: GovernanceConfig, symbols: SymbolsConfig, args, loader: ConfigLoader) -> None:
         self.settings = settings
@@ -75,7 +89,7 @@ class PaperRunner:
         self.run_id = args.run_id or new_run_id()
         self.stop_requested = False
         self.stop_reason = ""
-        self._wake = threading.Event()
+        self._wake = SignalWake()
         self._signals = 0
         self.storage_degraded = False
         self.lease_lost = False
