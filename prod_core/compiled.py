@@ -37,6 +37,12 @@ MODULES: tuple[str, ...] = (
     "prod_core.risk.ledger",
     "prod_core.storage.sqlite",
     "prod_core.telemetry.live",
+    "prod_core.risk.sizing",
+    "prod_core.portfolio.limits",
+    "prod_core.execution.rules",
+    "prod_core.feeds.hygiene",
+    "prod_core.feeds.stream",
+    "prod_core.feeds.replay",
 )
 # built with ``annotation_typing``: annotated locals are C types (the module's code is written for it)
 TYPED: frozenset[str] = frozenset({"prod_core.runner.fastlane"})

@@ -24,6 +24,7 @@ from tests.runner.test_fastlane import (
     _replay,
     _scenario,
     assert_transitions_happened,
+    bad_bar_files,
 )
 
 BUILD = REPO / "scripts" / "build_compiled.py"
@@ -122,3 +123,13 @@ def test_governance_transitions_compiled_are_the_same_as_pure_python(build: Path
     tables = _assert_same(pure, lane, labels=("pure Python", "compiled"))
     _assert_same(pure, bar_by_bar, labels=("pure Python", "compiled, bar by bar"))
     assert_transitions_happened(tables)
+
+
+def test_bad_bars_compiled_are_rejected_and_counted_as_in_pure_python(build: Path, tmp_path: Path) -> None:
+    """The compiled hygiene and stream modules reject the same bars, with the same anomaly lines."""
+    data = bad_bar_files(tmp_path)
+    pure, text_pure = _replay(tmp_path, "pure", SCENARIO, data, lane=True, env_extra=PURE)
+    fast, text = _replay(tmp_path, "compiled", SCENARIO, data, lane=True, env_extra=_on(build))
+    _assert_same(pure, fast, labels=("pure Python", "compiled"))
+    anomalies = re.findall(r"отклонено баров (\d+)", text)
+    assert anomalies and anomalies == re.findall(r"отклонено баров (\d+)", text_pure)

@@ -149,9 +149,8 @@ def test_governance_transitions_day_rolls_and_kill_switch_are_the_same_with_the_
     assert skipped > total // 2 and slow == 0
 
 
-def test_bad_bars_send_their_window_bar_by_bar_with_the_same_result(tmp_path: Path) -> None:
-    """NaN, a duplicate, an out-of-order bar and a high below its low in two files: the windows holding
-    them go bar by bar (the same anomalies counted and logged), the others through the lane."""
+def bad_bar_files(tmp_path: Path) -> list[Path]:
+    """BTC and ETH with a NaN, a duplicate, an out-of-order bar and a high below its low each; SOL clean."""
     src = shared_data_dir()
     data = []
     for name, bad_at in (("BYBIT_BTCUSDT_5m.csv", 4_000), ("BYBIT_ETHUSDT_5m.csv", 17_000)):
@@ -166,6 +165,13 @@ def test_bad_bars_send_their_window_bar_by_bar_with_the_same_result(tmp_path: Pa
             csv.writer(f).writerows([header, *body])
         data.append(path)
     data.append(src / "BYBIT_SOLUSDT_5m.csv")
+    return data
+
+
+def test_bad_bars_send_their_window_bar_by_bar_with_the_same_result(tmp_path: Path) -> None:
+    """NaN, a duplicate, an out-of-order bar and a high below its low in two files: the windows holding
+    them go bar by bar (the same anomalies counted and logged), the others through the lane."""
+    data = bad_bar_files(tmp_path)
     off, text_off = _replay(tmp_path, "off", SCENARIO, data, lane=False)
     on, text = _replay(tmp_path, "on", SCENARIO, data, lane=True)
     _assert_same(off, on)
