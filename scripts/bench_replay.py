@@ -242,6 +242,9 @@ def main() -> int:
             out, _ = run_engine(files, Path(args.config_dir), tmp / "profile", profile=args.profile)
             block = out[out.find("PROFILE-BEGIN") + len("PROFILE-BEGIN\n"):out.find("PROFILE-END")]
             print(f"top {args.profile} frames of the engine's bar loop (cProfile, self time):")
+            if build and build.group(1).startswith("compiled"):
+                print("  (the compiled modules do not show: cProfile sees Python frames only; "
+                      "CRUPTO_COMPILED=0 profiles them as Python, py-spy --native as compiled)")
             print(block.rstrip())
     return 0
 
