@@ -133,3 +133,19 @@ def test_bad_bars_compiled_are_rejected_and_counted_as_in_pure_python(build: Pat
     _assert_same(pure, fast, labels=("pure Python", "compiled"))
     anomalies = re.findall(r"отклонено баров (\d+)", text)
     assert anomalies and anomalies == re.findall(r"отклонено баров (\d+)", text_pure)
+
+
+def test_without_a_c_compiler_the_build_says_so_and_the_runner_stays_pure(tmp_path: Path) -> None:
+    """PATH with the venv's tools only (no cc, no gcc): exit 2, what is missing, no build dir."""
+    if _missing_tools().startswith("Cython"):
+        if os.environ.get("CI"):
+            pytest.fail("Cython is required under CI (pip install -e '.[dev]')")
+        pytest.skip("Cython is not installed: the build stops at that first")
+    out = tmp_path / "compiled"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    env.pop("CC", None)
+    result = subprocess.run([sys.executable, str(BUILD), "--out", str(out)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no C compiler" in result.stderr and "stay pure Python" in result.stderr
+    assert not out.exists()
