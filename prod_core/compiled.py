@@ -3,8 +3,8 @@
 ``make compiled`` (``scripts/build_compiled.py``) compiles the modules in ``MODULES`` with Cython
 into ``build/compiled/`` (``CRUPTO_COMPILED_DIR`` to put it elsewhere). Each file there is named
 after the module and the SHA-256 of the exact source it was built from, for example
-``prod_core.runner.fastlane-3f2a...cpython-311-x86_64-linux-gnu.so`` (the build's flags are hashed
-with it: ``BUILD_TAG``, to change with them). At import, a finder on
+``prod_core.runner.fastlane-3f2a...cpython-311-x86_64-linux-gnu.so`` (the build's flags and
+directives are hashed with it: ``BUILD_TAG``). At import, a finder on
 ``sys.meta_path`` (``install``, called by ``prod_core/__init__``) hashes a listed module's
 source and loads the compiled file of that hash when there is one; otherwise the module is
 imported from its ``.py`` as always. So an edit of a source file can never run stale compiled
@@ -47,10 +47,12 @@ MODULES: tuple[str, ...] = (
 # built with ``annotation_typing``: annotated locals are C types (the module's code is written for it)
 TYPED: frozenset[str] = frozenset({"prod_core.runner.fastlane"})
 
-# the C compiler's flags; with the Cython directives (scripts/build_compiled.py) part of every file's key:
-# no fused multiply-add (a*b+c rounded once would differ from Python's two roundings)
+# How every module is built (scripts/build_compiled.py), and so part of every file's key (``BUILD_TAG``):
+# no fused multiply-add (a*b+c rounded once would differ from Python's two roundings); the TYPED
+# modules also get ``annotation_typing`` and ``infer_types``
 COMPILE_ARGS: tuple[str, ...] = ("-ffp-contract=off",)
-BUILD_TAG = b"crupto-compiled 2: cython 3, language_level 3, binding, -ffp-contract=off\n"
+DIRECTIVES: dict[str, object] = {"language_level": 3, "binding": True}
+BUILD_TAG = f"crupto-compiled: {sorted(DIRECTIVES.items())} {COMPILE_ARGS}\n".encode()
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SUFFIX = EXTENSION_SUFFIXES[0]

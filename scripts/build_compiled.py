@@ -39,7 +39,7 @@ def _tools() -> str:
     return ""
 
 
-def _build(todo: list[str], out: Path, work: Path, jobs: int) -> None:
+def _build(todo: list[str], work: Path, jobs: int) -> None:
     """Compile ``todo`` (module names) from copies of their sources staged under ``work``."""
     from Cython.Build import cythonize
     from setuptools import Extension
@@ -59,13 +59,17 @@ def _build(todo: list[str], out: Path, work: Path, jobs: int) -> None:
         group = [ext for name, ext in exts if (name in compiled.TYPED) == typed]
         if not group:
             continue
-        directives = {"language_level": 3, "binding": True, "annotation_typing": typed, "infer_types": typed or None}
+        directives = {**compiled.DIRECTIVES, "annotation_typing": typed, "infer_types": typed or None}
+        cwd = os.getcwd()
         os.chdir(work)  # setuptools reads a pyproject.toml in the working directory: not the project's
-        st_setup(
-            name="crupto-compiled", script_args=["-q", "build_ext", "--build-lib", str(work / "lib"),
-                                                 "--build-temp", str(work / "tmp"), "--parallel", str(jobs)],
-            ext_modules=cythonize(group, compiler_directives=directives, quiet=True, nthreads=0),
-        )
+        try:
+            st_setup(
+                name="crupto-compiled", script_args=["-q", "build_ext", "--build-lib", str(work / "lib"),
+                                                     "--build-temp", str(work / "tmp"), "--parallel", str(jobs)],
+                ext_modules=cythonize(group, compiler_directives=directives, quiet=True, nthreads=0),
+            )
+        finally:
+            os.chdir(cwd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="crupto-cython-") as tmp:
             work = Path(tmp)
             try:
-                _build(todo, out, work, max(1, args.jobs))
+                _build(todo, work, max(1, args.jobs))
             except (Exception, SystemExit) as exc:  # setuptools reports a failed compile as SystemExit
                 print(f"build_compiled: the build failed: {exc}", file=sys.stderr)
                 return 1
