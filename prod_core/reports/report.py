@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prod_core.reports.figures import (
     breakdowns,
@@ -54,6 +53,8 @@ def _column(values: tuple, arrow: pa.DataType) -> pa.Array:
 
 def _write_table(storage, name: str, run_id: str, folder: Path) -> int:
     """``<name>.csv`` and ``<name>.parquet`` of one run's table, written batch by batch (bounded memory)."""
+    import pyarrow.parquet as pq  # here, not at import: it brings pyarrow's filesystems (~9 MiB) into every runner
+
     columns, batches = storage.iter_table(name, run_id)
     names = [c for c, _ in columns]
     schema = pa.schema([(c, _arrow_type(t)) for c, t in columns])
