@@ -23,7 +23,6 @@ What comes from where:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 
 from prod_core.account.margin import cash_delta, close_pnl, exit_cash, funded, increased, open_cash, reduced
 from prod_core.domain import Position, Side
+from prod_core.domain.encoding import json_encoder
 from prod_core.risk.ledger import GovernanceState, roll_day
 
 # Set by transitions (fills may move them too); taken from the last entry that carries them.
@@ -62,9 +62,9 @@ def lot_body(position: Position) -> dict[str, Any]:
     return {name: getattr(position, name) for name in _LOT_FIELDS}
 
 
-# ``json.dumps(body, sort_keys=True, default=str)``, the encoding of every journal body, without an
-# encoder built per call (``dumps`` builds this one and calls ``encode``).
-_encode: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, default=str).encode
+# ``json.dumps(body, sort_keys=True, default=str)``, the encoding of every journal body, with its C
+# encoder built once (prod_core/domain/encoding.py)
+_encode: Callable[[Any], str] = json_encoder(sort_keys=True, default=str)
 _TRANSITION_VALUES = attrgetter(*(name for name in TRANSITION_FIELDS if name != "holds"))
 
 

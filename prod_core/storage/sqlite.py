@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from prod_core.domain.encoding import json_encoder
 from prod_core.domain.types import Fill, Order, Position
 from prod_core.storage.checkpoint import Checkpointer
 from prod_core.storage.crash import crash_point
@@ -111,11 +112,11 @@ class AccountWrite:
     update_position: Position | None = None
 
 
-# ``json.dumps(body, sort_keys=True, default=str)`` without building an encoder per call (the
-# same output: ``dumps`` makes this encoder and calls ``encode``). A journal body is encoded per fill.
-encode_body: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, default=str).encode
+# ``json.dumps(body, sort_keys=True, default=str)`` with its C encoder built once, not per call (the
+# same output: prod_core/domain/encoding.py). A journal body is encoded per fill.
+encode_body: Callable[[Any], str] = json_encoder(sort_keys=True, default=str)
 # ``json.dumps(snapshot, sort_keys=True)``: the account's saved state.
-_encode_snapshot: Callable[[Any], str] = json.JSONEncoder(sort_keys=True).encode
+_encode_snapshot: Callable[[Any], str] = json_encoder(sort_keys=True)
 
 
 def _snapshot_json(w: AccountWrite) -> str:
