@@ -211,13 +211,19 @@ class FastLane:
         return (st.closed_r, st.day_start_closed_r, st.open_r, st.peak_r, st.max_dd_r, st.throttled, st.dd_stopped,
                 st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
 
-    def _sync(self, symbols, present, a: int, b: int, cnt: dict, lastocc: dict, tss: list[int], ohlcv: np.ndarray,
+    def _sync(self, symbols, present, a: int, b: int, syms, counts: list[int], tss: list[int], ohlcv: np.ndarray,
               unbarred: list[int], held: list, rows: list, final: bool, ledger: tuple, events: list[int]) -> None:
         """Hand the quiet rows ``a:b`` to the pipeline: the ledger figures they moved (open R, peak, max
         drawdown, what is dirty, the equity clock), last ts per symbol, the equity rows buffered, the
         broker's last bar where it may be read (the window's end; before an event when an automatic
         kill-switch could flatten the positions at their last bars); at the window's end (``final``)
-        the bar counts of its quiet bars (``events``: the bars per symbol rank that went through ``on_bar``)."""
+        the bar counts of its quiet bars (``events``: the bars per symbol rank that went through ``on_bar``).
+        ``syms``: the window's symbol ranks (int64 array compiled, list in pure Python); ``counts``: rows per rank."""
+        i: cython.Py_ssize_t; r: cython.Py_ssize_t; want: cython.Py_ssize_t
+        if COMPILED:
+            syms_v: cython.longlong[:] = syms
+        else:
+            syms_v = syms
         p = self.p
         st = p.state
         st.open_r, st.peak_r, st.max_dd_r, gdirty, marked, p._last_equity_ts, p._equity_tick = ledger
@@ -229,18 +235,26 @@ class FastLane:
         if rows:
             p.storage.add_equity_rows(rows)
             rows.clear()
-        if b > a:
+        if b > a:  # each symbol's last row among them, found from the end (the syncs of a window never overlap)
+            i = b - 1
+            want = len(present)
+            lastrow = [-1] * len(symbols)
+            while want and i >= a:
+                r = syms_v[i]
+                if lastrow[r] < 0:
+                    lastrow[r] = i
+                    want -= 1
+                i -= 1
             last_ts = p.last_ts
-            for r in present:
-                c = cnt[r]
-                if c[b] != c[a]:
-                    last = lastocc[r][b - 1]
+            for r in present:  # in rank order, as before
+                last = lastrow[r]
+                if last >= 0:
                     last_ts[symbols[r]] = tss[last]
                     unbarred[r] = last
         if final:  # the quiet bars' counts, once per window (an event's bar counted itself in ``on_bar``)
             bars_total = p.live.bars_total
             for r in present:
-                k = cnt[r][-1] - events[r]
+                k = counts[r] - events[r]
                 if k:
                     name = symbols[r]
                     bars_total[name] = bars_total.get(name, 0) + k
@@ -262,20 +276,15 @@ class FastLane:
         n = int(ts.shape[0])
         tss = ts.tolist()  # the events' and the syncs' Python ints
         if COMPILED:
-            syms_v: cython.longlong[:] = np.ascontiguousarray(sym, dtype=np.int64)
+            syms = np.ascontiguousarray(sym, dtype=np.int64)
+            syms_v: cython.longlong[:] = syms
             tss_v: cython.longlong[:] = np.ascontiguousarray(ts, dtype=np.int64)
             evs_v: cython.uchar[:] = np.ascontiguousarray(event).view(np.uint8)
             closes_v: cython.double[:] = np.ascontiguousarray(ohlcv[:, 3], dtype=np.float64)
         else:
             syms_v, tss_v, evs_v, closes_v = sym.tolist(), tss, event.tolist(), ohlcv[:, 3].tolist()
-        ar = np.arange(n)
-        cnt, lastocc = {}, {}
-        for r in present:  # rows of each symbol before a row, and its last row at or before a row
-            m = sym == r
-            before_row = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(m, out=before_row[1:])
-            cnt[r] = before_row.tolist()
-            lastocc[r] = np.maximum.accumulate(np.where(m, ar, -1)).tolist()
+            syms = syms_v
+        counts = np.bincount(sym, minlength=len(symbols)).tolist()  # rows per symbol rank
         # C types in the compiled build (prod_core/compiled.py: this module is built with its annotations as
         # C types, and the same float operations run in the same order as in Python); the account's figures
         # the pipeline keeps (peak, max drawdown, open R, cash, the equity clock) stay Python objects, with
@@ -364,7 +373,7 @@ class FastLane:
                                 rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak_f), maxdd, 0.0, 0.0))
                     continue
             # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
-            self._sync(symbols, present, a, i, cnt, lastocc, tss, ohlcv, unbarred, held, rows, False,
+            self._sync(symbols, present, a, i, syms, counts, tss, ohlcv, unbarred, held, rows, False,
                        (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
             events[r] += 1
             li = int(loc[i])
@@ -379,5 +388,5 @@ class FastLane:
                 self._ledger()
             closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
             gdirty = marked = False
-        self._sync(symbols, present, a, n, cnt, lastocc, tss, ohlcv, unbarred, held, rows, True,
+        self._sync(symbols, present, a, n, syms, counts, tss, ohlcv, unbarred, held, rows, True,
                    (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
