@@ -303,20 +303,31 @@ class FastLane:
         auto = p._auto_kill_at
         auto_on = auto is not None
         auto_at: float = auto if auto_on else 0.0
+        # the equity clock and the event walls as C integers in the compiled build (a comparison of a C
+        # value with a Python int would box the C value on every quiet bar)
+        last_eq: cython.longlong; tick: cython.Py_ssize_t; every: cython.Py_ssize_t; kw: cython.Py_ssize_t
         every = p.equity_every
+        nsym: cython.Py_ssize_t = len(symbols)
+        if COMPILED:
+            wall_v: cython.longlong[:] = np.empty(nsym, dtype=np.int64)
         rows: list[tuple] = []
         unbarred = [-1] * len(symbols)
         events = [0] * len(symbols)  # bars per symbol rank through ``on_bar``
         a = 0  # first row not yet synced
 
         consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
+        if COMPILED:
+            for kw in range(nsym):
+                wall_v[kw] = wall[kw]
+        else:
+            wall_v = wall
         closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = self._ledger()
         closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
         gdirty = marked = False
         for i in range(n):
             r = syms_v[i]
             t = tss_v[i]
-            if evs_v[i] or t >= wall[r]:
+            if evs_v[i] or t >= wall_v[r]:
                 pass  # an event: below
             else:
                 h = held[r]
@@ -384,6 +395,11 @@ class FastLane:
             unbarred[r] = -1  # the broker took this bar as the symbol's last
             a = i + 1
             consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
+            if COMPILED:
+                for kw in range(nsym):
+                    wall_v[kw] = wall[kw]
+            else:
+                wall_v = wall
             closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = \
                 self._ledger()
             closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
