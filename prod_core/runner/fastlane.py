@@ -47,6 +47,11 @@ from prod_core.risk.ledger import LIMITS_OK
 from prod_core.strategies.api import Scan, scans
 
 
+def _filled(value, n: int) -> list:
+    """``[value] * n`` (pure Python's stand-in for a typed array; a call, so Cython types it as an object)."""
+    return [value] * n
+
+
 def enabled_by_env() -> bool:
     return os.environ.get("CRUPTO_FAST_LANE", "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -290,9 +295,9 @@ class FastLane:
         # the pipeline keeps (peak, max drawdown, open R, cash, the equity clock) stay Python objects, with
         # a float copy for the arithmetic, so they are handed back as they came unless a bar moved them
         i: cython.Py_ssize_t; r: cython.Py_ssize_t; j0: cython.Py_ssize_t; t: cython.longlong
-        c: float; before: float; new: float; x: float; total: float; npeak: float; dd: float; nmax: float
-        eq: float; gross: float; net: float; lp: float; nn: float; pnl: float
-        q: float; signed: float; entry: float; realized: float; fee: float; funding: float; nominal: float; sgn: float
+        c: float; before: float; new: float; total: float; npeak: float; dd: float; nmax: float
+        eq: float; gross: float; net: float; lp: float; nn: float; pnl: float; signed: float
+        quiet: cython.bint
         closed_f: float; day_f: float; open_f: float; peak_f: float; maxdd_f: float; cash_f: float
         throttled: cython.bint; stopped: cython.bint; lock_ok: cython.bint; kill: cython.bint
         auto_on: cython.bint; gdirty: cython.bint; marked: cython.bint
@@ -310,37 +315,72 @@ class FastLane:
         nsym: cython.Py_ssize_t = len(symbols)
         if COMPILED:
             wall_v: cython.longlong[:] = np.empty(nsym, dtype=np.int64)
+        else:
+            wall_v = _filled(0, nsym)
         rows: list[tuple] = []
         unbarred = [-1] * len(symbols)
         events = [0] * len(symbols)  # bars per symbol rank through ``on_bar``
         a = 0  # first row not yet synced
 
-        consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
-        if COMPILED:
-            for kw in range(nsym):
-                wall_v[kw] = wall[kw]
-        else:
-            wall_v = wall
-        closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = self._ledger()
-        closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
-        gdirty = marked = False
-        for i in range(n):
+        # Per position (in the broker's order, index j) what the quiet bars read and move, one array a
+        # field (C doubles compiled, lists in pure Python), filled after every event: its constants, its
+        # open-R part, and its last price (``lp``; ``lp0`` as loaded: a moved price is written back to
+        # the ``Position`` before the next event and at the window's end, not on every bar)
+        cap = max(nsym, len(broker.positions)) + 1
+        j: cython.Py_ssize_t; npos: cython.Py_ssize_t = 0
+        need: cython.bint = True  # the positions and the ledger to (re)load: at the start and after an event
+        for i in range(n + 1):
+            if need:
+                need = False
+                consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
+                npos = len(consts)
+                if i == 0 or npos > cap:
+                    cap = max(cap, npos)
+                    if COMPILED:
+                        hj_v: cython.longlong[:] = np.empty(nsym, dtype=np.int64)
+                        signed_v: cython.double[:] = np.empty(cap); q_v: cython.double[:] = np.empty(cap)
+                        entry_v: cython.double[:] = np.empty(cap); realized_v: cython.double[:] = np.empty(cap)
+                        fee_v: cython.double[:] = np.empty(cap); funding_v: cython.double[:] = np.empty(cap)
+                        nominal_v: cython.double[:] = np.empty(cap); sgn_v: cython.double[:] = np.empty(cap)
+                        lev_v: cython.uchar[:] = np.empty(cap, dtype=np.uint8); part_v: cython.double[:] = np.empty(cap)
+                        lp_v: cython.double[:] = np.empty(cap); lp0_v: cython.double[:] = np.empty(cap)
+                    else:
+                        hj_v = _filled(-1, nsym)
+                        signed_v, q_v, entry_v, realized_v, fee_v, funding_v, nominal_v, sgn_v, lev_v, part_v, \
+                            lp_v, lp0_v = (_filled(0.0, cap) for _ in range(12))
+                for j in range(npos):
+                    h = consts[j]
+                    signed_v[j], q_v[j], entry_v[j], realized_v[j], fee_v[j], funding_v[j], nominal_v[j] = \
+                        h[2], h[3], h[4], h[5], h[6], h[7], h[8]
+                    lev_v[j], sgn_v[j], part_v[j] = h[9], h[10], parts[j]
+                    lp = h[1].last_price
+                    lp_v[j] = lp0_v[j] = lp
+                for kw in range(nsym):
+                    wall_v[kw] = wall[kw]
+                    h = held[kw]
+                    hj_v[kw] = -1 if h is None else h[0]
+                closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = \
+                    self._ledger()
+                closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
+                gdirty = marked = False
+            if i == n:
+                break
             r = syms_v[i]
             t = tss_v[i]
             if evs_v[i] or t >= wall_v[r]:
                 pass  # an event: below
             else:
-                h = held[r]
-                if h is not None:  # the mark, the account's open R and the ladder, as Pipeline._mark does them
+                quiet = True
+                j0 = hj_v[r]
+                if j0 >= 0:  # the mark, the account's open R and the ladder, as Pipeline._mark does them
                     c = closes_v[i]
-                    h[1].last_price = c
-                    j0 = h[0]
-                    signed, q, entry, realized, fee, funding, nominal = h[2], h[3], h[4], h[5], h[6], h[7], h[8]
-                    before = parts[j0]
-                    parts[j0] = (realized + signed * (c - entry) - fee - q * c * rate - funding) / nominal
+                    lp_v[j0] = c
+                    before = part_v[j0]
+                    part_v[j0] = (realized_v[j0] + signed_v[j0] * (c - entry_v[j0]) - fee_v[j0] - q_v[j0] * c * rate
+                                  - funding_v[j0]) / nominal_v[j0]
                     new = 0.0
-                    for x in parts:  # in the broker's order, as PaperBroker.open_r adds them
-                        new += x
+                    for j in range(npos):  # in the broker's order, as PaperBroker.open_r adds them
+                        new += part_v[j]
                     total = closed_f + new
                     npeak = total if total > peak_f else peak_f
                     dd = total - npeak
@@ -348,16 +388,16 @@ class FastLane:
                     if ((dd <= thr_at) != throttled or (dd <= noent_at and not stopped)
                             or (lock_ok and closed_f - day_f + new <= -maxloss)
                             or (auto_on and not kill and nmax >= auto_at)):
-                        h = False  # a governance transition: the event path marks this bar
-                        parts[j0] = before
+                        quiet = False  # a governance transition: the event path marks this bar
+                        part_v[j0] = before
                     else:
-                        open_r = open_f = new
+                        open_f = new
                         if npeak != peak_f or nmax != maxdd_f:
                             peak = peak_f = npeak
                             maxdd = maxdd_f = nmax
                             gdirty = True
                         marked = True
-                if h is not False:  # a quiet bar: the equity row of a new timestamp
+                if quiet:  # a quiet bar: the equity row of a new timestamp
                     if t != last_eq:
                         last_eq = t
                         tick += 1
@@ -365,17 +405,16 @@ class FastLane:
                             tick = 0
                             eq = cash_f
                             gross = net = 0.0
-                            for k in consts:
-                                lp = k[1].last_price
-                                signed, q, sgn = k[2], k[3], k[10]
-                                if k[9]:
-                                    entry = k[4]
-                                    eq += signed * (lp - entry)
+                            for j in range(npos):
+                                lp = lp_v[j]
+                                signed = signed_v[j]
+                                if lev_v[j]:
+                                    eq += signed * (lp - entry_v[j])
                                 else:
                                     eq += signed * lp
-                                nn = q * lp
+                                nn = q_v[j] * lp
                                 gross += nn
-                                net += sgn * nn
+                                net += sgn_v[j] * nn
                             pnl = closed_f + open_f
                             if eq > 0:
                                 rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak_f), maxdd,
@@ -384,6 +423,11 @@ class FastLane:
                                 rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak_f), maxdd, 0.0, 0.0))
                     continue
             # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
+            for j in range(npos):  # the marks of the quiet bars before it
+                if lp_v[j] != lp0_v[j]:
+                    consts[j][1].last_price = lp_v[j]
+            if marked:
+                open_r = open_f
             self._sync(symbols, present, a, i, syms, counts, tss, ohlcv, unbarred, held, rows, False,
                        (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
             events[r] += 1
@@ -394,15 +438,11 @@ class FastLane:
             p.on_bar(Bar(symbols[r], t, *ohlcv[i].tolist()))
             unbarred[r] = -1  # the broker took this bar as the symbol's last
             a = i + 1
-            consts, held, parts, wall = self._load(symbols, p._next_day_ms if p._bar_days else 1 << 62)
-            if COMPILED:
-                for kw in range(nsym):
-                    wall_v[kw] = wall[kw]
-            else:
-                wall_v = wall
-            closed, day_start, open_r, peak, maxdd, throttled, stopped, lock_ok, kill, cash, last_eq, tick = \
-                self._ledger()
-            closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
-            gdirty = marked = False
+            need = True
+        for j in range(npos):
+            if lp_v[j] != lp0_v[j]:
+                consts[j][1].last_price = lp_v[j]
+        if marked:
+            open_r = open_f
         self._sync(symbols, present, a, n, syms, counts, tss, ohlcv, unbarred, held, rows, True,
                    (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
