@@ -166,8 +166,14 @@ def test_drill_block_runs_the_runner_with_the_overlay(tmp_path: Path) -> None:
     res_proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:  # the documented block as is; a Ctrl+C ends it once the overlay was scraped (no race with its 30 s)
-        metrics = _get(f"http://127.0.0.1:{port}/metrics", time.time() + 120).decode()
-        assert 'alert_test_overlay{value="bad",variable="ALERT_TEST_FEED_HEALTH"} 1.0' in metrics
+        # the exporter serves from the runner's start, the overlay is applied a moment later: scrape until it shows
+        want = 'alert_test_overlay{value="bad",variable="ALERT_TEST_FEED_HEALTH"} 1.0'
+        deadline = time.time() + 120
+        metrics = _get(f"http://127.0.0.1:{port}/metrics", deadline).decode()
+        while want not in metrics:
+            assert time.time() < deadline and res_proc.poll() is None, metrics
+            time.sleep(0.2)
+            metrics = _get(f"http://127.0.0.1:{port}/metrics", deadline).decode()
         os.killpg(res_proc.pid, signal.SIGINT)
         out, _ = res_proc.communicate(timeout=120)
     finally:
