@@ -3,7 +3,7 @@
 ``json.JSONEncoder(...).encode`` builds a new C encoder (and a closure and a markers dict) on
 every call; a replay encodes two or three bodies per fill. ``json_encoder`` builds that C
 encoder once and returns a function that gives, byte for byte, what ``encode`` gives
-(tests/account/test_journal.py and tests/storage compare them over generated values).
+(tests/account/test_encoding.py compares them over generated values, test_journal.py the fill bodies).
 
 The one difference is on a value that contains itself, which no journal body does: ``encode``
 raises ``ValueError("Circular reference detected")``, this raises ``RecursionError``.
