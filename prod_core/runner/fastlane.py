@@ -297,7 +297,7 @@ class FastLane:
         i: cython.Py_ssize_t; r: cython.Py_ssize_t; j0: cython.Py_ssize_t; t: cython.longlong
         c: float; before: float; new: float; total: float; npeak: float; dd: float; nmax: float
         eq: float; gross: float; net: float; lp: float; nn: float; pnl: float; signed: float
-        quiet: cython.bint
+        quiet: cython.bint; final: cython.bint
         closed_f: float; day_f: float; open_f: float; peak_f: float; maxdd_f: float; cash_f: float
         throttled: cython.bint; stopped: cython.bint; lock_ok: cython.bint; kill: cython.bint
         auto_on: cython.bint; gdirty: cython.bint; marked: cython.bint
@@ -313,10 +313,11 @@ class FastLane:
         last_eq: cython.longlong; tick: cython.Py_ssize_t; every: cython.Py_ssize_t; kw: cython.Py_ssize_t
         every = p.equity_every
         nsym: cython.Py_ssize_t = len(symbols)
-        if COMPILED:
+        if COMPILED:  # per symbol rank: its first event ts (``_load``), the index j of its position or -1
             wall_v: cython.longlong[:] = np.empty(nsym, dtype=np.int64)
+            hj_v: cython.longlong[:] = np.empty(nsym, dtype=np.int64)
         else:
-            wall_v = _filled(0, nsym)
+            wall_v, hj_v = _filled(0, nsym), _filled(-1, nsym)
         rows: list[tuple] = []
         unbarred = [-1] * len(symbols)
         events = [0] * len(symbols)  # bars per symbol rank through ``on_bar``
@@ -337,7 +338,6 @@ class FastLane:
                 if i == 0 or npos > cap:
                     cap = max(cap, npos)
                     if COMPILED:
-                        hj_v: cython.longlong[:] = np.empty(nsym, dtype=np.int64)
                         signed_v: cython.double[:] = np.empty(cap); q_v: cython.double[:] = np.empty(cap)
                         entry_v: cython.double[:] = np.empty(cap); realized_v: cython.double[:] = np.empty(cap)
                         fee_v: cython.double[:] = np.empty(cap); funding_v: cython.double[:] = np.empty(cap)
@@ -345,7 +345,6 @@ class FastLane:
                         lev_v: cython.uchar[:] = np.empty(cap, dtype=np.uint8); part_v: cython.double[:] = np.empty(cap)
                         lp_v: cython.double[:] = np.empty(cap); lp0_v: cython.double[:] = np.empty(cap)
                     else:
-                        hj_v = _filled(-1, nsym)
                         signed_v, q_v, entry_v, realized_v, fee_v, funding_v, nominal_v, sgn_v, lev_v, part_v, \
                             lp_v, lp0_v = (_filled(0.0, cap) for _ in range(12))
                 for j in range(npos):
@@ -363,12 +362,12 @@ class FastLane:
                     self._ledger()
                 closed_f, day_f, open_f, peak_f, maxdd_f, cash_f = closed, day_start, open_r, peak, maxdd, cash
                 gdirty = marked = False
-            if i == n:
-                break
-            r = syms_v[i]
-            t = tss_v[i]
-            if evs_v[i] or t >= wall_v[r]:
-                pass  # an event: below
+            final = i == n
+            if not final:
+                r = syms_v[i]
+                t = tss_v[i]
+            if final or evs_v[i] or t >= wall_v[r]:
+                pass  # an event, or the window's end: below
             else:
                 quiet = True
                 j0 = hj_v[r]
@@ -428,8 +427,10 @@ class FastLane:
                     consts[j][1].last_price = lp_v[j]
             if marked:
                 open_r = open_f
-            self._sync(symbols, present, a, i, syms, counts, tss, ohlcv, unbarred, held, rows, False,
+            self._sync(symbols, present, a, i, syms, counts, tss, ohlcv, unbarred, held, rows, final,
                        (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
+            if final:
+                break
             events[r] += 1
             li = int(loc[i])
             for slot, ad, s0 in zip(slots_of[r], adapters[r], seen0[r]):
@@ -439,10 +440,3 @@ class FastLane:
             unbarred[r] = -1  # the broker took this bar as the symbol's last
             a = i + 1
             need = True
-        for j in range(npos):
-            if lp_v[j] != lp0_v[j]:
-                consts[j][1].last_price = lp_v[j]
-        if marked:
-            open_r = open_f
-        self._sync(symbols, present, a, n, syms, counts, tss, ohlcv, unbarred, held, rows, True,
-                   (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
