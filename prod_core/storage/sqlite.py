@@ -31,13 +31,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from itertools import chain
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from prod_core.domain.encoding import json_encoder
 from prod_core.domain.types import Fill, Order, Position
+from prod_core.storage.batch import CHECKED, CRASH, LEASE, MANY, MARKS, ONE, ROWS, BatchError, apply_ops
 from prod_core.storage.checkpoint import Checkpointer
 from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
@@ -246,35 +246,6 @@ _SQL_INSERT_FILL = (
     "INSERT INTO fills (run_id, fill_id, order_id, ts_ms, symbol, side, qty, price, fee_usd, reason,"
     " liquidity, ref_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-# Buffered inserts are written as multi-row ``INSERT ... VALUES (...), (...), ...`` statements of up
-# to this many rows (a third less time per row than ``executemany``, which steps one statement per
-# row): the same rows in the same order, so the same rowids and journal sequence numbers.
-_ROWS_PER_INSERT = 100
-_multi_row_sql: dict[tuple[str, int], str] = {}
-
-
-def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
-    """``conn.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)`` (optionally followed by an
-    ``ON CONFLICT`` clause, applied row by row as before), as multi-row statements."""
-    copy = getattr(conn, "copy_insert", None)  # PostgreSQL: one COPY for a plain INSERT
-    if copy is not None and rows and copy(sql, rows):
-        return
-    width = len(rows[0]) if rows else 0
-    per = min(_ROWS_PER_INSERT, max(1, 999 // max(width, 1)))  # 999: SQLite's smallest variable limit
-    whole = len(rows) - len(rows) % per
-    if whole:
-        key = (sql, per)
-        multi = _multi_row_sql.get(key)
-        if multi is None:
-            head, sep, rest = sql.partition(" VALUES (")
-            group, _, tail = rest.partition(")")
-            multi = _multi_row_sql[key] = f"{head}{sep[:-1]}{', '.join([f'({group})'] * per)}{tail}"
-        for i in range(0, whole, per):
-            conn.execute(multi, list(chain.from_iterable(rows[i:i + per])))
-    if whole < len(rows):
-        conn.executemany(sql, rows[whole:])
 
 
 def _val(x: Any) -> Any:
@@ -558,34 +529,44 @@ class Storage:
             raise
 
     def _write_buffers(self, conn: sqlite3.Connection) -> None:
+        """Every buffered row, inside the caller's transaction (``_batch``, applied by ``apply_ops``)."""
+        if self._buffered:
+            self._apply(conn, self._batch())
+
+    def _apply(self, conn: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> None:
+        try:
+            apply_ops(conn, ops, self.path, self.mark_misses)
+        except BatchError as exc:
+            raise (LeaseLost if exc.kind == "lease" else StorageError)(str(exc)) from None
+
+    def _batch(self) -> list[tuple[Any, ...]]:
+        """The buffers as the operations of one transaction: plain values only (storage/batch.py)."""
         # Order matters: a plan insert precedes its status updates; orders before fills;
         # journal commits keep the order they were made in.
+        ops: list[tuple[Any, ...]] = []
         if self._plans:
-            _insert_rows(conn, _SQL_INSERT_PLAN, self._plans)
+            ops.append((ROWS, _SQL_INSERT_PLAN, self._plans))
         if self._plan_updates:
-            conn.executemany(_SQL_UPDATE_PLAN, self._plan_updates)
+            ops.append((MANY, _SQL_UPDATE_PLAN, self._plan_updates))
         if self._orders:
-            _insert_rows(conn, _SQL_UPSERT_ORDER, [
+            ops.append((ROWS, _SQL_UPSERT_ORDER, [
                 (run_id, order.order_id, order.plan_id, order.ts_ms, order.symbol, _val(order.side), order.qty,
                  order.kind, _val(order.reason), _val(order.status), order.reject_reason, order.filled_qty,
-                 order.done_ms or None) for (run_id, _), order in self._orders.items()])  # fmt: skip
-        for mark in self._marks:
-            # A mark that hits no open row is reported (``mark_misses``), never silently dropped; it
-            # does not fail the flush, which would hold every other buffered row hostage.
-            if conn.execute(_SQL_MARK_POSITION, mark).rowcount != 1:
-                self.mark_misses.append(mark[2])
-        if self._buffered:
-            crash_point("mid_flush")
+                 order.done_ms or None) for (run_id, _), order in self._orders.items()]))  # fmt: skip
+        if self._marks:
+            ops.append((MARKS, _SQL_MARK_POSITION, self._marks))
+        ops.append((CRASH, "mid_flush"))
         if self._equity:
-            _insert_rows(conn, _SQL_INSERT_EQUITY, self._equity)
+            ops.append((ROWS, _SQL_INSERT_EQUITY, self._equity))
         if self._events:
-            conn.executemany(_SQL_INSERT_EVENT, self._events)
+            ops.append((MANY, _SQL_INSERT_EVENT, self._events))
         if self._session_bars:
-            conn.executemany(_SQL_INSERT_SESSION_BAR, self._session_bars)
+            ops.append((MANY, _SQL_INSERT_SESSION_BAR, self._session_bars))
         if self._session_events:
-            conn.executemany(_SQL_INSERT_SESSION_EVENT, self._session_events)
+            ops.append((MANY, _SQL_INSERT_SESSION_EVENT, self._session_events))
         if self._account_writes:
-            self._write_accounts(conn, self._account_writes)
+            self._account_ops(self._account_writes, ops)
+        return ops
 
     def _clear_buffers(self) -> None:
         self._plans = []
@@ -866,17 +847,7 @@ class Storage:
 
     # ------------------------------------------------------------------ the account journal
 
-    def _check_lease(self, conn: sqlite3.Connection, account: str) -> None:
-        if self._lease is not None and self._lease[0] == account:
-            row = conn.execute("SELECT run_id FROM leases WHERE account = ?", (account,)).fetchone()
-            if row is None or row[0] != self._lease[1]:
-                owner = row[0] if row else "nobody"
-                raise LeaseLost(
-                    f"account {account}: the writer lease now belongs to {owner}, not to run {self._lease[1]}; "
-                    f"this runner stops writing the account"
-                )
-
-    def _write_accounts(self, conn: sqlite3.Connection, writes: list[AccountWrite]) -> None:
+    def _account_ops(self, writes: list[AccountWrite], ops: list[tuple[Any, ...]]) -> None:
         """Buffered journal commits (a replay), inside one transaction, a table at a time.
 
         The same rows as ``_write_account`` per commit, in an order that keeps every dependency:
@@ -885,15 +856,16 @@ class Storage:
         last saved state of each account (each commit's would replace the one before). The lease
         is checked once: this transaction holds the database's write lock.
         """
-        for account in {w.account for w in writes}:
-            self._check_lease(conn, account)
+        lease = self._lease
+        if lease is not None and any(w.account == lease[0] for w in writes):
+            ops.append((LEASE, lease[0], lease[1]))
         fills = [w for w in writes if w.fill is not None]
         if fills:
-            _insert_rows(conn, _SQL_INSERT_FILL, [
+            ops.append((ROWS, _SQL_INSERT_FILL, [
                 (w.run_id, f.fill_id, f.order_id, f.ts_ms, f.symbol, _val(f.side), f.qty, f.price, f.fee_usd,
-                 _val(f.reason), f.liquidity, f.ref_price or None) for w in fills for f in (w.fill,)])
-            crash_point("after_fill_insert")
-        _insert_rows(conn, _SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries])
+                 _val(f.reason), f.liquidity, f.ref_price or None) for w in fills for f in (w.fill,)]))
+            ops.append((CRASH, "after_fill_insert"))
+        ops.append((ROWS, _SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries]))
         # A position opened in this batch is inserted as the batch leaves it (its updates and its close
         # applied to the row in commit order): the same row as an insert followed by UPDATEs, written
         # once. The others are updated and closed by SQL, updates first, each checked to hit one open row.
@@ -928,20 +900,17 @@ class Storage:
                 else:
                     closes.append((w.run_id, c[1], c[2], c[2], c[3], c[4], c[5], c[0]))
         if rows:
-            _insert_rows(conn, _SQL_INSERT_POSITION_ROW, rows)
+            ops.append((ROWS, _SQL_INSERT_POSITION_ROW, rows))
         for sql, changes, what in ((_SQL_UPDATE_POSITION, updates, "updating"), (_SQL_CLOSE_POSITION, closes, "closing")):
-            if changes and conn.executemany(sql, changes).rowcount != len(changes):
-                raise StorageError(
-                    f"database {self.path}: {what} a position matched no open position in a batch of {len(changes)}; "
-                    f"nothing of this batch was written: run `python -m prod_core.cli reconcile`"
-                )
+            if changes:
+                ops.append((CHECKED, sql, changes, what))
         last: dict[str, AccountWrite] = {}
         for w in writes:
             last[w.account] = w
         for w in last.values():
-            conn.execute(_SQL_UPSERT_SNAPSHOT, (w.account, _snapshot_json(w), w.ts))
+            ops.append((ONE, _SQL_UPSERT_SNAPSHOT, (w.account, _snapshot_json(w), w.ts)))
         if fills:
-            crash_point("before_commit")
+            ops.append((CRASH, "before_commit"))
 
     def _write_account(self, conn: sqlite3.Connection, w: AccountWrite) -> None:
         """Every row of one journal commit; raises (and the caller rolls back) on any mismatch."""
