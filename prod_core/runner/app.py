@@ -43,13 +43,19 @@ from prod_core.reports.figures import redact_args
 from prod_core.runner.fastlane import FastLane
 from prod_core.runner.fastlane import enabled_by_env as fastlane_enabled
 from prod_core.runner.pipeline import Pipeline
-from prod_core.storage import LeaseLost, Storage, StorageError
+from prod_core.storage import LeaseLost, Storage, StorageError, WriterLost
 from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 from prod_core.telemetry.progress import NullProgress, progress
 
 # Rows a replay buffers between flushes (and at least once a second). 5,000 holds the 1M-bar replay's
 # peak RSS ~4 MiB under 10,000, no slower (docs/PERFORMANCE.md, step 21).
 REPLAY_FLUSH_ROWS = 5_000
+
+
+def write_behind_by_env() -> bool:
+    """A replay's flushes go to a writer process unless ``CRUPTO_WRITE_BEHIND=0`` (docs/PERFORMANCE.md)."""
+    return os.environ.get("CRUPTO_WRITE_BEHIND", "1").strip().lower() not in ("0", "false", "no", "off")
+
 log = logging.getLogger("prod_core.runner")
 
 HEARTBEAT_S = 1.0
@@ -260,6 +266,11 @@ class PaperRunner:
             self.lease_lost = True
             self.stop_reason = "lease lost"
             log.error("%s", exc)
+        except WriterLost as exc:  # a replay's writer process died: what follows its last flush is not written
+            status = "failed"
+            self.stop_reason = "storage writer lost"
+            self.live.errors_total["storage"] = self.live.errors_total.get("storage", 0) + 1
+            log.error("%s", exc)
         except Exception as exc:  # the loop must stop safely whatever happens
             status = "failed"
             self.live.errors_total["runner"] = self.live.errors_total.get("runner", 0) + 1
@@ -284,6 +295,11 @@ class PaperRunner:
         if self.replay:  # a replay can be rerun: larger batches, still flushed at least once a second
             self.storage.flush_rows = REPLAY_FLUSH_ROWS
             self.storage.checkpoint_in_background()
+            if write_behind_by_env():  # the inserts in a writer process (storage/writer.py)
+                try:
+                    self.storage.write_behind()
+                except StorageError as exc:
+                    log.warning("%s; the replay writes its rows itself (slower)", exc)
         if not self.replay:
             acquired, holder, why = self.storage.acquire_lease(
                 self.account, self.run_id, pid=os.getpid(), host=host_name(), now=t_start,
@@ -402,7 +418,7 @@ class PaperRunner:
         """Run one storage write of the loop; a failure degrades instead of stopping the loop."""
         try:
             fn(*args)
-        except LeaseLost:
+        except (LeaseLost, WriterLost):
             raise
         except StorageError as exc:
             self._storage_error(exc)

@@ -42,6 +42,7 @@ from prod_core.storage.checkpoint import Checkpointer
 from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
 from prod_core.storage.postgres import DB_ERRORS, PgConnection, is_postgres_url
+from prod_core.storage.writer import WriteBehind, WriterFailed, WriterGone
 
 __all__ = [
     "EXPORT_TABLES",
@@ -51,6 +52,7 @@ __all__ = [
     "LeaseLost",
     "Storage",
     "StorageError",
+    "WriterLost",
     "journal_fill_row",
     "journal_row",
     "resolve_sqlite_path",
@@ -85,6 +87,10 @@ class FirmReservation:
 
 class LeaseLost(StorageError):
     """Another runner took over this account's lease: this process must stop writing it."""
+
+
+class WriterLost(StorageError):
+    """A replay's writer process died with flushes not confirmed: the replay must stop (storage/writer.py)."""
 
 
 @dataclass(slots=True)  # not frozen: built per fill, and a frozen dataclass takes ~3x longer to build
@@ -334,6 +340,9 @@ class Storage:
         self._lease: tuple[str, str] | None = None  # (account, run_id) this process holds
         self._checkpointer: Checkpointer | None = None  # ``checkpoint_in_background``
         self.mark_misses: list[str] = []  # position ids whose mark matched no open row
+        self._writer: WriteBehind | None = None  # ``write_behind``: a replay's flushes in a writer process
+        self._writer_lost: str | None = None  # why the writer is gone: buffered rows are dropped since
+        self.dropped_rows = 0
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     # ------------------------------------------------------------------ open / close
@@ -428,6 +437,65 @@ class Storage:
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._checkpointer = Checkpointer(self.path)
 
+    def write_behind(self) -> bool:
+        """SQLite file: every later flush is applied by a writer process while this one goes on
+        (``storage/writer.py``: one transaction per flush, in order; reads and immediate writes wait
+        for the writer first). For a replay, which can be rerun: a dead writer stops it. No-op on
+        PostgreSQL and in memory. Raises ``StorageError`` (flushes stay in this process) when the
+        writer cannot start."""
+        if self._url or self.path == ":memory:" or self._writer is not None or self._closed:
+            return False
+        self.flush()
+        try:
+            self._writer = WriteBehind(self.path, self.retry_window_s, BUSY_TIMEOUT_MS)
+        except (WriterGone, OSError) as exc:
+            raise StorageError(f"database {self.path}: {exc}") from None
+        self._writer.on_retry = self._writer_retry
+        return True
+
+    def _writer_retry(self, attempt: int, waited: float, error: str) -> None:
+        self.retries += 1
+        if self.on_retry is not None:
+            self.on_retry(attempt, waited, error)
+
+    def _writer_call(self, w: WriteBehind, call: Callable[[], None]) -> None:
+        """``call`` on the writer, its failures as this module's errors (and its mark misses taken over)."""
+        try:
+            call()
+        except WriterFailed as exc:
+            if exc.kind == "lease":
+                raise LeaseLost(str(exc)) from None
+            if exc.kind == "db":
+                raise StorageError(f"database {self.path}: write failed and was rolled back: {exc}") from None
+            raise StorageError(str(exc)) from None
+        except WriterGone as exc:
+            self._writer = None
+            w.close()
+            dropped = self._buffered
+            self._clear_buffers()
+            self.dropped_rows += dropped
+            self._writer_lost = (
+                f"database {self.path}: {exc}; it holds this run's rows up to the last confirmed flush (whole "
+                f"flushes, the journal a prefix of the account's commits) and nothing after them is written "
+                f"({dropped} buffered rows dropped): the replay stops; run it again"
+            )
+            raise WriterLost(self._writer_lost) from None
+        finally:
+            if w.misses:
+                self.mark_misses.extend(w.misses)
+                w.misses.clear()
+
+    def _stop_writer(self) -> None:
+        """Wait for the writer's flushes and let it exit; raises as a failed flush does."""
+        w = self._writer
+        if w is not None:
+            try:
+                self._writer_call(w, w.drain)
+            finally:
+                if self._writer is w:
+                    self._writer = None
+                    w.close()
+
     def _stop_checkpointer(self) -> None:
         ckpt, self._checkpointer = self._checkpointer, None
         if ckpt is not None:
@@ -439,8 +507,12 @@ class Storage:
             return
         try:
             self.flush()
+            self._stop_writer()
         finally:
             self._closed = True
+            if self._writer is not None:  # a failed flush: the writer exits, its unconfirmed flushes unwritten
+                self._writer.close()
+                self._writer = None
             self._stop_checkpointer()
             self._conn.close()  # the last connection to close checkpoints the WAL
 
@@ -450,10 +522,14 @@ class Storage:
             return
         try:
             self.flush()
+            self._stop_writer()
         except StorageError:
             pass
         finally:
             self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self._stop_checkpointer()
             self._conn.close()
 
@@ -476,6 +552,9 @@ class Storage:
     def _db(self) -> sqlite3.Connection:
         if self._closed:
             raise StorageError(f"storage {self.path} is closed; open a new Storage")
+        w = self._writer
+        if w is not None:  # read your writes: the writer's flushes first
+            self._writer_call(w, w.drain)
         return self._conn
 
     # ------------------------------------------------------------------ transactions
@@ -589,9 +668,27 @@ class Storage:
     def flush(self) -> None:
         """Write every buffered row in ONE transaction. No-op when nothing is buffered."""
         if self._buffered:
+            w = self._writer
+            if w is not None:
+                self._send(w)
+                return
+            if self._writer_lost is not None:  # rows after flushes that may be missing: never written
+                self.dropped_rows += self._buffered
+                self._clear_buffers()
+                return
             with self._tx() as conn:
                 self._write_buffers(conn)
             self._clear_buffers()
+
+    def _send(self, w: WriteBehind) -> None:
+        """The buffers to the writer process as one flush (written here when ``marshal`` cannot carry them)."""
+        ops = self._batch()
+        try:
+            self._writer_call(w, lambda: w.send(ops))
+        except ValueError:  # a value marshal cannot write (a numpy scalar): after the writer's flushes, here
+            with self._tx() as conn:
+                self._apply(conn, ops)
+        self._clear_buffers()
 
     def maybe_flush(self, now_s: float) -> bool:
         """Flush when ``flush_rows`` rows are buffered or ``flush_interval_s`` passed; True if flushed.
