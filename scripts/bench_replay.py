@@ -5,7 +5,9 @@ One run prints:
 - the engine: `python -m prod_core.runner --feed replay` on the parity scenario
   (configs/scenarios/sma_parity) with SQLite storage and the metrics exporter on, run as a
   child process exactly as an operator runs it; bars/s from the runner's own final line
-  (`engine_s`: the bar loop, feed reading included), and the child's peak RSS;
+  (`engine_s`: the bar loop, feed reading included), and the child's peak RSS; the storage
+  writer process's peak RSS and how long its last flushes took after the loop
+  (storage/writer.py; `CRUPTO_WRITE_BEHIND=0` keeps the inserts in the runner);
 - the build the hot modules came from: pure Python, or the compiled build of `make compiled`
   (prod_core/compiled.py; `CRUPTO_COMPILED=0` measures pure Python with a build present);
 - the bare loop: the same rule (SMA 10/30 crossover, next-open fills, 0.1% fee) as ~40
@@ -143,6 +145,12 @@ def run_engine(files: list[Path], config_dir: Path, tmp: Path, profile: int = 0)
     return proc.stdout, int(m.group(1)) / 1024.0 if m else float("nan")
 
 
+def writer_figures(out: str) -> tuple[float, float]:
+    """(the storage writer process's peak RSS in MiB, the wait for its last flushes after the loop in s)."""
+    m = re.search(r"^WRITER (\d+) ([\d.]+)$", out, re.M)
+    return (int(m.group(1)) / 1024.0, float(m.group(2))) if m else (0.0, 0.0)
+
+
 def engine_child(top: int, argv: list[str]) -> int:
     """``python -m prod_core.runner`` in this process (with cProfile on its bar loop when ``top`` > 0);
     then the top frames and this process's peak RSS (kB)."""
@@ -164,7 +172,24 @@ def engine_child(top: int, argv: list[str]) -> int:
                 profiler.disable()
 
         app.PaperRunner._loop = profiled
+    from prod_core.storage.sqlite import Storage
+
+    stop_writer = Storage._stop_writer
+    tail = [0.0]
+
+    def timed_stop(self):  # the wait for the writer process's last flushes, after the bar loop
+        t0 = time.perf_counter()
+        try:
+            return stop_writer(self)
+        finally:
+            tail[0] += time.perf_counter() - t0
+
+    Storage._stop_writer = timed_stop
     code = app.main(argv)
+    import resource
+
+    # the storage writer process (storage/writer.py), waited for by the runner: its peak RSS
+    print(f"WRITER {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {tail[0]:.3f}", flush=True)
     if profiler is not None:
         _print_profile(pstats.Stats(profiler), top)
     from prod_core import compiled
@@ -222,10 +247,13 @@ def main() -> int:
             if not m:
                 print(out[-2000:], file=sys.stderr)
                 return 1
-            runs.append((float(m.group(3)), int(m.group(1)), int(m.group(2)), float(m.group(4)), rss_mb))
+            runs.append((float(m.group(3)), int(m.group(1)), int(m.group(2)), float(m.group(4)), rss_mb,
+                         *writer_figures(out)))
             build = re.search(r"^BUILD (.+)$", out, re.M)
-        engine_s, bars, fills, equity, _ = min(runs)
+        engine_s, bars, fills, equity = min(runs)[:4]
         rss_mb = max(r[4] for r in runs)
+        writer_mb = max(r[5] for r in runs)
+        tail_s = max(r[6] for r in runs)
         times = " / ".join(f"{r[0]:.3f}" for r in runs)
         # the bare loop takes a fraction of a second: the best of three runs steadies the reference
         bare_s, bare_fills, bare_equity, bare_bars = min((bare_loop(files) for _ in range(3)), key=lambda r: r[0])
@@ -234,6 +262,9 @@ def main() -> int:
               f"{'parquet' if args.parquet else files[0].suffix[1:]}); scenario {os.path.relpath(args.config_dir, REPO)}")
         print(f"engine: {engine_rate:,.0f} bars/s ({engine_s:.3f} s, best of {len(runs)}: {times} s; fills {fills:,}, "
               f"equity {equity:,.2f}; SQLite storage + metrics exporter on; peak RSS {rss_mb:.0f} MiB)")
+        if writer_mb:
+            print(f"storage writer process: peak RSS {writer_mb:.0f} MiB (runner + writer <= {rss_mb + writer_mb:.0f} "
+                  f"MiB); its last flushes took {tail_s:.3f} s after the loop (at most, not in engine_s)")
         print(f"build: {build.group(1) if build else 'unknown'}")
         print(f"bare loop: {bare_rate:,.0f} bars/s ({bare_s:.3f} s, best of 3; fills {bare_fills:,}, equity "
               f"{bare_equity:,.2f}; float sums, same bars)")

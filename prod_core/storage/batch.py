@@ -13,6 +13,8 @@ it without the rest of the package.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -104,3 +106,28 @@ def apply_ops(conn: sqlite3.Connection, ops: list[tuple[Any, ...]], db: str, mis
             conn.execute(op[1], op[2])
         else:
             raise BatchError("storage", f"database {db}: unknown batch operation {code!r}")
+
+
+def begin_immediate(conn: Any, db: str, window_s: float, errors: tuple[type[BaseException], ...],
+                    on_retry: Callable[[int, float, str], None]) -> None:
+    """BEGIN IMMEDIATE, retried with backoff while another process holds the write lock (a "locked" or
+    "busy" error among ``errors``) for up to ``window_s``; each retry is reported to ``on_retry``. Raises
+    ``BatchError("storage", ...)`` chained to the last error once the window is spent, or at once
+    for any other error."""
+    started = time.monotonic()
+    delay = 0.05
+    attempt = 0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except errors as exc:
+            waited = time.monotonic() - started
+            text = str(exc).lower()
+            if not ("locked" in text or "busy" in text) or waited >= window_s:
+                raise BatchError("storage", f"database {db}: cannot start a write transaction"
+                                            f"{f' after {waited:.0f} s of retries' if attempt else ''}: {exc}") from exc
+            attempt += 1
+            on_retry(attempt, waited, str(exc))
+            time.sleep(min(delay, max(0.0, window_s - waited)))
+            delay = min(delay * 2.0, 1.0)

@@ -37,7 +37,7 @@ from typing import Any
 
 from prod_core.domain.encoding import json_encoder
 from prod_core.domain.types import Fill, Order, Position
-from prod_core.storage.batch import CHECKED, CRASH, LEASE, MANY, MARKS, ONE, ROWS, BatchError, apply_ops
+from prod_core.storage.batch import CHECKED, CRASH, LEASE, MANY, MARKS, ONE, ROWS, BatchError, apply_ops, begin_immediate
 from prod_core.storage.checkpoint import Checkpointer
 from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
@@ -450,13 +450,8 @@ class Storage:
             self._writer = WriteBehind(self.path, self.retry_window_s, BUSY_TIMEOUT_MS)
         except (WriterGone, OSError) as exc:
             raise StorageError(f"database {self.path}: {exc}") from None
-        self._writer.on_retry = self._writer_retry
+        self._writer.on_retry = self._retried
         return True
-
-    def _writer_retry(self, attempt: int, waited: float, error: str) -> None:
-        self.retries += 1
-        if self.on_retry is not None:
-            self.on_retry(attempt, waited, error)
 
     def _writer_call(self, w: WriteBehind, call: Callable[[], None]) -> None:
         """``call`` on the writer, its failures as this module's errors (and its mark misses taken over)."""
@@ -559,33 +554,18 @@ class Storage:
 
     # ------------------------------------------------------------------ transactions
 
-    @staticmethod
-    def _is_busy(exc: sqlite3.Error) -> bool:
-        text = str(exc).lower()
-        return "locked" in text or "busy" in text
-
     def _begin(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, retried with backoff while another process holds the write lock."""
-        started = time.monotonic()
-        delay = 0.05
-        attempt = 0
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except DB_ERRORS as exc:
-                waited = time.monotonic() - started
-                if not self._is_busy(exc) or waited >= self.retry_window_s:
-                    raise StorageError(
-                        f"database {self.path}: cannot start a write transaction"
-                        f"{f' after {waited:.0f} s of retries' if attempt else ''}: {exc}"
-                    ) from exc
-                attempt += 1
-                self.retries += 1
-                if self.on_retry is not None:
-                    self.on_retry(attempt, waited, str(exc))
-                time.sleep(min(delay, max(0.0, self.retry_window_s - waited)))
-                delay = min(delay * 2.0, 1.0)
+        try:
+            begin_immediate(conn, self.path, self.retry_window_s, DB_ERRORS, self._retried)
+        except BatchError as exc:
+            raise StorageError(str(exc)) from exc.__cause__
+
+    def _retried(self, attempt: int, waited: float, error: str) -> None:
+        """A busy database retried (by this process or the writer): counted, and told ``on_retry``."""
+        self.retries += 1
+        if self.on_retry is not None:
+            self.on_retry(attempt, waited, error)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -258,34 +258,8 @@ def _frames(stream: Any, frames: deque, ready: threading.Condition) -> None:
         raise
 
 
-def _begin(conn: sqlite3.Connection, db: str, window_s: float, retries: list) -> None:
-    """BEGIN IMMEDIATE, retried with backoff while another process holds the write lock (as
-    ``Storage._begin``)."""
-    started = time.monotonic()
-    delay = 0.05
-    attempt = 0
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.Error as exc:
-            waited = time.monotonic() - started
-            text = str(exc).lower()
-            if not ("locked" in text or "busy" in text) or waited >= window_s:
-                raise _CannotBegin(f"database {db}: cannot start a write transaction"
-                                   f"{f' after {waited:.0f} s of retries' if attempt else ''}: {exc}") from exc
-            attempt += 1
-            retries.append((attempt, waited, str(exc)))
-            time.sleep(min(delay, max(0.0, window_s - waited)))
-            delay = min(delay * 2.0, 1.0)
-
-
-class _CannotBegin(Exception):
-    pass
-
-
 def main(argv: list[str]) -> int:
-    from batch import BatchError, apply_ops  # this directory is sys.path[0]: the script's own
+    from batch import BatchError, apply_ops, begin_immediate  # this directory is sys.path[0]: the script's own
 
     db, window_s, busy_ms = argv[1], float(argv[2]), int(argv[3])
     out = sys.stdout.buffer
@@ -322,7 +296,7 @@ def main(argv: list[str]) -> int:
         retries: list[tuple[int, float, str]] = []
         kind = message = ""
         try:
-            _begin(conn, db, window_s, retries)
+            begin_immediate(conn, db, window_s, (sqlite3.Error,), lambda *retry: retries.append(retry))
             try:
                 apply_ops(conn, ops, db, misses)
                 conn.execute("COMMIT")
@@ -336,8 +310,6 @@ def main(argv: list[str]) -> int:
             expected += 1
         except BatchError as exc:
             kind, message = exc.kind, str(exc)
-        except _CannotBegin as exc:
-            kind, message = "storage", str(exc)
         except sqlite3.Error as exc:
             kind, message = "db", str(exc)
         reply(seq, kind, message, misses if not kind else [], retries)

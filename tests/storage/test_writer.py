@@ -19,6 +19,7 @@ import pytest
 from prod_core.domain.types import Fill, FillReason, Order, OrderStatus, Position, Side
 from prod_core.storage import LeaseLost, Storage, StorageError, WriterLost
 from prod_core.testing.builders import close_write, open_write
+from prod_core.testing.waiting import wait_until
 
 RUN = "run-wb"
 REPO = Path(__file__).resolve().parents[2]
@@ -43,19 +44,16 @@ def _count(db: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
+def _exited(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()  # exited, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
 def _writer_pid(st: Storage) -> int:
     assert st._writer is not None, "the write-behind did not start"
     return st._writer._proc.pid
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 @pytest.fixture
@@ -155,7 +153,7 @@ def test_a_killed_writer_stops_the_replay_and_leaves_whole_flushes(db: Path, st:
     st.journal(account)  # the first flush is confirmed
     pid = _writer_pid(st)
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: st._writer._proc.poll() is not None, "writer exit")  # type: ignore[union-attr]
+    wait_until(lambda: st._writer._proc.poll() is not None, 60, "the writer's exit")  # type: ignore[union-attr]
     st.commit_account(close_write(_fill("f2", Side.SELL, FillReason.TARGET), "pos1", run_id=RUN, account=account),
                       immediate=False)
     with pytest.raises(WriterLost, match=r"signal 9.*prefix.*run it again"):
@@ -193,14 +191,13 @@ def test_a_killed_runner_leaves_whole_flushes_and_no_writer_behind(db: Path, tmp
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("writer "), line
         writer = int(line.split()[1])
-        _wait(lambda: _count(db, "SELECT COUNT(*) FROM equity") >= 5_000, "5,000 rows written")
+        wait_until(lambda: _count(db, "SELECT COUNT(*) FROM equity") >= 5_000, 120, "5,000 rows written", proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    _wait(lambda: not Path(f"/proc/{writer}").exists() or "zombie" in Path(f"/proc/{writer}/status").read_text()
-          .lower(), "writer exit after the runner's death", timeout=60)
+    wait_until(lambda: _exited(writer), 60, "the writer's exit after its runner's death")
     rows = _count(db, "SELECT COUNT(*) FROM equity")
     assert rows % 500 == 0 and rows >= 5_000
     assert _count(db, "SELECT MAX(ts_ms) FROM equity") == rows - 1
