@@ -176,20 +176,21 @@ def engine_child(top: int, argv: list[str]) -> int:
 
     stop_writer = Storage._stop_writer
     tail = [0.0]
+    writer_kib = [0]
 
     def timed_stop(self):  # the wait for the writer process's last flushes, after the bar loop
         t0 = time.perf_counter()
+        w = self._writer
         try:
             return stop_writer(self)
         finally:
             tail[0] += time.perf_counter() - t0
+            writer_kib[0] = max(writer_kib[0], w.peak_rss_kib if w is not None else 0)
 
     Storage._stop_writer = timed_stop
     code = app.main(argv)
-    import resource
-
-    # the storage writer process (storage/writer.py), waited for by the runner: its peak RSS
-    print(f"WRITER {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {tail[0]:.3f}", flush=True)
+    # the storage writer process (storage/writer.py): its own peak RSS (VmHWM), told as it exits
+    print(f"WRITER {writer_kib[0]} {tail[0]:.3f}", flush=True)
     if profiler is not None:
         _print_profile(pstats.Stats(profiler), top)
     from prod_core import compiled

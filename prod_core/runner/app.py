@@ -48,8 +48,10 @@ from prod_core.telemetry import EventsCsv, LiveMetrics, start_exporter
 from prod_core.telemetry.progress import NullProgress, progress
 
 # Rows a replay buffers between flushes (and at least once a second). 5,000 holds the 1M-bar replay's
-# peak RSS ~4 MiB under 10,000, no slower (docs/PERFORMANCE.md, step 21).
+# peak RSS ~4 MiB under 10,000, no slower (docs/PERFORMANCE.md, step 21). With the write-behind a flush
+# costs the loop only its hand-over, and smaller flushes keep the writer process small (step 25).
 REPLAY_FLUSH_ROWS = 5_000
+WRITE_BEHIND_FLUSH_ROWS = 1_000
 
 
 def write_behind_by_env() -> bool:
@@ -297,7 +299,8 @@ class PaperRunner:
             self.storage.checkpoint_in_background()
             if write_behind_by_env():  # the inserts in a writer process (storage/writer.py)
                 try:
-                    self.storage.write_behind()
+                    if self.storage.write_behind():
+                        self.storage.flush_rows = WRITE_BEHIND_FLUSH_ROWS
                 except StorageError as exc:
                     log.warning("%s; the replay writes its rows itself (slower)", exc)
         if not self.replay:

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not imported at run time: the writer process keeps its imports few
+    from collections.abc import Callable
+    from typing import Any
 
 try:
     from prod_core.storage.crash import crash_point

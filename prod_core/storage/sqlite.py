@@ -233,6 +233,7 @@ _SQL_UPSERT_SNAPSHOT = (
     "INSERT INTO governance_state (account, state_json, updated_at) VALUES (?, ?, ?)"
     " ON CONFLICT (account) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at"
 )
+_SQL_HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE run_id = ?"
 _SQL_INSERT_EQUITY = (
     "INSERT INTO equity (run_id, ts_ms, equity_usd, cash_usd, pnl_cum_r, dd_state, max_dd_r,"
     " exposure_gross_pct, exposure_net_pct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -331,6 +332,7 @@ class Storage:
         self._session_bars: list[tuple[Any, ...]] = []
         self._session_events: list[tuple[Any, ...]] = []
         self._account_writes: list[AccountWrite] = []
+        self._beat: tuple[float, str] | None = None  # a replay's heartbeat sent with the next flush
         self._buffered = 0
         self._last_flush_s: float | None = None
         # Busy-database retries: counted (a metric), reported through ``on_retry`` (a log line).
@@ -625,6 +627,8 @@ class Storage:
             ops.append((MANY, _SQL_INSERT_SESSION_EVENT, self._session_events))
         if self._account_writes:
             self._account_ops(self._account_writes, ops)
+        if self._beat is not None:
+            ops.append((ONE, _SQL_HEARTBEAT, self._beat))
         return ops
 
     def _clear_buffers(self) -> None:
@@ -638,6 +642,7 @@ class Storage:
         self._session_bars = []
         self._session_events = []
         self._account_writes = []
+        self._beat = None
         self._buffered = 0
 
     @property
@@ -731,9 +736,14 @@ class Storage:
 
         Raises ``LeaseLost`` when another runner took the lease over meanwhile.
         """
+        if self._writer is not None and self._lease is None:  # a replay: with the next flush, without waiting
+            self._beat = (ts, run_id)
+            self._buffered += 1
+            self.flush()
+            return
         with self._tx() as conn:
             self._write_buffers(conn)
-            conn.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (ts, run_id))
+            conn.execute(_SQL_HEARTBEAT, (ts, run_id))
             if self._lease is not None:
                 account, owner = self._lease
                 cur = conn.execute(

@@ -24,7 +24,8 @@ The guarantees a replay's flush gave, kept:
 Protocol (both ways a 4-byte little-endian length, then a ``marshal`` payload): runner -> writer
 ``(seq, ops)``; writer -> runner ``(seq, error_kind, message, mark_misses, retries)`` with
 ``error_kind`` ``""`` (committed), ``"lease"``, ``"storage"`` or ``"db"``, and ``retries`` the
-busy-database retries as ``(attempt, waited_s, error)``.
+busy-database retries as ``(attempt, waited_s, error)``; sequence 0 is the writer's greeting (its
+connection is open), -1 its farewell at the end of the pipe (its peak RSS in KiB as the message).
 """
 
 from __future__ import annotations
@@ -34,21 +35,22 @@ import os
 import select
 import sqlite3
 import struct
-import subprocess
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the writer process imports as little as it can: its RSS counts beside the runner's
+    from collections.abc import Callable
+    from typing import Any
 
 _HEAD = struct.Struct("<I")
 # Frames in flight at most: a writer that falls behind (a busy database) holds the loop back
 # instead of letting the runner's memory grow.
 MAX_IN_FLIGHT = 3
 START_TIMEOUT_S = 30.0  # for the writer to start and open the database
-_PIPE_BYTES = 1 << 20  # asked for both pipes (Linux F_SETPIPE_SZ); a frame of 5,000 rows is ~0.5-1 MiB
+CACHE_KIB = 512  # the writer's SQLite page cache (default 2,000 KiB): appends touch few pages
+_PIPE_BYTES = 1 << 20  # asked for both pipes (Linux F_SETPIPE_SZ); a frame of 1,000 rows is ~0.1-0.2 MiB
 
 
 class WriterFailed(Exception):
@@ -80,6 +82,8 @@ class WriteBehind:
     """The runner's end: ``send`` a flush's operations, ``drain`` until all are committed."""
 
     def __init__(self, path: str, retry_window_s: float, busy_timeout_ms: int) -> None:
+        import subprocess
+
         self.path = path
         self._proc = subprocess.Popen(
             [sys.executable, "-E", "-s", "-S", os.path.abspath(__file__), path, repr(retry_window_s), str(busy_timeout_ms)],
@@ -96,6 +100,7 @@ class WriteBehind:
         self._unconfirmed: deque[tuple[int, bytes]] = deque()  # (seq, frame) sent, not yet committed
         self._failed: WriterFailed | None = None  # the last frame's failure, until it is resent
         self._hello_seen = False
+        self.peak_rss_kib = 0  # the writer's own peak RSS, told as it exits (``close``)
         self.misses: list[str] = []
         self.on_retry: Callable[[int, float, str], None] | None = None
         self.retries = 0
@@ -175,9 +180,15 @@ class WriteBehind:
             pass
         try:
             self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        except Exception:  # subprocess.TimeoutExpired
             self._proc.kill()
             self._proc.wait()
+        try:
+            while chunk := os.read(self._in, 65536):  # its last replies (the farewell)
+                self._read += chunk
+            self._parse()
+        except (OSError, WriterFailed, WriterGone, ValueError, EOFError):
+            pass
         try:
             self._proc.stdout.close()  # type: ignore[union-attr]
         except OSError:
@@ -218,6 +229,9 @@ class WriteBehind:
                 self.retries += 1
                 if self.on_retry is not None:
                     self.on_retry(attempt, waited, text)
+            if seq == -1:  # the writer's farewell: its peak RSS (VmHWM, KiB)
+                self.peak_rss_kib = int(message or 0)
+                continue
             if seq == 0:  # the writer's greeting
                 if kind:
                     raise WriterGone(f"the storage writer process cannot open the database: {message}", 0)
@@ -240,22 +254,10 @@ def _read_exact(stream: Any, size: int) -> bytes | None:
     return data if data is not None and len(data) == size else None
 
 
-def _frames(stream: Any, frames: deque, ready: threading.Condition) -> None:
-    """Reader thread: whole frames from the runner into ``frames``; ``None`` at the end of the pipe."""
-    try:
-        while True:
-            head = _read_exact(stream, 4)
-            body = _read_exact(stream, _HEAD.unpack(head)[0]) if head is not None else None
-            with ready:
-                frames.append(body)  # None: the pipe ended (a partial frame is dropped)
-                ready.notify()
-            if body is None:
-                return
-    except BaseException:
-        with ready:
-            frames.append(None)
-            ready.notify()
-        raise
+def _frame(stream: Any) -> bytes | None:
+    """The next whole frame from the runner; None at the end of the pipe (a partial frame is dropped)."""
+    head = _read_exact(stream, 4)
+    return _read_exact(stream, _HEAD.unpack(head)[0]) if head is not None else None
 
 
 def main(argv: list[str]) -> int:
@@ -264,32 +266,39 @@ def main(argv: list[str]) -> int:
     db, window_s, busy_ms = argv[1], float(argv[2]), int(argv[3])
     out = sys.stdout.buffer
 
+    gone = []  # the runner stopped reading (it died): go on committing the whole frames received
+
     def reply(*values: Any) -> None:
+        if gone:
+            return
         data = marshal.dumps(values)
-        out.write(_HEAD.pack(len(data)) + data)
-        out.flush()
+        try:
+            out.write(_HEAD.pack(len(data)) + data)
+            out.flush()
+        except OSError:  # BrokenPipeError
+            gone.append(True)
 
     try:
-        conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
+        path = os.path.abspath(db).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)  # never creates it
         conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
         reply(0, "db", str(exc), [], [])
         return 1
     reply(0, "", "", [], [])
-    frames: deque = deque()
-    ready = threading.Condition()
-    threading.Thread(target=_frames, args=(sys.stdin.buffer, frames, ready), daemon=True).start()
+    # Frames are read between transactions, not beside them: the pipe holds more frames than the
+    # runner keeps in flight (``MAX_IN_FLIGHT``), so its writes do not wait for this process.
+    stdin = sys.stdin.buffer
     expected = 1
     while True:
-        with ready:
-            while not frames:
-                ready.wait()
-            body = frames.popleft()
+        body = _frame(stdin)
         if body is None:
             break
         seq, ops = marshal.loads(body)
+        del body
         if seq != expected:
             continue  # sent after a frame that failed: the runner sends it again
         misses: list[str] = []
@@ -314,6 +323,14 @@ def main(argv: list[str]) -> int:
             kind, message = "db", str(exc)
         reply(seq, kind, message, misses if not kind else [], retries)
     conn.close()
+    try:
+        with open("/proc/self/status") as fh:
+            peak = next((line.split()[1] for line in fh if line.startswith("VmHWM")), "0")
+    except OSError:
+        peak = "0"
+    reply(-1, "", peak, [], [])
+    if gone:  # nothing left to flush to a closed pipe at exit
+        os._exit(0)
     return 0
 
 

@@ -88,6 +88,8 @@ def test_flushes_land_in_order_and_reads_see_them(st: Storage, db: Path) -> None
     (trade,) = st.closed_trades(RUN)
     assert (trade["exit_price"], trade["pnl_usd"], trade["last_price"]) == (100.5, 5.0, 100.5)
     assert st._writer is not None and st._writer.frames == 2 and st._writer.pending == 0
+    st.heartbeat(RUN, 5.0)  # a replay's heartbeat is one more flush for the writer: the loop does not wait
+    assert st._writer.frames == 3 and st.get_run(RUN)["heartbeat_at"] == 5.0
 
 
 def test_a_mark_that_hits_no_row_is_reported_through_the_writer(st: Storage) -> None:
@@ -244,10 +246,10 @@ def _journal(db: Path) -> list[tuple]:
 
 
 def test_replay_whose_writer_dies_stops_failed_with_a_prefix_of_the_journal(tmp_path: Path) -> None:
-    """The parity replay's writer process is SIGKILLed inside its second flush (test crash point): the
+    """The parity replay's writer process is SIGKILLed inside its fifth flush (test crash point): the
     runner stops with an error naming it, the run is `failed`, and the database holds whole flushes:
     its journal, fills and positions are a prefix of a full replay's, consistent with each other."""
-    crashed, db = _parity_replay(tmp_path, "crashed", CRUPTO_CRASH_AT="mid_flush:2")
+    crashed, db = _parity_replay(tmp_path, "crashed", CRUPTO_CRASH_AT="mid_flush:5")
     out = crashed.stdout + crashed.stderr
     assert crashed.returncode != 0, out[-3000:]
     assert "storage writer process" in out and "signal 9" in out and "run it again" in out, out[-3000:]
