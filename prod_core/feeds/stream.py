@@ -57,8 +57,8 @@ from prod_core.feeds.candles import (
     ts_units,
 )
 
-DEFAULT_BLOCK_BYTES = 128 << 10  # CSV bytes per block: ~2.5k canonical rows
-DEFAULT_BATCH_ROWS = 4096  # Parquet rows per batch, and rows per chunk of an in-memory part
+DEFAULT_BLOCK_BYTES = 64 << 10  # CSV bytes per block: ~1.2k canonical rows (docs/PERFORMANCE.md, step 26)
+DEFAULT_BATCH_ROWS = 2048  # Parquet rows per batch, and rows per chunk of an in-memory part (step 26)
 
 
 class Chunk(NamedTuple):
