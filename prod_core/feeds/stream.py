@@ -59,6 +59,7 @@ from prod_core.feeds.candles import (
 
 DEFAULT_BLOCK_BYTES = 64 << 10  # CSV bytes per block: ~1.2k canonical rows (docs/PERFORMANCE.md, step 26)
 DEFAULT_BATCH_ROWS = 2048  # Parquet rows per batch, and rows per chunk of an in-memory part (step 26)
+CHUNK_ROWS = 4096  # a streamed CSV's blocks are handed on in chunks of at least this many rows (step 26)
 
 
 class Chunk(NamedTuple):
@@ -95,6 +96,12 @@ def _release_arrow_memory() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+
+
+def _joined(ts: list[np.ndarray], ohlcv: list[np.ndarray]) -> Chunk:
+    if len(ts) == 1:
+        return Chunk(ts[0], ohlcv[0])
+    return Chunk(np.concatenate(ts), np.concatenate(ohlcv))
 
 
 @dataclass(eq=False)
@@ -250,8 +257,23 @@ class CsvPart(Part):
         self.kept = chunk
 
     def chunks(self) -> Iterator[Chunk]:
+        """The blocks joined into chunks of at least ``CHUNK_ROWS`` rows: small blocks keep pyarrow's
+        memory low, larger chunks keep the replay's windows (and their per-window costs) as they were."""
         if self.kept is None:
-            yield from super().chunks()
+            ts_parts: list[np.ndarray] = []
+            ohlcv_parts: list[np.ndarray] = []
+            held = 0
+            for chunk in super().chunks():
+                if not chunk.ts.shape[0]:
+                    continue
+                ts_parts.append(chunk.ts)
+                ohlcv_parts.append(chunk.ohlcv)
+                held += int(chunk.ts.shape[0])
+                if held >= CHUNK_ROWS:
+                    yield _joined(ts_parts, ohlcv_parts)
+                    ts_parts, ohlcv_parts, held = [], [], 0
+            if held:
+                yield _joined(ts_parts, ohlcv_parts)
             return
         ts, ohlcv = self.kept
         for i in range(0, int(ts.shape[0]), DEFAULT_BATCH_ROWS):
