@@ -168,6 +168,7 @@ class WriteBehind:
             except BlockingIOError:
                 break
             if not chunk:
+                self._parse()  # what it confirmed before it went
                 self._gone("closed its pipe")
             self._read += chunk
         self._parse()
