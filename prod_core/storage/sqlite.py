@@ -466,8 +466,7 @@ class Storage:
                 raise StorageError(f"database {self.path}: write failed and was rolled back: {exc}") from None
             raise StorageError(str(exc)) from None
         except WriterGone as exc:
-            self._writer = None
-            w.close()
+            self._release_writer()
             dropped = self._buffered
             self._clear_buffers()
             self.dropped_rows += dropped
@@ -489,9 +488,13 @@ class Storage:
             try:
                 self._writer_call(w, w.drain)
             finally:
-                if self._writer is w:
-                    self._writer = None
-                    w.close()
+                self._release_writer()
+
+    def _release_writer(self) -> None:
+        """Let the writer exit without waiting for confirmations (flushes it cannot commit stay unwritten)."""
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close()
 
     def _stop_checkpointer(self) -> None:
         ckpt, self._checkpointer = self._checkpointer, None
@@ -507,9 +510,7 @@ class Storage:
             self._stop_writer()
         finally:
             self._closed = True
-            if self._writer is not None:  # a failed flush: the writer exits, its unconfirmed flushes unwritten
-                self._writer.close()
-                self._writer = None
+            self._release_writer()  # after a failed flush: its unconfirmed flushes stay unwritten
             self._stop_checkpointer()
             self._conn.close()  # the last connection to close checkpoints the WAL
 
@@ -524,9 +525,7 @@ class Storage:
             pass
         finally:
             self._closed = True
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+            self._release_writer()  # after a failed flush: its unconfirmed flushes stay unwritten
             self._stop_checkpointer()
             self._conn.close()
 

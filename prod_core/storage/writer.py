@@ -103,7 +103,6 @@ class WriteBehind:
         self.peak_rss_kib = 0  # the writer's own peak RSS, told as it exits (``close``)
         self.misses: list[str] = []
         self.on_retry: Callable[[int, float, str], None] | None = None
-        self.retries = 0
         self.frames = 0
         self._hello(START_TIMEOUT_S)
 
@@ -227,7 +226,6 @@ class WriteBehind:
             seq, kind, message, misses, retries = marshal.loads(bytes(buf[4:4 + size]))
             del buf[:4 + size]
             for attempt, waited, text in retries:
-                self.retries += 1
                 if self.on_retry is not None:
                     self.on_retry(attempt, waited, text)
             if seq == -1:  # the writer's farewell: its peak RSS (VmHWM, KiB)
