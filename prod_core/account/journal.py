@@ -66,6 +66,11 @@ def lot_body(position: Position) -> dict[str, Any]:
 # encoder built once (prod_core/domain/encoding.py)
 _encode: Callable[[Any], str] = json_encoder(sort_keys=True, default=str)
 _TRANSITION_VALUES = attrgetter(*(name for name in TRANSITION_FIELDS if name != "holds"))
+_LOT_VALUES = attrgetter(*_LOT_FIELDS)
+# The names of a fill body's values (``FillBodies.opened_values``): the lot's, then the state's
+# without ``holds``, which comes last on its own (``storage.batch.fill_body_json`` reads this layout).
+FILL_BODY_LAYOUT: tuple[str, tuple[str, ...], tuple[str, ...]] = (
+    "fill", _LOT_FIELDS, tuple(name for name in TRANSITION_FIELDS if name != "holds"))
 
 
 class FillBodies:
@@ -104,6 +109,20 @@ class FillBodies:
     def changed(self, state: GovernanceState) -> str:
         """The body of a fill that changes or closes a position: day and state."""
         return f'{{"day": {_encode(state.day)}, "state": {self.state(state)}}}'
+
+    # A replay's batched commits hand the flush the body's values instead of its JSON, and the flush
+    # encodes them (``storage.batch.fill_body_json``: the same bytes as ``opened``/``changed``); with
+    # the write-behind that is the writer process, off the loop's thread. The values are taken now:
+    # the state changes in place after the fill, the values themselves never do.
+    @staticmethod
+    def opened_values(state: GovernanceState, position: Position) -> tuple:
+        """What ``opened`` encodes, as ``(FILL_BODY_LAYOUT, day, lot values, state values, holds)``."""
+        return FILL_BODY_LAYOUT, state.day, _LOT_VALUES(position), _TRANSITION_VALUES(state), tuple(state.holds)
+
+    @staticmethod
+    def changed_values(state: GovernanceState) -> tuple:
+        """What ``changed`` encodes, as ``(FILL_BODY_LAYOUT, day, None, state values, holds)``."""
+        return FILL_BODY_LAYOUT, state.day, None, _TRANSITION_VALUES(state), tuple(state.holds)
 
 
 @dataclass(slots=True)

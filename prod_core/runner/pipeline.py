@@ -782,7 +782,8 @@ class Pipeline:
 
     # ------------------------------------------------------------ broker sink
     # Per fill: the sink journals the fill (a fill body's JSON is built by ``FillBodies``, made on the
-    # first fill) and counts it; the order it ends is counted and buffered.
+    # first fill; in a replay's batches, by the flush from the body's values) and counts it; the order
+    # it ends is counted and buffered.
     _fill_bodies: FillBodies | None = None
     _rejects_in_window = 0  # sum of ``_outcomes``, kept as outcomes come and go
 
@@ -843,6 +844,11 @@ class Pipeline:
             bodies = self._fill_bodies = FillBodies()
         return bodies
 
+    def _changed_body(self, state: GovernanceState) -> str | tuple:
+        """The journal body of a fill that changes or closes a position: its JSON now (paper mode), or
+        its values, encoded by the flush (a replay's batched commits: ``FillBodies.changed_values``)."""
+        return self._bodies().changed(state) if self.immediate else FillBodies.changed_values(state)
+
     def _fill_snapshot(self, state: GovernanceState, cash: float) -> dict | Callable[[], dict]:
         """``snapshot(state, cash)`` of a fill's commit; in a replay, whose batch writes only the last
         saved state, a function that builds it from the values ``state`` holds now."""
@@ -886,7 +892,8 @@ class Pipeline:
             cash = self.broker.cash_usd + open_cash(position.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
             write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                                  entries=(journal_fill_row(fill, "open", position.position_id,
-                                                           self._bodies().opened(state, position)),),
+                                                           self._bodies().opened(state, position) if self.immediate
+                                                           else FillBodies.opened_values(state, position)),),
                                  snapshot=self._fill_snapshot(state, cash), fill=fill, open_position=position)
         except BaseException:
             _restore_state(state, saved)
@@ -901,8 +908,7 @@ class Pipeline:
     def _commit_change(self, fill: Fill, event: str, after: Position, cash: float) -> bool:
         """Journal a fill that changes an open position without opening or closing it."""
         write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
-                             entries=(journal_fill_row(fill, event, after.position_id,
-                                                       self._bodies().changed(self.state)),),
+                             entries=(journal_fill_row(fill, event, after.position_id, self._changed_body(self.state)),),
                              snapshot=self.snapshot(self.state, cash), fill=fill, update_position=after)
         if not self._commit(write):
             return False
@@ -951,8 +957,7 @@ class Pipeline:
             engaged = on_trade_closed(state, trade.trade_r, open_r, self.gov)
             cash = self.broker.cash_usd + exit_cash(p, fill.qty, fill.price, fill.fee_usd)
             write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
-                                 entries=(journal_fill_row(fill, "close", p.position_id,
-                                                           self._bodies().changed(state)),),
+                                 entries=(journal_fill_row(fill, "close", p.position_id, self._changed_body(state)),),
                                  snapshot=self._fill_snapshot(state, cash), fill=fill,
                                  close=(p.position_id, fill.ts_ms, fill.price, fill.reason._value_, trade.pnl_usd,
                                         trade.trade_r))

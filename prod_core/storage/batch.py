@@ -12,6 +12,7 @@ it without the rest of the package.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from itertools import chain
@@ -34,6 +35,7 @@ CRASH = 3  # (CRASH, name): a test crash point
 LEASE = 4  # (LEASE, account, run_id): the account's writer lease must still belong to run_id
 CHECKED = 5  # (CHECKED, sql, rows, what): each row must hit exactly one row, else the batch fails
 ONE = 6  # (ONE, sql, params)
+JOURNAL = 7  # (JOURNAL, insert_sql, rows): as ROWS, after each row's last item, a fill body's values, is encoded
 
 
 class BatchError(Exception):
@@ -73,6 +75,33 @@ def insert_rows(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
         conn.executemany(sql, rows[whole:])
 
 
+# ``json.dumps(body, sort_keys=True, default=str)``: every journal body's encoding
+_encode_body = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
+def fill_body_json(body: Any) -> str:
+    """A journal row's body as stored: ``body`` itself when it is already JSON text, else the JSON of a
+    fill body given by its values, ``(layout, day, lot values or None, state values, holds)`` with
+    ``layout`` ``("fill", lot names, state names)`` (``prod_core.account.journal.FILL_BODY_LAYOUT``):
+    byte for byte what ``FillBodies.opened``/``changed`` give for the same values."""
+    if body.__class__ is str:
+        return body
+    (form, lot_names, state_names), day, lot, state, holds = body
+    if form != "fill":
+        raise BatchError("storage", f"unknown journal body layout {form!r}")
+    values = dict(zip(state_names, state))
+    values["holds"] = list(holds)
+    out = {"day": day, "state": values}
+    if lot is not None:
+        out["lot"] = dict(zip(lot_names, lot))
+    return _encode_body(out)
+
+
+def journal_rows(rows: list[Any]) -> list[Any]:
+    """``rows`` of the journal with each body encoded (``fill_body_json``; a row is a tuple, its body last)."""
+    return [row if row[-1].__class__ is str else (*row[:-1], fill_body_json(row[-1])) for row in rows]
+
+
 def apply_ops(conn: sqlite3.Connection, ops: list[tuple[Any, ...]], db: str, misses: list[str]) -> None:
     """Apply ``ops`` in order inside the caller's transaction; position ids whose mark hit no open row
     are appended to ``misses``. Raises ``BatchError`` (the caller rolls back) when a row that must
@@ -107,6 +136,8 @@ def apply_ops(conn: sqlite3.Connection, ops: list[tuple[Any, ...]], db: str, mis
                                             f"`python -m prod_core.cli reconcile`")
         elif code == ONE:
             conn.execute(op[1], op[2])
+        elif code == JOURNAL:
+            insert_rows(conn, op[1], journal_rows(op[2]))
         else:
             raise BatchError("storage", f"database {db}: unknown batch operation {code!r}")
 

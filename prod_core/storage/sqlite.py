@@ -37,7 +37,9 @@ from typing import Any
 
 from prod_core.domain.encoding import json_encoder
 from prod_core.domain.types import Fill, Order, Position
-from prod_core.storage.batch import CHECKED, CRASH, LEASE, MANY, MARKS, ONE, ROWS, BatchError, apply_ops, begin_immediate
+from prod_core.storage.batch import (
+    CHECKED, CRASH, JOURNAL, LEASE, MANY, MARKS, ONE, ROWS, BatchError, apply_ops, begin_immediate, journal_rows,
+)
 from prod_core.storage.checkpoint import Checkpointer
 from prod_core.storage.crash import crash_point
 from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrations, current_version
@@ -135,13 +137,14 @@ def journal_row(ts_ms: int, kind: str, event: str, body: dict[str, Any]) -> tupl
     return (int(ts_ms), kind, event, None, None, None, None, None, None, None, None, encode_body(body))  # fmt: skip
 
 
-def journal_fill_row(fill: Fill, event: str, position_id: str, body: dict[str, Any] | str) -> tuple[Any, ...]:
+def journal_fill_row(fill: Fill, event: str, position_id: str, body: dict[str, Any] | str | tuple) -> tuple[Any, ...]:
     """A fill's journal entry: ``event`` is ``open``, ``increase``, ``reduce`` or ``close`` of ``position_id``.
 
-    ``body`` is the entry's body, or its JSON already encoded as ``encode_body`` writes it."""
+    ``body`` is the entry's body (a dict), its JSON already encoded as ``encode_body`` writes it, or its
+    values (a tuple: ``FillBodies.opened_values``), encoded when the entry is written (``batch.fill_body_json``)."""
     return (fill.ts_ms, "fill", event, fill.fill_id, position_id, fill.symbol, _val(fill.side), fill.qty,
             fill.price, fill.fee_usd, _val(fill.reason),
-            body if body.__class__ is str else encode_body(body))  # fmt: skip
+            body if body.__class__ is str or body.__class__ is tuple else encode_body(body))  # fmt: skip
 
 
 def journal_funding_row(position: Position, funding_ts_ms: int, mark: float, amount: float,
@@ -951,7 +954,7 @@ class Storage:
                 (w.run_id, f.fill_id, f.order_id, f.ts_ms, f.symbol, _val(f.side), f.qty, f.price, f.fee_usd,
                  _val(f.reason), f.liquidity, f.ref_price or None) for w in fills for f in (w.fill,)]))
             ops.append((CRASH, "after_fill_insert"))
-        ops.append((ROWS, _SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries]))
+        ops.append((JOURNAL, _SQL_INSERT_JOURNAL, [(w.account, w.run_id, *e) for w in writes for e in w.entries]))
         # A position opened in this batch is inserted as the batch leaves it (its updates and its close
         # applied to the row in commit order): the same row as an insert followed by UPDATEs, written
         # once. The others are updated and closed by SQL, updates first, each checked to hit one open row.
@@ -1018,7 +1021,7 @@ class Storage:
                 ),
             )  # fmt: skip
             crash_point("after_fill_insert")
-        conn.executemany(_SQL_INSERT_JOURNAL, [(w.account, w.run_id, *entry) for entry in w.entries])
+        conn.executemany(_SQL_INSERT_JOURNAL, journal_rows([(w.account, w.run_id, *entry) for entry in w.entries]))
         pos = w.open_position
         if pos is not None:
             conn.execute(
