@@ -171,19 +171,22 @@ class FastLane:
 
         A position's constants are kept while the broker holds the same ``Position`` object at the
         same place (a fill replaces the object; only its ``last_price`` changes in place)."""
+        # (the containers typed: the compiled build reads and fills them with the dict and list calls
+        # themselves instead of looking their methods up)
         broker = self.p.broker
         rate = broker._exit_rate
-        cache = broker._r_parts
-        rank = self._rank
-        kept = self._consts
+        cache: dict = broker._r_parts
+        rank: dict = self._rank
+        kept: dict = self._consts
         held: list = [None] * len(symbols)
-        wall = [next_day] * len(symbols)
-        consts = []
-        parts: list[float] = []
-        liq = broker._liq
-        next_funding = broker._next_funding
+        wall: list = [next_day] * len(symbols)
+        consts: list = []
+        parts: list = []
+        liq: dict = broker._liq
+        next_funding: dict = broker._next_funding
+        positions: dict = broker.positions
         j = 0
-        for name, pos in broker.positions.items():
+        for name, pos in positions.items():
             part = cache.get(name)
             if part is not None and part[0] is pos and part[1] == pos.last_price:
                 parts.append(part[2])
@@ -202,6 +205,7 @@ class FastLane:
                 held[r] = c
                 wall[r] = -1 if (pos.stop or pos.target or name in liq) else \
                     min(next_day, next_funding.get(name, next_day))
+        pending: dict
         for pending in (broker.pending_entries, broker.pending_exits):
             for name in pending:
                 r = rank.get(name)
@@ -286,6 +290,7 @@ class FastLane:
             tss_v: cython.longlong[:] = np.ascontiguousarray(ts, dtype=np.int64)
             evs_v: cython.uchar[:] = np.ascontiguousarray(event).view(np.uint8)
             closes_v: cython.double[:] = np.ascontiguousarray(ohlcv[:, 3], dtype=np.float64)
+            ohlcv_v: cython.double[:, :] = np.asarray(ohlcv, dtype=np.float64)  # an event's Bar (no copy)
         else:
             syms_v, tss_v, evs_v, closes_v = sym.tolist(), tss, event.tolist(), ohlcv[:, 3].tolist()
             syms = syms_v
@@ -329,6 +334,7 @@ class FastLane:
         # the ``Position`` before the next event and at the window's end, not on every bar)
         cap = max(nsym, len(broker.positions)) + 1
         j: cython.Py_ssize_t; npos: cython.Py_ssize_t = 0
+        consts: list; held: list; parts: list; wall: list; h: tuple
         need: cython.bint = True  # the positions and the ledger to (re)load: at the start and after an event
         for i in range(n + 1):
             if need:
@@ -436,7 +442,10 @@ class FastLane:
             for slot, ad, s0 in zip(slots_of[r], adapters[r], seen0[r]):
                 slot.seen = s0 + li
                 ad.i = li
-            p.on_bar(Bar(symbols[r], t, *ohlcv[i].tolist()))
+            if COMPILED:  # the row's values from the typed columns (the same doubles as ``tolist`` gives)
+                p.on_bar(Bar(symbols[r], t, ohlcv_v[i, 0], ohlcv_v[i, 1], ohlcv_v[i, 2], ohlcv_v[i, 3], ohlcv_v[i, 4]))
+            else:
+                p.on_bar(Bar(symbols[r], t, *ohlcv[i].tolist()))
             unbarred[r] = -1  # the broker took this bar as the symbol's last
             a = i + 1
             need = True
