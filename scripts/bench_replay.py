@@ -145,6 +145,12 @@ def run_engine(files: list[Path], config_dir: Path, tmp: Path, profile: int = 0)
     return proc.stdout, int(m.group(1)) / 1024.0 if m else float("nan")
 
 
+def rss_split(out: str) -> tuple[float, float]:
+    """(anonymous, file-backed) resident MiB of the engine child at its end (``RSSEND``)."""
+    m = re.search(r"^RSSEND (\d+) (\d+)$", out, re.M)
+    return (int(m.group(1)) / 1024.0, int(m.group(2)) / 1024.0) if m else (float("nan"), float("nan"))
+
+
 def writer_figures(out: str) -> tuple[float, float]:
     """(the storage writer process's peak RSS in MiB, the wait for its last flushes after the loop in s)."""
     m = re.search(r"^WRITER (\d+) ([\d.]+)$", out, re.M)
@@ -197,8 +203,12 @@ def engine_child(top: int, argv: list[str]) -> int:
 
     print(f"BUILD {compiled.describe()}", flush=True)
     with open("/proc/self/status") as fh:
-        hwm = next((line.split()[1] for line in fh if line.startswith("VmHWM")), "0")
-    print(f"VmHWM {hwm}", flush=True)
+        status = dict(line.split(":", 1) for line in fh if ":" in line)
+    kib = {key: status.get(key, "0 kB").split()[0] for key in ("VmHWM", "RssAnon", "RssFile")}
+    # the resident set at the end, split: the process's own memory, and the pages of mapped files
+    # (shared libraries: pyarrow alone maps ~70 MiB of them on some kernels, docs/PERFORMANCE.md)
+    print(f"RSSEND {kib['RssAnon']} {kib['RssFile']}", flush=True)
+    print(f"VmHWM {kib['VmHWM']}", flush=True)
     return code
 
 
@@ -249,20 +259,25 @@ def main() -> int:
                 print(out[-2000:], file=sys.stderr)
                 return 1
             runs.append((float(m.group(3)), int(m.group(1)), int(m.group(2)), float(m.group(4)), rss_mb,
-                         *writer_figures(out)))
+                         *writer_figures(out), *rss_split(out)))
             build = re.search(r"^BUILD (.+)$", out, re.M)
         engine_s, bars, fills, equity = min(runs)[:4]
         rss_mb = max(r[4] for r in runs)
         writer_mb = max(r[5] for r in runs)
         tail_s = max(r[6] for r in runs)
+        anon_mb = max(r[7] for r in runs)
+        file_mb = max(r[8] for r in runs)
         times = " / ".join(f"{r[0]:.3f}" for r in runs)
+        median_s = sorted(r[0] for r in runs)[len(runs) // 2]
         # the bare loop takes a fraction of a second: the best of three runs steadies the reference
         bare_s, bare_fills, bare_equity, bare_bars = min((bare_loop(files) for _ in range(3)), key=lambda r: r[0])
         engine_rate, bare_rate = bars / engine_s, bare_bars / bare_s
         print(f"data: {len(files)} files, {bars:,} bars (copies {args.copies}, "
               f"{'parquet' if args.parquet else files[0].suffix[1:]}); scenario {os.path.relpath(args.config_dir, REPO)}")
-        print(f"engine: {engine_rate:,.0f} bars/s ({engine_s:.3f} s, best of {len(runs)}: {times} s; fills {fills:,}, "
-              f"equity {equity:,.2f}; SQLite storage + metrics exporter on; peak RSS {rss_mb:.0f} MiB)")
+        print(f"engine: {engine_rate:,.0f} bars/s ({engine_s:.3f} s, best of {len(runs)}: {times} s, median "
+              f"{bars / median_s:,.0f} bars/s; fills {fills:,}, equity {equity:,.2f}; SQLite storage + metrics "
+              f"exporter on; peak RSS {rss_mb:.0f} MiB; at the end {anon_mb:.0f} MiB anonymous + {file_mb:.0f} MiB "
+              f"of mapped files)")
         if writer_mb:
             print(f"storage writer process: peak RSS {writer_mb:.0f} MiB (runner + writer <= {rss_mb + writer_mb:.0f} "
                   f"MiB); its last flushes took {tail_s:.3f} s after the loop (at most, not in engine_s)")
