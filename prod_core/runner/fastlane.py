@@ -197,7 +197,7 @@ class FastLane:
                 sign = pos.side.sign
                 c = kept[name] = (j, pos, sign * pos.qty, pos.qty, pos.entry_price, pos.realized_usd,
                                   pos.entry_fee_usd, pos.funding_usd, pos.nominal_r_usd, pos.leverage > 0.0,
-                                  float(sign))
+                                  float(sign), name)
             consts.append(c)
             j += 1
             r = rank.get(name)
@@ -350,16 +350,17 @@ class FastLane:
                         nominal_v: cython.double[:] = np.empty(cap); sgn_v: cython.double[:] = np.empty(cap)
                         lev_v: cython.uchar[:] = np.empty(cap, dtype=np.uint8); part_v: cython.double[:] = np.empty(cap)
                         lp_v: cython.double[:] = np.empty(cap); lp0_v: cython.double[:] = np.empty(cap)
+                        partlp_v: cython.double[:] = np.empty(cap)
                     else:
                         signed_v, q_v, entry_v, realized_v, fee_v, funding_v, nominal_v, sgn_v, lev_v, part_v, \
-                            lp_v, lp0_v = (_filled(0.0, cap) for _ in range(12))
+                            lp_v, lp0_v, partlp_v = (_filled(0.0, cap) for _ in range(13))
                 for j in range(npos):
                     h = consts[j]
                     signed_v[j], q_v[j], entry_v[j], realized_v[j], fee_v[j], funding_v[j], nominal_v[j] = \
                         h[2], h[3], h[4], h[5], h[6], h[7], h[8]
                     lev_v[j], sgn_v[j], part_v[j] = h[9], h[10], parts[j]
                     lp = h[1].last_price
-                    lp_v[j] = lp0_v[j] = lp
+                    lp_v[j] = lp0_v[j] = partlp_v[j] = lp  # partlp: the mark ``part_v[j]`` is of
                 for kw in range(nsym):
                     wall_v[kw] = wall[kw]
                     h = held[kw]
@@ -397,6 +398,7 @@ class FastLane:
                         part_v[j0] = before
                     else:
                         open_f = new
+                        partlp_v[j0] = c
                         if npeak != peak_f or nmax != maxdd_f:
                             peak = peak_f = npeak
                             maxdd = maxdd_f = nmax
@@ -428,9 +430,17 @@ class FastLane:
                                 rows.append((run_id, t, eq, cash, pnl, min(0.0, pnl - peak_f), maxdd, 0.0, 0.0))
                     continue
             # ---- an event: the bar goes through Pipeline.on_bar, the strategies answering from their scans
-            for j in range(npos):  # the marks of the quiet bars before it
+            # the marks of the quiet bars before it, and the open R of each moved one into the broker's
+            # cache (``PaperBroker.open_r``: the same value, so the event's mark need not compute it again;
+            # not when the bar that moved it last turned into this event and its R was not kept)
+            r_parts: dict = broker._r_parts if broker._exit_rate == rate else None
+            for j in range(npos):
                 if lp_v[j] != lp0_v[j]:
-                    consts[j][1].last_price = lp_v[j]
+                    h = consts[j]
+                    mark: object = lp_v[j]  # boxed once: the position and the cache hold the same float
+                    h[1].last_price = mark
+                    if r_parts is not None and partlp_v[j] == lp_v[j]:
+                        r_parts[h[11]] = (h[1], mark, part_v[j])
             if marked:
                 open_r = open_f
             self._sync(symbols, present, a, i, syms, counts, tss, ohlcv, unbarred, held, rows, final,
