@@ -236,17 +236,20 @@ class PaperBroker:
         """Open trades marked to market in R, net of fees, funding and partial exits so far and of
         the exit cost to flatten now (``exclude``: a symbol whose position is being closed)."""
         total = 0.0
-        rate = self._exit_rate if exit_cost else 0.0
-        if not exit_cost or exclude:
+        if not exit_cost:
             for p in self.positions.values():
                 if p.symbol != exclude:
-                    total += open_pnl(p, rate) / p.nominal_r_usd
+                    total += open_pnl(p, 0.0) / p.nominal_r_usd
             return total
+        rate = self._exit_rate
         # Marked on every bar of a symbol with a position: reuse each position's R until its mark
         # moves. A Position changes only by replacement (increased/reduced/funded return new ones)
-        # or by ``last_price``, so (the object, its mark) identifies the value.
+        # or by ``last_price``, so (the object, its mark) identifies the value. (Positions are kept
+        # by their symbol: ``exclude`` leaves out the one being closed.)
         parts = self._r_parts
         for symbol, p in self.positions.items():
+            if symbol == exclude:
+                continue
             part = parts.get(symbol)
             if part is None or part[0] is not p or part[1] != p.last_price:
                 part = parts[symbol] = (p, p.last_price, open_pnl(p, rate) / p.nominal_r_usd)
