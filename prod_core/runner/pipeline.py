@@ -844,6 +844,11 @@ class Pipeline:
             bodies = self._fill_bodies = FillBodies()
         return bodies
 
+    def _opened_body(self, state: GovernanceState, position: Position) -> str | tuple:
+        """The journal body of a fill that opens ``position``: its JSON now (paper mode), or its values,
+        encoded by the flush (a replay's batched commits: ``FillBodies.opened_values``)."""
+        return self._bodies().opened(state, position) if self.immediate else FillBodies.opened_values(state, position)
+
     def _changed_body(self, state: GovernanceState) -> str | tuple:
         """The journal body of a fill that changes or closes a position: its JSON now (paper mode), or
         its values, encoded by the flush (a replay's batched commits: ``FillBodies.changed_values``)."""
@@ -892,8 +897,7 @@ class Pipeline:
             cash = self.broker.cash_usd + open_cash(position.leverage, fill.side, fill.qty, fill.price, fill.fee_usd)
             write = AccountWrite(account=self.account, run_id=self.run_id, ts=self.wall_clock(),
                                  entries=(journal_fill_row(fill, "open", position.position_id,
-                                                           self._bodies().opened(state, position) if self.immediate
-                                                           else FillBodies.opened_values(state, position)),),
+                                                           self._opened_body(state, position)),),
                                  snapshot=self._fill_snapshot(state, cash), fill=fill, open_position=position)
         except BaseException:
             _restore_state(state, saved)

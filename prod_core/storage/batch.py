@@ -75,7 +75,8 @@ def insert_rows(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
         conn.executemany(sql, rows[whole:])
 
 
-# ``json.dumps(body, sort_keys=True, default=str)``: every journal body's encoding
+# ``json.dumps(body, sort_keys=True, default=str)``: every journal body's encoding (the encoder of
+# ``prod_core.domain.encoding.json_encoder``, built here from the standard library: see the module doc)
 _encode_body = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
