@@ -74,6 +74,27 @@ def source_of(name: str) -> Path:
     return PACKAGE_DIR.joinpath(*parts[1:]).with_suffix(".py")
 
 
+def declarations_of(name: str) -> Path:
+    """The Cython declarations (``.pxd``) beside module ``name``'s source (it may have none)."""
+    return source_of(name).with_suffix(".pxd")
+
+
+def build_input(name: str) -> bytes:
+    """What the compiled file of module ``name`` is built from: its source, and when it has a ``.pxd``
+    the sources and declarations of every listed module that has one. Those modules share their
+    extension types' layouts (``cimport``): a change to any of them must leave all of them
+    uncompiled until the next build, never one compiled against another's stale declarations."""
+    source = source_of(name).read_bytes()
+    if not declarations_of(name).is_file():
+        return source
+    parts = [source]
+    for other in MODULES:
+        pxd = declarations_of(other)
+        if pxd.is_file():
+            parts += [other.encode(), source_of(other).read_bytes(), pxd.read_bytes()]
+    return b"\0".join(parts)
+
+
 def artifact_name(name: str, source: bytes) -> str:
     """The compiled file's name for module ``name`` built from ``source``."""
     return f"{name}-{hashlib.sha256(BUILD_TAG + source).hexdigest()[:16]}{SUFFIX}"
@@ -89,7 +110,7 @@ class _Finder:
         if fullname not in MODULES:
             return None
         try:
-            source = source_of(fullname).read_bytes()
+            source = build_input(fullname)
         except OSError:
             return None
         so = self.directory / artifact_name(fullname, source)

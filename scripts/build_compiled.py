@@ -55,6 +55,14 @@ def _build(todo: list[str], work: Path, jobs: int) -> None:
             (src_root.joinpath(*parts[:depth]) / "__init__.py").touch()
         shutil.copyfile(compiled.source_of(name), staged)
         exts.append((name, Extension(name, [str(staged)], extra_compile_args=list(compiled.COMPILE_ARGS))))
+    for name in compiled.MODULES:  # every module's C types (an augmenting .pxd), for its own build and cimports
+        if compiled.declarations_of(name).is_file():
+            parts = name.split(".")
+            staged = src_root.joinpath(*parts).with_suffix(".pxd")
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            for depth in range(1, len(parts)):
+                (src_root.joinpath(*parts[:depth]) / "__init__.py").touch()
+            shutil.copyfile(compiled.declarations_of(name), staged)
     for typed in (False, True):
         group = [ext for name, ext in exts if (name in compiled.TYPED) == typed]
         if not group:
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_compiled: cannot build: {missing}; the hot modules stay pure Python", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    wanted = {name: compiled.artifact_name(name, compiled.source_of(name).read_bytes()) for name in compiled.MODULES}
+    wanted = {name: compiled.artifact_name(name, compiled.build_input(name)) for name in compiled.MODULES}
     todo = [name for name, file in wanted.items() if not (out / file).is_file()]
     if todo:
         with tempfile.TemporaryDirectory(prefix="crupto-cython-") as tmp:

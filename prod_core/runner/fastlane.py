@@ -30,6 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# (``Pipeline`` and ``PaperBroker`` in the annotations of locals are the extension types of the compiled
+# build, cimported by fastlane.pxd; Python never evaluates a local's annotation, so it needs no import)
 # True in the compiled build (prod_core/compiled.py), which reads the ``cython.*`` annotations below as
 # C types: the quiet-bar loop then walks typed views of the window's arrays; pure Python walks lists (a
 # numpy element read from Python is a slow object of its own)
@@ -173,7 +175,7 @@ class FastLane:
         same place (a fill replaces the object; only its ``last_price`` changes in place)."""
         # (the containers typed: the compiled build reads and fills them with the dict and list calls
         # themselves instead of looking their methods up)
-        broker = self.p.broker
+        broker: PaperBroker = self.p.broker
         rate = broker._exit_rate
         cache: dict = broker._r_parts
         rank: dict = self._rank
@@ -215,7 +217,7 @@ class FastLane:
 
     def _ledger(self) -> tuple:
         """The account figures the quiet bars read and move, as the pipeline holds them now (after an event)."""
-        p = self.p
+        p: Pipeline = self.p
         st = p.state
         return (st.closed_r, st.day_start_closed_r, st.open_r, st.peak_r, st.max_dd_r, st.throttled, st.dd_stopped,
                 st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
@@ -233,7 +235,7 @@ class FastLane:
             syms_v: cython.longlong[:] = syms
         else:
             syms_v = syms
-        p = self.p
+        p: Pipeline = self.p
         st = p.state
         st.open_r, st.peak_r, st.max_dd_r, gdirty, marked, p._last_equity_ts, p._equity_tick = ledger
         if gdirty:
@@ -277,9 +279,9 @@ class FastLane:
 
     def _walk(self, symbols, present: list[int], sym: np.ndarray, ts: np.ndarray, ohlcv: np.ndarray, event: np.ndarray,
               loc: np.ndarray, slots_of: dict, adapters: dict, seen0: dict) -> None:  # noqa: C901 - one loop, flat for speed
-        p = self.p
+        p: Pipeline = self.p
         st = p.state
-        broker = p.broker
+        broker: PaperBroker = p.broker
         gov = p.gov
         run_id = p.run_id
         n = int(ts.shape[0])

@@ -21,7 +21,7 @@ from prod_core.account import FillBodies, state_body
 from prod_core.account.margin import exit_cash, open_cash
 from prod_core.configs.governance import GovernanceConfig
 from prod_core.domain import Bar, Decision, Fill, FillReason, Instrument, Order, OrderStatus, Position, Regime, TradePlan
-from prod_core.execution import ClosedTrade, PaperBroker
+from prod_core.execution import ClosedTrade, paper
 from prod_core.feeds.hygiene import classify, is_clean
 from prod_core.portfolio import BookSnapshot, PortfolioController, fit
 from prod_core.regime import RegimeDetector, RegimeParams
@@ -156,7 +156,8 @@ class Pipeline:
         self._strategy_logged: dict[str, float] = {}
         if state.cash_usd is None:
             state.cash_usd = gov.account.starting_equity_usd
-        self.broker = PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-",
+        # (``paper.PaperBroker``: the compiled build declares the name ``PaperBroker`` as a C type, pipeline.pxd)
+        self.broker = paper.PaperBroker(gov.execution, instruments, self, cash_usd=state.cash_usd, id_prefix=f"{run_id}-",
                                   funding=funding)
         self.detector: RegimeDetector | None = None
         self.kinds: dict[str, StrategyKind] = {}
