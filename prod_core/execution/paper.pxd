@@ -1,6 +1,9 @@
 # Cython declarations of the compiled build (prod_core/compiled.py): the broker as an extension type,
-# its hot fields at fixed offsets (a read inside its methods is a load, not a dictionary look-up).
-# Pure Python ignores this file. Other attributes (and tests' patches) live in the instance __dict__.
+# its fields at fixed offsets (a read inside its methods is a load, not a dictionary look-up) and its
+# hot methods callable from C (``cpdef``: a subclass's or an instance's override is still called).
+# Pure Python ignores this file. Attributes not declared here (tests' patches) live in the instance
+# __dict__; every attribute the broker sets itself is declared, so the __dict__ stays empty and the
+# ``cpdef`` methods' override check stays on its fast path.
 
 cdef class PaperBroker:
     cdef dict __dict__
@@ -10,3 +13,25 @@ cdef class PaperBroker:
     cdef public long long _seq
     cdef public double _taker, _maker, _liq_fee, _spread_bps, _impact, _exit_rate
     cdef public bint _ideal
+
+    cpdef account_marks(self)
+    cpdef position_exposure_usd(self)
+    cpdef exposure_usd(self)
+    cpdef symbol_usd(self, symbol)
+    cpdef open_r(self, exit_cost=*, exclude=*)
+    cpdef str _next_id(self, str kind)
+    cpdef submit_entry(self, decision, ts_ms, now_s=*)
+    cpdef _cancel_entry(self, symbol, ts_ms)
+    cpdef on_bar(self, bar)
+    cpdef _market(self, symbol, buying, ref, qty, bar)
+    cpdef _take(self, symbol, buying, ref, qty, bar, book=*)
+    cpdef _tranche(self, symbol, remaining, bar)
+    cpdef _work_entry(self, w, bar)
+    cpdef _entry_rules(self, inst, side, qty, bar)
+    cpdef _reject_entry(self, w, reason, ts_ms)
+    cpdef _fill_entry(self, w, inst, leverage, qty, price, fee, bar, ref)
+    cpdef _levels(self, p)
+    cpdef _work_exit(self, w, bar)
+    cpdef _exit_tranche(self, p, w, ref, bar)
+    cpdef _check_levels(self, p, bar)
+    cpdef _close(self, p, price, reason, ts_ms, fee_rate, maker=*, ref=*, order=*)

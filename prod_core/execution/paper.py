@@ -353,7 +353,7 @@ class PaperBroker:
                 continue
             self.pending_exits.pop(symbol, None)
             price = self._market(symbol, p.side is _SELL, bar.close, p.qty, bar)
-            trade = self._close(p, price, reason, ts_ms, self._taker, ref=bar.close)
+            trade = self._close(p, price, reason, ts_ms, self._taker, False, bar.close)
             if trade is not None:
                 trades.append(trade)
         return trades
@@ -365,7 +365,7 @@ class PaperBroker:
             return None
         self.pending_exits.pop(symbol, None)
         self._cancel_entry(symbol, ts_ms)
-        return self._close(p, price, reason, ts_ms, self._taker, ref=price)
+        return self._close(p, price, reason, ts_ms, self._taker, False, price)
 
     # ------------------------------------------------------------------ bars
     def on_bar(self, bar: Bar) -> None:
@@ -557,7 +557,7 @@ class PaperBroker:
         price, qty, ref = self._take(p.symbol, buying, ref, qty, bar, book)
         if qty >= p.qty * (1.0 - 1e-12):
             del self.pending_exits[p.symbol]
-            if self._close(p, price, w.reason, bar.ts_ms, self._taker, ref=ref, order=w.order) is None:
+            if self._close(p, price, w.reason, bar.ts_ms, self._taker, False, ref, w.order) is None:
                 self.pending_exits[p.symbol] = w
             return
         fee = qty * price * self._taker
@@ -618,14 +618,14 @@ class PaperBroker:
         if limit_fills(buying, target, bar, self.cfg.limit_fill):
             self._cancel_entry(p.symbol, bar.ts_ms)
             price = limit_fill_price(buying, target, bar)
-            self._close(p, price, _TARGET, bar.ts_ms, self._maker, maker=True, ref=target)
+            self._close(p, price, _TARGET, bar.ts_ms, self._maker, True, target)
 
     def _liquidate(self, p: Position, bar: Bar) -> None:
         """Settle the whole position at its bankruptcy price: its margin is lost, plus the fee."""
         self.pending_exits.pop(p.symbol, None)
         self._cancel_entry(p.symbol, bar.ts_ms)
         price = bankruptcy_price(p.side is _BUY, p.entry_price, p.leverage)
-        self._close(p, price, _LIQUIDATION, bar.ts_ms, self._liq_fee, ref=price)
+        self._close(p, price, _LIQUIDATION, bar.ts_ms, self._liq_fee, False, price)
 
     # -------------------------------------------------------------- funding
     def _settle_funding(self, symbol: str, upto_ms: int) -> None:
@@ -651,7 +651,7 @@ class PaperBroker:
 
     # ---------------------------------------------------------------- close
     def _close(
-        self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float, *, maker: bool = False,
+        self, p: Position, price: float, reason: FillReason, ts_ms: int, fee_rate: float, maker: bool = False,
         ref: float = 0.0, order: Order | None = None,
     ) -> ClosedTrade | None:
         """Close the rest of ``p`` once the fill is journaled; if it cannot be, the exit stays

@@ -144,6 +144,8 @@ class Pipeline:
         self._last_equity_ts = -1
         self._next_day_ms = -1
         self._outcomes: deque[int] = deque()
+        self._rejects_in_window = 0  # sum of ``_outcomes``, kept as outcomes come and go
+        self._fill_bodies: FillBodies | None = None
         self._anomaly_logged_at = float("-inf")
         self._anomaly_burst = 0
         self._anomaly_pending: tuple = ()
@@ -785,8 +787,6 @@ class Pipeline:
     # Per fill: the sink journals the fill (a fill body's JSON is built by ``FillBodies``, made on the
     # first fill; in a replay's batches, by the flush from the body's values) and counts it; the order
     # it ends is counted and buffered.
-    _fill_bodies: FillBodies | None = None
-    _rejects_in_window = 0  # sum of ``_outcomes``, kept as outcomes come and go
 
     def on_order(self, order: Order) -> None:
         status = order.status
@@ -956,7 +956,7 @@ class Pipeline:
         p, fill = trade.position, trade.exit_fill
         state = self.state
         ladder = (state.throttled, state.dd_stopped)
-        open_r = self.broker.open_r(exclude=p.symbol)
+        open_r = self.broker.open_r(True, p.symbol)  # (positional: a C call of the compiled build, pipeline.pxd)
         saved = _save_state(state)  # put back if the fill cannot be journaled (see ``commit_open``)
         try:
             engaged = on_trade_closed(state, trade.trade_r, open_r, self.gov)
