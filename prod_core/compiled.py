@@ -43,6 +43,7 @@ MODULES: tuple[str, ...] = (
     "prod_core.feeds.hygiene",
     "prod_core.feeds.stream",
     "prod_core.feeds.replay",
+    "prod_core.domain.types",
 )
 # built with ``annotation_typing``: annotated locals are C types (the module's code is written for it)
 TYPED: frozenset[str] = frozenset({"prod_core.runner.fastlane"})
@@ -116,7 +117,21 @@ class _Finder:
         so = self.directory / artifact_name(fullname, source)
         if not so.is_file():
             return None
+        if declarations_of(fullname).is_file() and not self._typed_group_built():
+            return None  # one of the modules it cimports would come from its .py: a C type it could not import
         return spec_from_file_location(fullname, so, loader=ExtensionFileLoader(fullname, str(so)))
+
+    def _typed_group_built(self) -> bool:
+        """Every listed module with a ``.pxd`` has its compiled file here (they load all or none)."""
+        for name in MODULES:
+            if declarations_of(name).is_file():
+                try:
+                    so = self.directory / artifact_name(name, build_input(name))
+                except OSError:
+                    return False
+                if not so.is_file():
+                    return False
+        return True
 
     def invalidate_caches(self) -> None:
         pass

@@ -141,7 +141,7 @@ class Bar:
     def many(names: Sequence[str], sym: list[int], ts: list[int], ohlcv: list[list[float]]) -> list["Bar"]:
         """Bars from columns (symbol index into ``names``, ts, [o, h, l, c, v] rows): the replay's hot
         path, filled slot by slot without a Python ``__init__`` call per bar (twice as fast)."""
-        new = object.__new__
+        new = Bar.__new__  # (not ``object.__new__``: the compiled build's Bar is an extension type, types.pxd)
         out: list[Bar] = []
         append = out.append
         for s, t, (o, h, lo, c, v) in zip(sym, ts, ohlcv):

@@ -5,6 +5,7 @@
 # __dict__; every attribute the pipeline sets itself is declared, so the __dict__ stays empty and
 # the ``cpdef`` methods' override check stays on its fast path.
 
+from prod_core.domain.types cimport Bar as CBar
 from prod_core.execution.paper cimport PaperBroker
 
 cdef class Pipeline:
@@ -20,8 +21,8 @@ cdef class Pipeline:
     cdef public bint immediate, storage_ok, _gov_dirty, _bar_days, feed_ok, trade_events, _account_dirty, _corr_on
     cdef public long long equity_every, timing_every, _timing_countdown, _equity_tick, plans_seen, fills_seen
 
-    cpdef on_bar(self, bar)
-    cpdef _plan(self, name, bar, entry, regime)
+    cpdef on_bar(self, CBar bar)
+    cpdef _plan(self, name, CBar bar, entry, regime)
     cpdef _handle_plan(self, plan, timed)
     cpdef _mark(self)
     cpdef flush_marks(self)

@@ -103,6 +103,30 @@ def test_compiled_files_load_only_for_the_source_they_were_built_from(build: Pat
     assert described.startswith("pure Python") and fastlane.endswith("fastlane.py")
 
 
+def test_the_extension_types_load_all_or_none(build: Path, tmp_path: Path) -> None:
+    """The modules with a .pxd share C types (the pipeline cimports the broker and the bar): a build
+    dir missing one of them loads none of them (a compiled pipeline beside a Python broker could not
+    import), the others still load, and a replay through that mix ends as always."""
+    typed = [name for name in compiled.MODULES if compiled.declarations_of(name).is_file()]
+    assert {"prod_core.runner.pipeline", "prod_core.execution.paper", "prod_core.runner.fastlane"} <= set(typed)
+    partial = tmp_path / "build"
+    partial.mkdir()
+    for so in build.iterdir():
+        if not so.name.startswith("prod_core.execution.paper-"):
+            shutil.copy(so, partial / so.name)
+    code = ("from prod_core import compiled; print(compiled.describe()); print(*compiled.in_use())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(partial), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    described, used = result.stdout.splitlines()
+    n = len(compiled.MODULES)
+    assert described.startswith(f"compiled with Cython: {n - len(typed)} of {n}"), described
+    assert set(used.split()) == set(compiled.MODULES) - set(typed)
+    data = [shared_data_dir() / f for f in FILES[:2]]
+    _, text = _replay(tmp_path, "partial", SCENARIO, data, lane=True, env_extra=_on(partial))
+    assert re.search(r"^replay: bars=\d+ fills=\d+ engine_s=[\d.]+ equity=[\d.]+$", text, re.M), text[-2000:]
+
+
 def test_parity_replay_compiled_is_the_same_database_as_pure_python(build: Path, tmp_path: Path) -> None:
     data = [shared_data_dir() / f for f in FILES]
     pure, _ = _replay(tmp_path, "pure", SCENARIO, data, lane=True, env_extra=PURE)
