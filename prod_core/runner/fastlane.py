@@ -199,13 +199,13 @@ class FastLane:
                 sign = pos.side.sign
                 c = kept[name] = (j, pos, sign * pos.qty, pos.qty, pos.entry_price, pos.realized_usd,
                                   pos.entry_fee_usd, pos.funding_usd, pos.nominal_r_usd, pos.leverage > 0.0,
-                                  float(sign), name)
+                                  float(sign), name, bool(pos.stop or pos.target))
             consts.append(c)
             j += 1
             r = rank.get(name)
             if r is not None:
                 held[r] = c
-                wall[r] = -1 if (pos.stop or pos.target or name in liq) else \
+                wall[r] = -1 if (c[12] or name in liq) else \
                     min(next_day, next_funding.get(name, next_day))
         pending: dict
         for pending in (broker.pending_entries, broker.pending_exits):
@@ -222,19 +222,17 @@ class FastLane:
         return (st.closed_r, st.day_start_closed_r, st.open_r, st.peak_r, st.max_dd_r, st.throttled, st.dd_stopped,
                 st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
 
-    def _sync(self, symbols, present, a: int, b: int, syms, counts: list[int], tss: list[int], ohlcv: np.ndarray,
-              unbarred: list[int], held: list, rows: list, final: bool, ledger: tuple, events: list[int]) -> None:
+    def _sync(self, symbols, present, a: int, b: int, lastrow: list[int], counts: list[int], tss: list[int],
+              ohlcv: np.ndarray, unbarred: list[int], held: list, rows: list, final: bool, ledger: tuple,
+              events: list[int]) -> None:
         """Hand the quiet rows ``a:b`` to the pipeline: the ledger figures they moved (open R, peak, max
         drawdown, what is dirty, the equity clock), last ts per symbol, the equity rows buffered, the
         broker's last bar where it may be read (the window's end; before an event when an automatic
         kill-switch could flatten the positions at their last bars); at the window's end (``final``)
         the bar counts of its quiet bars (``events``: the bars per symbol rank that went through ``on_bar``).
-        ``syms``: the window's symbol ranks (int64 array compiled, list in pure Python); ``counts``: rows per rank."""
-        i: cython.Py_ssize_t; r: cython.Py_ssize_t; want: cython.Py_ssize_t
-        if COMPILED:
-            syms_v: cython.longlong[:] = syms
-        else:
-            syms_v = syms
+        ``lastrow``: per symbol rank, its last row among ``a:b`` or -1 (``_walk`` finds them on its typed
+        columns); ``counts``: rows per rank."""
+        r: cython.Py_ssize_t
         p: Pipeline = self.p
         st = p.state
         st.open_r, st.peak_r, st.max_dd_r, gdirty, marked, p._last_equity_ts, p._equity_tick = ledger
@@ -246,16 +244,7 @@ class FastLane:
         if rows:
             p.storage.add_equity_rows(rows)
             rows.clear()
-        if b > a:  # each symbol's last row among them, found from the end (the syncs of a window never overlap)
-            i = b - 1
-            want = len(present)
-            lastrow = [-1] * len(symbols)
-            while want and i >= a:
-                r = syms_v[i]
-                if lastrow[r] < 0:
-                    lastrow[r] = i
-                    want -= 1
-                i -= 1
+        if b > a:
             last_ts = p.last_ts
             for r in present:  # in rank order, as before
                 last = lastrow[r]
@@ -302,6 +291,8 @@ class FastLane:
         # the pipeline keeps (peak, max drawdown, open R, cash, the equity clock) stay Python objects, with
         # a float copy for the arithmetic, so they are handed back as they came unless a bar moved them
         i: cython.Py_ssize_t; r: cython.Py_ssize_t; j0: cython.Py_ssize_t; t: cython.longlong
+        k: cython.Py_ssize_t; kr: cython.Py_ssize_t; want: cython.Py_ssize_t
+        npresent: cython.Py_ssize_t = len(present)
         c: float; before: float; new: float; total: float; npeak: float; dd: float; nmax: float
         eq: float; gross: float; net: float; lp: float; nn: float; pnl: float; signed: float
         quiet: cython.bint; final: cython.bint
@@ -445,7 +436,16 @@ class FastLane:
                         r_parts[h[11]] = (h[1], mark, part_v[j])
             if marked:
                 open_r = open_f
-            self._sync(symbols, present, a, i, syms, counts, tss, ohlcv, unbarred, held, rows, final,
+            lastrow = [-1] * nsym  # each symbol's last row among the quiet rows a:i, found from the end
+            k = i - 1
+            want = npresent
+            while want and k >= a:
+                kr = syms_v[k]
+                if lastrow[kr] < 0:
+                    lastrow[kr] = k
+                    want -= 1
+                k -= 1
+            self._sync(symbols, present, a, i, lastrow, counts, tss, ohlcv, unbarred, held, rows, final,
                        (open_r, peak, maxdd, gdirty, marked, last_eq, tick), events)
             if final:
                 break
