@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
 
 from prod_core.configs.governance import GovernanceConfig
 
@@ -15,26 +14,53 @@ def day_of(ts_s: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts_s))
 
 
-@dataclass(slots=True)
 class GovernanceState:
-    """R curve, daily counters, locks and switches of the paper account."""
+    """R curve, daily counters, locks and switches of the paper account.
 
-    closed_r: float = 0.0
-    open_r: float = 0.0
-    peak_r: float = 0.0
-    max_dd_r: float = 0.0
-    dd_epoch: int = 0
-    dd_stopped: bool = False
-    throttled: bool = False
-    day: str = ""
-    day_start_closed_r: float = 0.0
-    trades_today: int = 0
-    consecutive_losses: int = 0
-    lock_reason: str = LIMITS_OK
-    kill_switch: bool = False
-    holds: list[str] = field(default_factory=list)
-    config_hash: str = ""  # governance config in force (journaled when it changes)
-    cash_usd: float | None = None
+    A plain slotted class with a dataclass's constructor (every field a keyword with its default,
+    or positional in field order), equality and repr; not a ``@dataclass`` because the compiled
+    build makes it an extension type (ledger.pxd: its fields at fixed offsets for the pipeline and
+    the fast lane), which the dataclass decorator cannot rebuild."""
+
+    __slots__ = ("closed_r", "open_r", "peak_r", "max_dd_r", "dd_epoch", "dd_stopped", "throttled", "day",
+                 "day_start_closed_r", "trades_today", "consecutive_losses", "lock_reason", "kill_switch", "holds",
+                 "config_hash", "cash_usd")
+
+    def __init__(self, closed_r: float = 0.0, open_r: float = 0.0, peak_r: float = 0.0, max_dd_r: float = 0.0,
+                 dd_epoch: int = 0, dd_stopped: bool = False, throttled: bool = False, day: str = "",
+                 day_start_closed_r: float = 0.0, trades_today: int = 0, consecutive_losses: int = 0,
+                 lock_reason: str = LIMITS_OK, kill_switch: bool = False, holds: list[str] | None = None,
+                 config_hash: str = "", cash_usd: float | None = None) -> None:
+        self.closed_r = closed_r
+        self.open_r = open_r
+        self.peak_r = peak_r
+        self.max_dd_r = max_dd_r
+        self.dd_epoch = dd_epoch
+        self.dd_stopped = dd_stopped
+        self.throttled = throttled
+        self.day = day
+        self.day_start_closed_r = day_start_closed_r
+        self.trades_today = trades_today
+        self.consecutive_losses = consecutive_losses
+        self.lock_reason = lock_reason
+        self.kill_switch = kill_switch
+        self.holds = [] if holds is None else holds
+        self.config_hash = config_hash  # governance config in force (journaled when it changes)
+        self.cash_usd = cash_usd
+
+    def _values(self) -> tuple:
+        return (self.closed_r, self.open_r, self.peak_r, self.max_dd_r, self.dd_epoch, self.dd_stopped, self.throttled,
+                self.day, self.day_start_closed_r, self.trades_today, self.consecutive_losses, self.lock_reason,
+                self.kill_switch, self.holds, self.config_hash, self.cash_usd)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        fields_ = ", ".join(f"{name}={value!r}" for name, value in zip(_STATE_FIELDS, self._values()))
+        return f"GovernanceState({fields_})"
 
     @property
     def pnl_cum_r(self) -> float:
@@ -50,7 +76,7 @@ class GovernanceState:
 
     def copy(self) -> "GovernanceState":
         """A copy to change before a commit (``holds`` copied): ``dataclasses.replace`` without its cost."""
-        new = object.__new__(GovernanceState)
+        new = GovernanceState.__new__(GovernanceState)
         for name in _STATE_FIELDS:
             object.__setattr__(new, name, getattr(self, name))
         new.holds = list(self.holds)
@@ -64,11 +90,11 @@ class GovernanceState:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GovernanceState":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in data.items() if k in _STATE_FIELDS}
         return cls(**known)
 
 
-_STATE_FIELDS = tuple(f.name for f in fields(GovernanceState))
+_STATE_FIELDS: tuple[str, ...] = GovernanceState.__slots__  # in the order of the constructor's arguments
 
 
 def roll_day(state: GovernanceState, day: str) -> bool:
@@ -93,7 +119,7 @@ def _engage(state: GovernanceState, reason: str) -> str | None:
 
 def ladder_step(state: GovernanceState, cfg: GovernanceConfig) -> None:
     """Update peak, drawdown, max drawdown and the ladder (normal -> throttled -> no entries)."""
-    total = state.pnl_cum_r
+    total = state.closed_r + state.open_r  # (``pnl_cum_r``, read as fields: a property is a look-up compiled)
     if total > state.peak_r:
         state.peak_r = total
     dd = total - state.peak_r
@@ -108,7 +134,7 @@ def mark_open_r(state: GovernanceState, open_r: float, cfg: GovernanceConfig) ->
     """Mark open positions; engage ``max_daily_loss`` when realised + open R of the day hits the limit."""
     state.open_r = open_r
     ladder_step(state, cfg)
-    if state.day_r <= -cfg.daily_lock.max_daily_loss_r:
+    if state.closed_r - state.day_start_closed_r + state.open_r <= -cfg.daily_lock.max_daily_loss_r:  # ``day_r``
         return _engage(state, "max_daily_loss")
     return None
 

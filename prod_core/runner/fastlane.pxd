@@ -4,3 +4,4 @@
 
 from prod_core.runner.pipeline cimport Pipeline
 from prod_core.execution.paper cimport PaperBroker
+from prod_core.risk.ledger cimport GovernanceState as CState

@@ -30,8 +30,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# (``Pipeline`` and ``PaperBroker`` in the annotations of locals are the extension types of the compiled
-# build, cimported by fastlane.pxd; Python never evaluates a local's annotation, so it needs no import)
+# (``Pipeline``, ``PaperBroker`` and ``CState`` (the governance state) in the annotations of locals are
+# the extension types of the compiled build, cimported by fastlane.pxd; Python never evaluates a local's
+# annotation, so it needs no import)
 # True in the compiled build (prod_core/compiled.py), which reads the ``cython.*`` annotations below as
 # C types: the quiet-bar loop then walks typed views of the window's arrays; pure Python walks lists (a
 # numpy element read from Python is a slow object of its own)
@@ -218,7 +219,7 @@ class FastLane:
     def _ledger(self) -> tuple:
         """The account figures the quiet bars read and move, as the pipeline holds them now (after an event)."""
         p: Pipeline = self.p
-        st = p.state
+        st: CState = p.state
         return (st.closed_r, st.day_start_closed_r, st.open_r, st.peak_r, st.max_dd_r, st.throttled, st.dd_stopped,
                 st.lock_reason == LIMITS_OK, st.kill_switch, p.broker.cash_usd, p._last_equity_ts, p._equity_tick)
 
@@ -234,7 +235,7 @@ class FastLane:
         columns); ``counts``: rows per rank."""
         r: cython.Py_ssize_t
         p: Pipeline = self.p
-        st = p.state
+        st: CState = p.state
         st.open_r, st.peak_r, st.max_dd_r, gdirty, marked, p._last_equity_ts, p._equity_tick = ledger
         if gdirty:
             p._gov_dirty = True
@@ -269,7 +270,7 @@ class FastLane:
     def _walk(self, symbols, present: list[int], sym: np.ndarray, ts: np.ndarray, ohlcv: np.ndarray, event: np.ndarray,
               loc: np.ndarray, slots_of: dict, adapters: dict, seen0: dict) -> None:  # noqa: C901 - one loop, flat for speed
         p: Pipeline = self.p
-        st = p.state
+        st: CState = p.state
         broker: PaperBroker = p.broker
         gov = p.gov
         run_id = p.run_id

@@ -7,12 +7,14 @@
 
 from prod_core.domain.types cimport Bar as CBar
 from prod_core.execution.paper cimport PaperBroker
+from prod_core.risk.ledger cimport GovernanceState as CState
 
 cdef class Pipeline:
     cdef dict __dict__
     cdef public PaperBroker broker
     cdef public object run_id, account, on_storage_error, _journaled_key, _close_info, instruments
-    cdef public object storage, live, notify, state, feed_name, clock_mode, wall_clock, _stage
+    cdef public CState state
+    cdef public object storage, live, notify, feed_name, clock_mode, wall_clock, _stage
     cdef public object portfolio, gov, detector, kinds, overlay_lock, overlay_safe, _firm_cap, _auto_kill_at
     cdef public object _outcomes, _enabled_now, _anomaly_pending, _next_day_ms, _corr_ts, live_from_ms, _last_equity_ts
     cdef public object _anomaly_burst, _anomaly_logged_at, _enabled, _enabled_safe, _rets, _strategy_logged

@@ -863,7 +863,7 @@ class Pipeline:
         values = _save_state(state)
 
         def later() -> dict:
-            then = object.__new__(GovernanceState)
+            then = GovernanceState.__new__(GovernanceState)
             _restore_state(then, values)
             return self.snapshot(then, cash)
 
