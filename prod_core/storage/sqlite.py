@@ -46,6 +46,16 @@ from prod_core.storage.migrations import MIGRATIONS, StorageError, apply_migrati
 from prod_core.storage.postgres import DB_ERRORS, PgConnection, is_postgres_url
 from prod_core.storage.writer import WriteBehind, WriterFailed, WriterGone
 
+# How long opening a SQLite file keeps trying when it is answered "database is locked" without a wait
+OPEN_BUSY_S = 15.0
+OPEN_BUSY_RETRY_S = 0.05
+
+
+def _busy(exc: BaseException | None) -> bool:
+    """A SQLite error that says another connection holds the file (try again), not that it is bad."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 __all__ = [
     "EXPORT_TABLES",
     "RUN_TABLES",
@@ -404,34 +414,48 @@ class Storage:
                     f"cannot create the directory {parent} for database {path}: {exc.strerror or exc}; "
                     f"create it with write permission or point DB at a writable location"
                 ) from exc
-        try:
-            if create or memory:
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            else:  # mode=rw: never create the file, even if it vanished since the check
-                uri = Path(path).expanduser().resolve().as_uri() + "?mode=rw"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StorageError(
-                f"cannot open database {path}: {exc}; check the path and its permissions or point DB elsewhere"
-            ) from exc
-        try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            apply_migrations(conn, MIGRATIONS, db_label=f"database {path}")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if "not a database" in str(exc) or "malformed" in str(exc):
+        # Another process opening the same new file at the same moment (two runners started together)
+        # can make the journal-mode switch or the WAL's set-up answer "database is locked" at once,
+        # without waiting on the busy timeout: such an open is tried again for up to OPEN_BUSY_S.
+        deadline = time.monotonic() + OPEN_BUSY_S
+        while True:
+            try:
+                if create or memory:
+                    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                else:  # mode=rw: never create the file, even if it vanished since the check
+                    uri = Path(path).expanduser().resolve().as_uri() + "?mode=rw"
+                    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
                 raise StorageError(
-                    f"{path} is not a usable SQLite database ({exc}); move it away (or restore a backup) "
-                    f"and start again, or point DB at another file"
+                    f"cannot open database {path}: {exc}; check the path and its permissions or point DB elsewhere"
                 ) from exc
-            raise StorageError(f"cannot open database {path}: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+            try:
+                conn.execute("PRAGMA busy_timeout = 5000")
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                apply_migrations(conn, MIGRATIONS, db_label=f"database {path}")
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                if "not a database" in str(exc) or "malformed" in str(exc):
+                    raise StorageError(
+                        f"{path} is not a usable SQLite database ({exc}); move it away (or restore a backup) "
+                        f"and start again, or point DB at another file"
+                    ) from exc
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(OPEN_BUSY_RETRY_S)
+                    continue
+                raise StorageError(f"cannot open database {path}: {exc}") from exc
+            except StorageError as exc:  # a migration's own error (it says what to do)
+                conn.close()
+                if _busy(exc.__cause__) and time.monotonic() < deadline:
+                    time.sleep(OPEN_BUSY_RETRY_S)
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return conn
 
     def checkpoint_in_background(self) -> None:
         """SQLite: WAL checkpoints on a thread of their own after each commit instead of inside the

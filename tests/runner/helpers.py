@@ -73,7 +73,7 @@ class PaperProcess:
             for line in list(self.lines):
                 if text in line:
                     return line
-            if self.proc.poll() is not None and self._queue.empty():
+            if self.proc.poll() is not None and not self._reader.is_alive():  # exited, all its output read
                 time.sleep(0.1)
                 for line in list(self.lines):
                     if text in line:

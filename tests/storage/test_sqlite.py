@@ -5,6 +5,7 @@ session's throwaway PostgreSQL server (tests/conftest.py ``db_target``)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,37 @@ def test_creates_parent_dir_and_uses_wal(sqlite_path: str) -> None:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS  # then retried with backoff
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def _open_at(path: str, start: float, results) -> None:
+    while time.time() < start:  # every process opens at the same moment
+        time.sleep(0.001)
+    try:
+        Storage(path).close()
+        results.put("ok")
+    except StorageError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_one_new_file_together_all_open_it(tmp_path: Path) -> None:
+    """Runners started together on a new SQLite file (the firm-cap and many-account setups): SQLite may
+    answer one of them "database is locked" at the switch to WAL without waiting on the busy
+    timeout; that open is tried again, so every process opens the file (real processes, 4 at a
+    time, a new file each round: the race showed in about 1 round of 40 with 3 processes)."""
+    ctx = multiprocessing.get_context("fork")
+    for k in range(25):
+        path = str(tmp_path / f"race{k}.db")
+        results = ctx.Queue()
+        start = time.time() + 0.2
+        procs = [ctx.Process(target=_open_at, args=(path, start, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert got == ["ok"] * 4, (k, got)
+        with Storage(path, create=False) as st:
+            assert st.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
 
 def test_sqlite_url_is_accepted(tmp_path: Path) -> None:
