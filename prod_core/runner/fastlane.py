@@ -277,15 +277,13 @@ class FastLane:
         n = int(ts.shape[0])
         tss = ts.tolist()  # the events' and the syncs' Python ints
         if COMPILED:
-            syms = np.ascontiguousarray(sym, dtype=np.int64)
-            syms_v: cython.longlong[:] = syms
+            syms_v: cython.longlong[:] = np.ascontiguousarray(sym, dtype=np.int64)
             tss_v: cython.longlong[:] = np.ascontiguousarray(ts, dtype=np.int64)
             evs_v: cython.uchar[:] = np.ascontiguousarray(event).view(np.uint8)
             closes_v: cython.double[:] = np.ascontiguousarray(ohlcv[:, 3], dtype=np.float64)
             ohlcv_v: cython.double[:, :] = np.asarray(ohlcv, dtype=np.float64)  # an event's Bar (no copy)
         else:
             syms_v, tss_v, evs_v, closes_v = sym.tolist(), tss, event.tolist(), ohlcv[:, 3].tolist()
-            syms = syms_v
         counts = np.bincount(sym, minlength=len(symbols)).tolist()  # rows per symbol rank
         # C types in the compiled build (prod_core/compiled.py: this module is built with its annotations as
         # C types, and the same float operations run in the same order as in Python); the account's figures

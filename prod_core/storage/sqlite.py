@@ -415,47 +415,48 @@ class Storage:
                     f"create it with write permission or point DB at a writable location"
                 ) from exc
         # Another process opening the same new file at the same moment (two runners started together)
-        # can make the journal-mode switch or the WAL's set-up answer "database is locked" at once,
-        # without waiting on the busy timeout: such an open is tried again for up to OPEN_BUSY_S.
+        # can make the journal-mode switch answer "database is locked" at once, without waiting on the
+        # busy timeout: such an open is tried again for up to OPEN_BUSY_S.
         deadline = time.monotonic() + OPEN_BUSY_S
         while True:
             try:
-                if create or memory:
-                    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-                else:  # mode=rw: never create the file, even if it vanished since the check
-                    uri = Path(path).expanduser().resolve().as_uri() + "?mode=rw"
-                    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
+                return self._connect(path, create=create, memory=memory)
+            except StorageError as exc:
+                if not _busy(exc.__cause__) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(OPEN_BUSY_RETRY_S)
+
+    @staticmethod
+    def _connect(path: str, *, create: bool, memory: bool) -> sqlite3.Connection:
+        """One attempt of ``_open`` on a SQLite file: connect, set the pragmas, migrate."""
+        try:
+            if create or memory:
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            else:  # mode=rw: never create the file, even if it vanished since the check
+                uri = Path(path).expanduser().resolve().as_uri() + "?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot open database {path}: {exc}; check the path and its permissions or point DB elsewhere"
+            ) from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            apply_migrations(conn, MIGRATIONS, db_label=f"database {path}")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "not a database" in str(exc) or "malformed" in str(exc):
                 raise StorageError(
-                    f"cannot open database {path}: {exc}; check the path and its permissions or point DB elsewhere"
+                    f"{path} is not a usable SQLite database ({exc}); move it away (or restore a backup) "
+                    f"and start again, or point DB at another file"
                 ) from exc
-            try:
-                conn.execute("PRAGMA busy_timeout = 5000")
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA foreign_keys = ON")
-                apply_migrations(conn, MIGRATIONS, db_label=f"database {path}")
-            except sqlite3.DatabaseError as exc:
-                conn.close()
-                if "not a database" in str(exc) or "malformed" in str(exc):
-                    raise StorageError(
-                        f"{path} is not a usable SQLite database ({exc}); move it away (or restore a backup) "
-                        f"and start again, or point DB at another file"
-                    ) from exc
-                if _busy(exc) and time.monotonic() < deadline:
-                    time.sleep(OPEN_BUSY_RETRY_S)
-                    continue
-                raise StorageError(f"cannot open database {path}: {exc}") from exc
-            except StorageError as exc:  # a migration's own error (it says what to do)
-                conn.close()
-                if _busy(exc.__cause__) and time.monotonic() < deadline:
-                    time.sleep(OPEN_BUSY_RETRY_S)
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-            return conn
+            raise StorageError(f"cannot open database {path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def checkpoint_in_background(self) -> None:
         """SQLite: WAL checkpoints on a thread of their own after each commit instead of inside the
