@@ -6,8 +6,14 @@ rows dropped as malformed, the first timestamp, the latest timestamp of a clean 
 the build-time checks of the replay feed), and the funding rates of a ``funding_rate``
 column (checked like ``read_candles`` does); it writes the one info line of a file whose
 timestamps were not all in milliseconds. After the scan, every call of ``Part.chunks()``
-reads the file again from its first row and yields ``(ts int64 ms, ohlcv float64 (n, 5))``
-chunks: exactly the rows and values ``read_candles`` gives for the file, in file order.
+gives the rows again from the first as ``(ts int64 ms, ohlcv float64 (n, 5))`` chunks:
+exactly the rows and values ``read_candles`` gives for the file, in file order.
+
+A streamed CSV is parsed once: its scan writes the parsed rows to a spill file (48 bytes a
+row, an unnamed temporary file that the OS deletes when the process ends, however it ends),
+and ``chunks()`` reads them back from it instead of parsing the text again, which was about
+a third of a replay's bar loop. Where the spill cannot be written (a full or read-only temp
+dir, one warning line), ``chunks()`` parses the file again as before.
 
 Memory: a CSV is read by pyarrow's streaming reader in blocks of ``block_bytes`` bytes; a
 Parquet file in batches of ``batch_rows`` rows. Held in memory whole (one part per symbol):
@@ -25,6 +31,9 @@ then by position in the stream. It holds one chunk per symbol plus the window it
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +65,8 @@ from prod_core.feeds.candles import (
     symbol_from_filename,
     ts_units,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_BYTES = 64 << 10  # CSV bytes per block: ~1.2k canonical rows (docs/PERFORMANCE.md, step 26)
 DEFAULT_BATCH_ROWS = 2048  # Parquet rows per batch, and rows per chunk of an in-memory part (step 26)
@@ -104,6 +115,83 @@ def _joined(ts: list[np.ndarray], ohlcv: list[np.ndarray]) -> Chunk:
     return Chunk(np.concatenate(ts), np.concatenate(ohlcv))
 
 
+SPILL = True  # a streamed CSV's scan keeps its parsed rows in a spill file (module doc)
+
+
+def _spill_file():  # type: ignore[no-untyped-def]
+    """An unnamed temporary file in the temp dir (``TMPDIR``), gone when closed or the process ends."""
+    return tempfile.TemporaryFile(prefix="crupto-spill-", buffering=0)
+
+
+class Spill:
+    """The parsed rows of one CSV, 6 x 8 bytes a row (ts int64 ms, then open..volume float64),
+    written once by the scan and read back by offset, so any number of readers can run."""
+
+    _warned = False
+
+    def __init__(self, fh, source: str) -> None:  # type: ignore[no-untyped-def]
+        self.fh = fh
+        self.source = source
+        self.rows = 0
+
+    @classmethod
+    def open(cls, source: str) -> Spill | None:
+        try:
+            return cls(_spill_file(), source)
+        except OSError as exc:
+            cls._failed(source, exc)
+            return None
+
+    @classmethod
+    def _failed(cls, source: str, exc: OSError) -> None:
+        if not cls._warned:
+            cls._warned = True
+            log.warning("%s: no spill file in the temp dir (%s): the replay parses the CSV again, "
+                        "which is slower; free space in %s or point TMPDIR elsewhere",
+                        source, exc.strerror or exc, tempfile.gettempdir())
+
+    def add(self, ts: np.ndarray, ohlcv: np.ndarray) -> bool:
+        """Append rows; False (and the file closed) when the write failed."""
+        n = int(ts.shape[0])
+        if not n:
+            return True
+        rec = np.empty((n, 6), dtype=np.float64)
+        rec[:, 1:] = ohlcv
+        rec.view(np.int64)[:, 0] = ts
+        data = memoryview(rec).cast("B")
+        try:
+            fd = self.fh.fileno()
+            while data:
+                data = data[os.write(fd, data):]
+            self.rows += n
+            return True
+        except OSError as exc:
+            self._failed(self.source, exc)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        try:
+            self.fh.close()
+        except OSError:
+            pass
+
+    def chunks(self, rows: int) -> Iterator[Chunk]:
+        """The rows in file order, ``rows`` at a time."""
+        fd = self.fh.fileno()
+        for start in range(0, self.rows, rows):
+            n = min(rows, self.rows - start)
+            rec = np.empty((n, 6), dtype=np.float64)
+            view = memoryview(rec).cast("B")
+            off, done = start * 48, 0
+            while done < n * 48:
+                got = os.preadv(fd, [view[done:]], off + done)
+                if got <= 0:
+                    raise CandleFormatError(f"{self.source}: its spill file ended early (the temp dir changed under the replay)")
+                done += got
+            yield Chunk(rec.view(np.int64)[:, 0].copy(), rec[:, 1:].copy())
+
+
 @dataclass(eq=False)
 class Part:
     """One symbol's rows of one file (see module doc). Subclasses say how the file is read."""
@@ -131,11 +219,17 @@ class Part:
 
     def scan(self) -> None:
         """Read the file through once and keep its facts (see module doc)."""
+        spill = self._spill_sink()
         try:
             facts = _Facts(self)
             for raw in self._raw(funding=True):
-                facts.add(raw)
+                ts = facts.add(raw)
+                if spill is not None and not spill.add(ts, raw.ohlcv):
+                    spill = None
         except SlowPathNeeded:
+            if spill is not None:
+                spill.close()
+                spill = None
             raw = self._whole()
             facts = _Facts(self)
             ts = facts.add(raw)
@@ -143,6 +237,14 @@ class Part:
         finally:
             _release_arrow_memory()
         facts.apply()
+        self._spilled(spill)
+
+    def _spill_sink(self) -> Spill | None:
+        """Where the scan writes the parsed rows for ``chunks()`` (None: nowhere, read again)."""
+        return None
+
+    def _spilled(self, spill: Spill | None) -> None:
+        """The scan is over: ``spill`` holds every row (None: it failed or there was none)."""
 
     def _keep(self, chunk: Chunk) -> None:
         raise NotImplementedError
@@ -234,6 +336,19 @@ class CsvPart(Part):
     layout: CsvLayout | None = None
     block_bytes: int = DEFAULT_BLOCK_BYTES
     kept: Chunk | None = None
+    spill: Spill | None = None
+
+    def _spill_sink(self) -> Spill | None:
+        self.spill = None
+        if self.layout is None or not self.layout.fast or not SPILL:
+            return None
+        return Spill.open(self.source)
+
+    def _spilled(self, spill: Spill | None) -> None:
+        if spill is not None and spill.rows != self.rows:
+            spill.close()
+            spill = None
+        self.spill = spill
 
     def _raw(self, funding: bool) -> Iterator[RawChunk]:
         if self.kept is not None:
@@ -258,7 +373,13 @@ class CsvPart(Part):
 
     def chunks(self) -> Iterator[Chunk]:
         """The blocks joined into chunks of at least ``CHUNK_ROWS`` rows: small blocks keep pyarrow's
-        memory low, larger chunks keep the replay's windows (and their per-window costs) as they were."""
+        memory low, larger chunks keep the replay's windows (and their per-window costs) as they were.
+        After a scan that spilled, the rows come back from the spill file instead."""
+        if self.spill is not None and self.kept is None:
+            if not self.scanned:
+                raise RuntimeError(f"{self.source}: Part.chunks() before scan()")
+            yield from self.spill.chunks(CHUNK_ROWS)
+            return
         if self.kept is None:
             ts_parts: list[np.ndarray] = []
             ohlcv_parts: list[np.ndarray] = []

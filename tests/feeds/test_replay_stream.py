@@ -140,6 +140,39 @@ def test_streamed_replay_equals_the_whole_load_merge(tmp_path, monkeypatch, fmt,
     assert len(set(keys)) < len(keys)  # equal keys across symbols present
 
 
+@pytest.mark.parametrize("spill", [True, False])
+def test_a_csv_is_parsed_once_and_replayed_from_its_spill(tmp_path, monkeypatch, spill):
+    """With the spill the rows come back from the scan's spill file: the same bars as parsing
+    the text again, and the replay is what was scanned even if the file is rewritten after."""
+    paths = dataset(tmp_path, "csv")
+    no_slow_path(monkeypatch)
+    monkeypatch.setattr(stream, "SPILL", spill)
+    expected, _ = reference(paths)
+    feed = ReplayFeed.from_paths(paths, block_bytes=160, chunk=5)
+    csv_paths = [p for p in paths if p.endswith(".csv")]
+    for path in csv_paths:  # rewritten after the scan: only the spill still has the rows
+        Path(path).write_text("ts_ms,open,high,low,close,volume\n")
+    got = as_tuples(drain(feed))
+    assert same(got, expected) == spill
+    if not spill:  # parsed again: past the first window (read at the start), the emptied files give nothing
+        assert len(got) < len(expected)
+
+
+def test_a_full_temp_dir_falls_back_to_parsing_again(tmp_path, monkeypatch, caplog):
+    """Writes to the spill fail with ENOSPC (a real one: /dev/full): one warning that names the
+    file and what to do, and the replay parses the CSV again, bar for bar the same."""
+    paths = dataset(tmp_path, "csv")
+    no_slow_path(monkeypatch)
+    monkeypatch.setattr(stream, "_spill_file", lambda: open("/dev/full", "r+b", buffering=0))
+    monkeypatch.setattr(stream.Spill, "_warned", False)
+    expected, _ = reference(paths)
+    with caplog.at_level("WARNING", logger="prod_core.feeds.stream"):
+        feed = ReplayFeed.from_paths(paths, block_bytes=160, chunk=5)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "prod_core.feeds.stream"]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0] and "TMPDIR" in warnings[0]
+    assert same(as_tuples(drain(feed)), expected)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_random_data_sets_and_block_sizes(tmp_path, monkeypatch, seed):
     rng = random.Random(seed)
