@@ -8,6 +8,7 @@ cdef class GovernanceState:
     cdef public object config_hash, cash_usd
 
     cpdef tuple _values(self)
+    cpdef _set_values(self, tuple values)
 
 cpdef _engage(GovernanceState state, reason)
 cpdef ladder_step(GovernanceState state, cfg)

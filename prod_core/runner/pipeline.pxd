@@ -8,13 +8,16 @@
 from prod_core.domain.types cimport Bar as CBar
 from prod_core.execution.paper cimport PaperBroker
 from prod_core.risk.ledger cimport GovernanceState as CState
+from prod_core.telemetry.live cimport LiveMetrics as CLive
+from prod_core.feeds.hygiene cimport is_clean
 
 cdef class Pipeline:
     cdef dict __dict__
     cdef public PaperBroker broker
     cdef public object run_id, account, on_storage_error, _journaled_key, _close_info, instruments
     cdef public CState state
-    cdef public object storage, live, notify, feed_name, clock_mode, wall_clock, _stage
+    cdef public CLive live
+    cdef public object storage, notify, feed_name, clock_mode, wall_clock, _stage
     cdef public object portfolio, gov, detector, kinds, overlay_lock, overlay_safe, _firm_cap, _auto_kill_at
     cdef public object _outcomes, _enabled_now, _anomaly_pending, _next_day_ms, _corr_ts, live_from_ms, _last_equity_ts
     cdef public object _anomaly_burst, _anomaly_logged_at, _enabled, _enabled_safe, _rets, _strategy_logged
@@ -43,3 +46,6 @@ cdef class Pipeline:
     cpdef _opened_body(self, state, position)
     cpdef _changed_body(self, state)
     cpdef _commit_fill(self, write, saved)
+
+cpdef tuple _save_state(CState state)
+cpdef _restore_state(CState state, tuple saved)

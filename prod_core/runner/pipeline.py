@@ -12,7 +12,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from operator import attrgetter
 from time import perf_counter_ns
 
 from msgspec.structs import replace
@@ -1036,16 +1035,12 @@ class Pipeline:
         self._refresh_account()
 
 
-_state_values = attrgetter(*GovernanceState.__slots__)
-
-
 def _save_state(state: GovernanceState) -> tuple:
     """Every field of ``state`` (``holds`` as a copy), for ``_restore_state``."""
-    return _state_values(state), list(state.holds)
+    return state._values(), list(state.holds)
 
 
 def _restore_state(state: GovernanceState, saved: tuple) -> None:
     values, holds = saved
-    for name, value in zip(GovernanceState.__slots__, values):
-        setattr(state, name, value)
+    state._set_values(values)
     state.holds = holds

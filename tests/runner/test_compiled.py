@@ -29,6 +29,11 @@ from tests.runner.test_fastlane import (
 
 BUILD = REPO / "scripts" / "build_compiled.py"
 
+# The first test that asks for ``build`` waits for the whole build (16 modules through Cython and
+# gcc: 2-3 minutes on an idle 2-core machine, several times that with the other core busy); the
+# suite's 300 s per test would cut it off, so this module's tests have the build's own bound.
+pytestmark = pytest.mark.timeout(2400)
+
 
 def _missing_tools() -> str:
     try:
@@ -155,8 +160,8 @@ def test_bad_bars_compiled_are_rejected_and_counted_as_in_pure_python(build: Pat
     pure, text_pure = _replay(tmp_path, "pure", SCENARIO, data, lane=True, env_extra=PURE)
     fast, text = _replay(tmp_path, "compiled", SCENARIO, data, lane=True, env_extra=_on(build))
     _assert_same(pure, fast, labels=("pure Python", "compiled"))
-    anomalies = re.findall(r"отклонено баров (\d+)", text)
-    assert anomalies and anomalies == re.findall(r"отклонено баров (\d+)", text_pure)
+    anomalies = [int(n) for n in re.findall(r"отклонено баров (\d+)", text)]  # (lines split by wall time)
+    assert anomalies and sum(anomalies) == sum(int(n) for n in re.findall(r"отклонено баров (\d+)", text_pure)) == 8
 
 
 def test_without_a_c_compiler_the_build_says_so_and_the_runner_stays_pure(tmp_path: Path) -> None:

@@ -178,8 +178,10 @@ def test_bad_bars_send_their_window_bar_by_bar_with_the_same_result(tmp_path: Pa
     _, total, slow = _skipped(text)
     assert slow >= 1
     assert _bars(text) == _bars(text_off) < total  # the rejected bars are not counted
-    anomalies = re.findall(r"отклонено баров (\d+)", text)
-    assert anomalies and anomalies == re.findall(r"отклонено баров (\d+)", text_off)
+    # the same bars rejected and logged; how they split into lines depends on wall time (bursts less
+    # than a second apart share a line: pipeline._anomaly), which a busy machine stretches
+    anomalies = [int(n) for n in re.findall(r"отклонено баров (\d+)", text)]
+    assert anomalies and sum(anomalies) == sum(int(n) for n in re.findall(r"отклонено баров (\d+)", text_off)) == 8
 
 
 def test_a_scan_that_raises_holds_its_strategy_and_the_replay_goes_on(tmp_path: Path) -> None:
