@@ -3,6 +3,9 @@
 # containers up by name. Pure Python ignores this file. As with ``__slots__`` in pure Python, an
 # attribute that is not declared here cannot be set.
 
+cimport cython
+
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, b=double)
 cdef Py_ssize_t _bucket(tuple bounds, double value)
 
 

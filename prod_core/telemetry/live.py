@@ -31,17 +31,19 @@ _BOUNDS_NS: tuple[int, ...] = tuple(round(b * 1_000_000) for b in LATENCY_BUCKET
 
 
 def _bucket(bounds: tuple, value: float) -> int:
-    """The histogram cell of ``value``: how many bounds are below it (``bisect_left``: a value equal
-    to a bound lands in that bound's "le" cell; NaN in the first). A loop over at most ~20 bounds,
-    which the compiled build runs on C doubles (live.pxd)."""
-    i = 0
-    n = len(bounds)
-    while i < n:
-        b: float = bounds[i]
-        if not b < value:
-            break
-        i += 1
-    return i
+    """The histogram cell of ``value``: how many bounds are below it (``bisect.bisect_left``: a value
+    equal to a bound lands in that bound's "le" cell; NaN in the first). The compiled build runs it on
+    C integers and doubles (live.pxd), where the library's bisect compares Python objects."""
+    lo = 0
+    hi = len(bounds)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        b = bounds[mid]
+        if b < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 class StageTimes:

@@ -104,3 +104,23 @@ def test_typo_in_attribute_name_fails_loudly() -> None:
     live = LiveMetrics(feeds=[], symbols=[], strategies=[])
     with pytest.raises(AttributeError):
         live.feed_healt = {}  # type: ignore[attr-defined]
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-10, -0.5, 0, 0.5, 3, 100])),
+                max_size=60))
+def test_value_histogram_cells_are_bisect_left_of_the_bounds(values: list[float]) -> None:
+    """Fill slippage and fill time: a value equal to a bound lands in that bound's cell, NaN in the first,
+    above every bound in +Inf; the sum and count follow every observation."""
+    from bisect import bisect_left
+
+    from prod_core.telemetry.live import SLIPPAGE_BUCKETS_BPS, ValueHistogram
+
+    hist = ValueHistogram(SLIPPAGE_BUCKETS_BPS)
+    expected = [0] * (len(SLIPPAGE_BUCKETS_BPS) + 1)
+    for v in values:
+        hist.observe("BTC/USDT", v)
+        expected[bisect_left(SLIPPAGE_BUCKETS_BPS, v)] += 1
+    if values:
+        counts, total, n = hist.snapshot()["BTC/USDT"]
+        assert counts == expected and n == len(values)
+        assert total == pytest.approx(sum(values), nan_ok=True) or total == sum(values)
