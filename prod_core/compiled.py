@@ -16,8 +16,10 @@ without them). ``prod_core.runner.fastlane`` is built with its annotations as C 
 quiet-bar loop does float arithmetic on C doubles); the others keep Python objects, except where a
 ``.pxd`` beside the module declares its classes as extension types (Cython's "augmenting" .pxd,
 which Python never reads): the broker and its working orders (``execution/paper.pxd``), the
-pipeline (``runner/pipeline.pxd``), the governance state (``risk/ledger.pxd``) and ``Bar``
-(``domain/types.pxd``), with their fields at fixed offsets and their hot methods ``cpdef``. The
+pipeline (``runner/pipeline.pxd``), the governance state (``risk/ledger.pxd``), ``Bar``
+(``domain/types.pxd``) and the live metrics (``telemetry/live.pxd``), with their fields at fixed
+offsets and their hot methods ``cpdef``; the clean-bar test takes a typed ``Bar``
+(``feeds/hygiene.pxd``). The
 modules with a ``.pxd`` cimport each other's types, so they are one group: each one's file is keyed
 by the sources and declarations of all of them (``build_input``), and the finder loads them all or
 none (a compiled pipeline cannot import a broker that came from its ``.py``).
