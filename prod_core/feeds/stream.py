@@ -11,8 +11,8 @@ exactly the rows and values ``read_candles`` gives for the file, in file order.
 
 A streamed CSV is parsed once: its scan writes the parsed rows to a spill file (48 bytes a
 row, an unnamed temporary file that the OS deletes when the process ends, however it ends),
-and ``chunks()`` reads them back from it instead of parsing the text again, which was about
-a third of a replay's bar loop. Where the spill cannot be written (a full or read-only temp
+and ``chunks()`` reads them back from it instead of parsing the text again (about a tenth
+of a replay's bar loop: docs/PERFORMANCE.md, step 36). Where the spill cannot be written (a full or read-only temp
 dir, one warning line), ``chunks()`` parses the file again as before.
 
 Memory: a CSV is read by pyarrow's streaming reader in blocks of ``block_bytes`` bytes; a
