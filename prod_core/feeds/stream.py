@@ -9,11 +9,12 @@ timestamps were not all in milliseconds. After the scan, every call of ``Part.ch
 gives the rows again from the first as ``(ts int64 ms, ohlcv float64 (n, 5))`` chunks:
 exactly the rows and values ``read_candles`` gives for the file, in file order.
 
-A streamed CSV is parsed once: its scan writes the parsed rows to a spill file (48 bytes a
+A streamed file is parsed once: its scan writes the parsed rows to a spill file (48 bytes a
 row, an unnamed temporary file that the OS deletes when the process ends, however it ends),
 and ``chunks()`` reads them back from it instead of parsing the text again (about a tenth
-of a replay's bar loop: docs/PERFORMANCE.md, step 36). Where the spill cannot be written (a full or read-only temp
-dir, one warning line), ``chunks()`` parses the file again as before.
+of a replay's bar loop: docs/PERFORMANCE.md, step 36) or decoding the Parquet column chunks
+again (step 39). Where the spill cannot be written (a full or read-only temp dir, one warning
+line), ``chunks()`` reads the file again as before.
 
 Memory: a CSV is read by pyarrow's streaming reader in blocks of ``block_bytes`` bytes; a
 Parquet file in batches of ``batch_rows`` rows. Held in memory whole (one part per symbol):
@@ -115,7 +116,7 @@ def _joined(ts: list[np.ndarray], ohlcv: list[np.ndarray]) -> Chunk:
     return Chunk(np.concatenate(ts), np.concatenate(ohlcv))
 
 
-SPILL = True  # a streamed CSV's scan keeps its parsed rows in a spill file (module doc)
+SPILL = True  # a streamed file's scan keeps its parsed rows in a spill file (module doc)
 
 
 def _spill_file():  # type: ignore[no-untyped-def]
@@ -124,7 +125,7 @@ def _spill_file():  # type: ignore[no-untyped-def]
 
 
 class Spill:
-    """The parsed rows of one CSV, 6 x 8 bytes a row (ts int64 ms, then open..volume float64),
+    """The parsed rows of one file, 6 x 8 bytes a row (ts int64 ms, then open..volume float64),
     written once by the scan and read back by offset, so any number of readers can run."""
 
     _warned = False
@@ -146,7 +147,7 @@ class Spill:
     def _failed(cls, source: str, exc: OSError) -> None:
         if not cls._warned:
             cls._warned = True
-            log.warning("%s: no spill file in the temp dir (%s): the replay parses the CSV again, "
+            log.warning("%s: no spill file in the temp dir (%s): the replay reads the file again, "
                         "which is slower; free space in %s or point TMPDIR elsewhere",
                         source, exc.strerror or exc, tempfile.gettempdir())
 
@@ -204,6 +205,7 @@ class Part:
     malformed: int = 0  # rows dropped by the reader
     funding: list[tuple[int, float]] = field(default_factory=list)  # (ts, rate) of the funding_rate column
     scanned: bool = False
+    spill: Spill | None = None  # the scan's parsed rows, when it wrote them (module doc)
 
     label: str | None = None  # the ts column, for unit conversion; None: already in ms
 
@@ -239,20 +241,33 @@ class Part:
         facts.apply()
         self._spilled(spill)
 
+    def _spills(self) -> bool:
+        """Whether the scan keeps the parsed rows in a spill file (a file read in a stream)."""
+        return False
+
     def _spill_sink(self) -> Spill | None:
         """Where the scan writes the parsed rows for ``chunks()`` (None: nowhere, read again)."""
-        return None
+        self.spill = None
+        return Spill.open(self.source) if SPILL and self._spills() else None
 
     def _spilled(self, spill: Spill | None) -> None:
-        """The scan is over: ``spill`` holds every row (None: it failed or there was none)."""
+        """The scan is over: ``spill`` holds every row (None: it failed or was not asked for)."""
+        if spill is not None and spill.rows != self.rows:
+            spill.close()
+            spill = None
+        self.spill = spill
 
     def _keep(self, chunk: Chunk) -> None:
         raise NotImplementedError
 
     def chunks(self) -> Iterator[Chunk]:
-        """The part's rows again from the first, chunk by chunk (``scan()`` first)."""
+        """The part's rows again from the first, chunk by chunk (``scan()`` first): from the spill
+        file when the scan wrote one, else read from the file again."""
         if not self.scanned:
             raise RuntimeError(f"{self.source}: Part.chunks() before scan()")
+        if self.spill is not None:
+            yield from self.spill.chunks(CHUNK_ROWS)
+            return
         for raw in self._raw(funding=False):
             yield Chunk(self._ms(raw.ts), raw.ohlcv)
         _release_arrow_memory()
@@ -336,19 +351,9 @@ class CsvPart(Part):
     layout: CsvLayout | None = None
     block_bytes: int = DEFAULT_BLOCK_BYTES
     kept: Chunk | None = None
-    spill: Spill | None = None
 
-    def _spill_sink(self) -> Spill | None:
-        self.spill = None
-        if self.layout is None or not self.layout.fast or not SPILL:
-            return None
-        return Spill.open(self.source)
-
-    def _spilled(self, spill: Spill | None) -> None:
-        if spill is not None and spill.rows != self.rows:
-            spill.close()
-            spill = None
-        self.spill = spill
+    def _spills(self) -> bool:
+        return self.layout is not None and self.layout.fast
 
     def _raw(self, funding: bool) -> Iterator[RawChunk]:
         if self.kept is not None:
@@ -376,9 +381,7 @@ class CsvPart(Part):
         memory low, larger chunks keep the replay's windows (and their per-window costs) as they were.
         After a scan that spilled, the rows come back from the spill file instead."""
         if self.spill is not None and self.kept is None:
-            if not self.scanned:
-                raise RuntimeError(f"{self.source}: Part.chunks() before scan()")
-            yield from self.spill.chunks(CHUNK_ROWS)
+            yield from super().chunks()
             return
         if self.kept is None:
             ts_parts: list[np.ndarray] = []
@@ -407,6 +410,9 @@ class ParquetPart(Part):
 
     layout: ParquetLayout | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
+
+    def _spills(self) -> bool:
+        return True
 
     def _raw(self, funding: bool) -> Iterator[RawChunk]:
         assert self.layout is not None

@@ -140,34 +140,44 @@ def test_streamed_replay_equals_the_whole_load_merge(tmp_path, monkeypatch, fmt,
     assert len(set(keys)) < len(keys)  # equal keys across symbols present
 
 
+def emptied(path: str) -> None:
+    """Rewrite a data file as the same format with no rows."""
+    if path.endswith(".csv"):
+        Path(path).write_text("ts_ms,open,high,low,close,volume\n")
+    else:
+        pq.write_table(pa.table({name: pa.array([], pa.int64() if i == 0 else pa.float64())
+                                 for i, name in enumerate(HEADER)}), path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
 @pytest.mark.parametrize("spill", [True, False])
-def test_a_csv_is_parsed_once_and_replayed_from_its_spill(tmp_path, monkeypatch, spill):
-    """With the spill the rows come back from the scan's spill file: the same bars as parsing
-    the text again, and the replay is what was scanned even if the file is rewritten after."""
-    paths = dataset(tmp_path, "csv")
+def test_a_file_is_parsed_once_and_replayed_from_its_spill(tmp_path, monkeypatch, spill, fmt):
+    """With the spill the rows come back from the scan's spill file: the same bars as reading
+    the file again, and the replay is what was scanned even if the file is rewritten after."""
+    paths = dataset(tmp_path, fmt)
     no_slow_path(monkeypatch)
     monkeypatch.setattr(stream, "SPILL", spill)
     expected, _ = reference(paths)
-    feed = ReplayFeed.from_paths(paths, block_bytes=160, chunk=5)
-    csv_paths = [p for p in paths if p.endswith(".csv")]
-    for path in csv_paths:  # rewritten after the scan: only the spill still has the rows
-        Path(path).write_text("ts_ms,open,high,low,close,volume\n")
+    feed = ReplayFeed.from_paths(paths, block_bytes=160, batch_rows=3, chunk=5)
+    for path in paths:  # rewritten after the scan: only the spill still has the rows
+        emptied(path)
     got = as_tuples(drain(feed))
     assert same(got, expected) == spill
-    if not spill:  # parsed again: past the first window (read at the start), the emptied files give nothing
+    if not spill:  # read again: past the first window (read at the start), the emptied files give nothing
         assert len(got) < len(expected)
 
 
-def test_a_full_temp_dir_falls_back_to_parsing_again(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_full_temp_dir_falls_back_to_reading_again(tmp_path, monkeypatch, caplog, fmt):
     """Writes to the spill fail with ENOSPC (a real one: /dev/full): one warning that names the
-    file and what to do, and the replay parses the CSV again, bar for bar the same."""
-    paths = dataset(tmp_path, "csv")
+    file and what to do, and the replay reads the file again, bar for bar the same."""
+    paths = dataset(tmp_path, fmt)
     no_slow_path(monkeypatch)
     monkeypatch.setattr(stream, "_spill_file", lambda: open("/dev/full", "r+b", buffering=0))
     monkeypatch.setattr(stream.Spill, "_warned", False)
     expected, _ = reference(paths)
     with caplog.at_level("WARNING", logger="prod_core.feeds.stream"):
-        feed = ReplayFeed.from_paths(paths, block_bytes=160, chunk=5)
+        feed = ReplayFeed.from_paths(paths, block_bytes=160, batch_rows=3, chunk=5)
     warnings = [r.getMessage() for r in caplog.records if r.name == "prod_core.feeds.stream"]
     assert len(warnings) == 1 and "No space left on device" in warnings[0] and "TMPDIR" in warnings[0]
     assert same(as_tuples(drain(feed)), expected)
