@@ -13,8 +13,9 @@ A streamed file is parsed once: its scan writes the parsed rows to a spill file 
 row, an unnamed temporary file that the OS deletes when the process ends, however it ends),
 and ``chunks()`` reads them back from it instead of parsing the text again (about a tenth
 of a replay's bar loop: docs/PERFORMANCE.md, step 36) or decoding the Parquet column chunks
-again (step 39). Where the spill cannot be written (a full or read-only temp dir, one warning
-line), ``chunks()`` reads the file again as before.
+again (step 39). Where the spill cannot be written (a full or read-only temp dir, or less than
+``SPILL_RESERVE_BYTES`` would be left free there: one warning line), ``chunks()`` reads the file
+again as before.
 
 Memory: a CSV is read by pyarrow's streaming reader in blocks of ``block_bytes`` bytes; a
 Parquet file in batches of ``batch_rows`` rows. Held in memory whole (one part per symbol):
@@ -32,6 +33,7 @@ then by position in the stream. It holds one chunk per symbol plus the window it
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -117,6 +119,9 @@ def _joined(ts: list[np.ndarray], ohlcv: list[np.ndarray]) -> Chunk:
 
 
 SPILL = True  # a streamed file's scan keeps its parsed rows in a spill file (module doc)
+# Free space a spill leaves on its file system: the temp dir often shares it with the database
+# and the logs, and a replay must not fill it for them (past this, the file is read again)
+SPILL_RESERVE_BYTES = 1 << 30
 
 
 def _spill_file():  # type: ignore[no-untyped-def]
@@ -152,7 +157,8 @@ class Spill:
                         source, exc.strerror or exc, tempfile.gettempdir())
 
     def add(self, ts: np.ndarray, ohlcv: np.ndarray) -> bool:
-        """Append rows; False (and the file closed) when the write failed."""
+        """Append rows; False (and the file closed) when the write failed or would leave less than
+        ``SPILL_RESERVE_BYTES`` free on the temp dir's file system."""
         n = int(ts.shape[0])
         if not n:
             return True
@@ -162,6 +168,10 @@ class Spill:
         data = memoryview(rec).cast("B")
         try:
             fd = self.fh.fileno()
+            fs = os.fstatvfs(fd)
+            if fs.f_bavail * fs.f_frsize - len(data) < SPILL_RESERVE_BYTES:
+                raise OSError(errno.ENOSPC, f"it would leave less than {SPILL_RESERVE_BYTES >> 20} MiB free "
+                                            "(stream.SPILL_RESERVE_BYTES)")
             while data:
                 data = data[os.write(fd, data):]
             self.rows += n

@@ -11,7 +11,9 @@ boundaries fall everywhere.
 from __future__ import annotations
 
 import math
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +159,7 @@ def test_a_file_is_parsed_once_and_replayed_from_its_spill(tmp_path, monkeypatch
     paths = dataset(tmp_path, fmt)
     no_slow_path(monkeypatch)
     monkeypatch.setattr(stream, "SPILL", spill)
+    monkeypatch.setattr(stream, "SPILL_RESERVE_BYTES", 0)  # spilled however full this machine's temp dir is
     expected, _ = reference(paths)
     feed = ReplayFeed.from_paths(paths, block_bytes=160, batch_rows=3, chunk=5)
     for path in paths:  # rewritten after the scan: only the spill still has the rows
@@ -174,12 +177,29 @@ def test_a_full_temp_dir_falls_back_to_reading_again(tmp_path, monkeypatch, capl
     paths = dataset(tmp_path, fmt)
     no_slow_path(monkeypatch)
     monkeypatch.setattr(stream, "_spill_file", lambda: open("/dev/full", "r+b", buffering=0))
+    monkeypatch.setattr(stream, "SPILL_RESERVE_BYTES", 0)  # the write itself fails, not the reserve
     monkeypatch.setattr(stream.Spill, "_warned", False)
     expected, _ = reference(paths)
     with caplog.at_level("WARNING", logger="prod_core.feeds.stream"):
         feed = ReplayFeed.from_paths(paths, block_bytes=160, batch_rows=3, chunk=5)
     warnings = [r.getMessage() for r in caplog.records if r.name == "prod_core.feeds.stream"]
     assert len(warnings) == 1 and "No space left on device" in warnings[0] and "TMPDIR" in warnings[0]
+    assert same(as_tuples(drain(feed)), expected)
+
+
+def test_a_spill_leaves_the_reserve_free(tmp_path, monkeypatch, caplog):
+    """A spill that would leave less than the reserve free on the temp dir's file system (which
+    the database may share) stops there: one warning saying so, and the files are read again."""
+    paths = dataset(tmp_path, "csv")
+    no_slow_path(monkeypatch)
+    fs = os.statvfs(tempfile.gettempdir())
+    monkeypatch.setattr(stream, "SPILL_RESERVE_BYTES", fs.f_bavail * fs.f_frsize + (1 << 30))  # already crossed
+    monkeypatch.setattr(stream.Spill, "_warned", False)
+    expected, _ = reference(paths)
+    with caplog.at_level("WARNING", logger="prod_core.feeds.stream"):
+        feed = ReplayFeed.from_paths(paths, block_bytes=160, chunk=5)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "prod_core.feeds.stream"]
+    assert len(warnings) == 1 and "MiB free" in warnings[0] and "TMPDIR" in warnings[0]
     assert same(as_tuples(drain(feed)), expected)
 
 
