@@ -231,7 +231,8 @@ class Part:
 
     def scan(self) -> None:
         """Read the file through once and keep its facts (see module doc)."""
-        spill = self._spill_sink()
+        self.spill = None
+        spill = Spill.open(self.source) if SPILL and self._spills() else None
         try:
             facts = _Facts(self)
             for raw in self._raw(funding=True):
@@ -249,23 +250,14 @@ class Part:
         finally:
             _release_arrow_memory()
         facts.apply()
-        self._spilled(spill)
+        if spill is not None and spill.rows != self.rows:  # it must hold every row the scan counted
+            spill.close()
+            spill = None
+        self.spill = spill
 
     def _spills(self) -> bool:
         """Whether the scan keeps the parsed rows in a spill file (a file read in a stream)."""
         return False
-
-    def _spill_sink(self) -> Spill | None:
-        """Where the scan writes the parsed rows for ``chunks()`` (None: nowhere, read again)."""
-        self.spill = None
-        return Spill.open(self.source) if SPILL and self._spills() else None
-
-    def _spilled(self, spill: Spill | None) -> None:
-        """The scan is over: ``spill`` holds every row (None: it failed or was not asked for)."""
-        if spill is not None and spill.rows != self.rows:
-            spill.close()
-            spill = None
-        self.spill = spill
 
     def _keep(self, chunk: Chunk) -> None:
         raise NotImplementedError
@@ -390,7 +382,7 @@ class CsvPart(Part):
         """The blocks joined into chunks of at least ``CHUNK_ROWS`` rows: small blocks keep pyarrow's
         memory low, larger chunks keep the replay's windows (and their per-window costs) as they were.
         After a scan that spilled, the rows come back from the spill file instead."""
-        if self.spill is not None and self.kept is None:
+        if self.spill is not None:  # (never with ``kept``: the slow path drops the spill)
             yield from super().chunks()
             return
         if self.kept is None:

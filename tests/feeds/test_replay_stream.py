@@ -145,7 +145,7 @@ def test_streamed_replay_equals_the_whole_load_merge(tmp_path, monkeypatch, fmt,
 def emptied(path: str) -> None:
     """Rewrite a data file as the same format with no rows."""
     if path.endswith(".csv"):
-        Path(path).write_text("ts_ms,open,high,low,close,volume\n")
+        Path(path).write_text(",".join(HEADER) + "\n")
     else:
         pq.write_table(pa.table({name: pa.array([], pa.int64() if i == 0 else pa.float64())
                                  for i, name in enumerate(HEADER)}), path)
